@@ -1,0 +1,64 @@
+"""Settings from the environment: where the store is, where the catalog is.
+
+Owns the mapping from environment variables to typed settings. It never opens a connection
+and never falls back silently: a setting that is present but malformed raises ConfigError
+naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.errors import ConfigError
+
+__all__ = ["PROJECT_ROOT", "Settings", "load_settings"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+#: The deployment secret that keys subject pseudonyms and signed links. The demo value is
+#: public on purpose: demo mode must never hold real data.
+DEMO_SECRET = "veil-demo-secret-not-for-production"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    catalog_dir: Path
+    var_dir: Path
+    secret: str
+    demo_mode: bool
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read VEIL_* environment variables; unset means the embedded demo default."""
+    env = dict(os.environ if env is None else env)
+    var_dir = Path(env.get("VEIL_VAR_DIR") or PROJECT_ROOT / "var")
+    catalog_dir = Path(env.get("VEIL_CATALOG_DIR") or PROJECT_ROOT / "catalog")
+    url = env.get("VEIL_DATABASE_URL", "").strip()
+    if not url:
+        url = f"sqlite:///{var_dir / 'veil.db'}"
+    demo_raw = env.get("VEIL_DEMO_MODE", "1" if "VEIL_DATABASE_URL" not in env else "0")
+    if demo_raw not in {"0", "1"}:
+        raise ConfigError(f"VEIL_DEMO_MODE must be 0 or 1, got {demo_raw!r}")
+    demo_mode = demo_raw == "1"
+    secret = env.get("VEIL_SECRET", "")
+    if not secret:
+        if not demo_mode:
+            raise ConfigError(
+                "VEIL_SECRET is not set. Outside demo mode Veil needs a deployment secret to key "
+                "subject pseudonyms and sign links; set VEIL_SECRET (32+ random characters) or "
+                "VEIL_DEMO_MODE=1 for a demo store."
+            )
+        secret = DEMO_SECRET
+    elif len(secret) < 16:
+        raise ConfigError(f"VEIL_SECRET must be at least 16 characters, got {len(secret)}")
+    return Settings(
+        database_url=url, catalog_dir=catalog_dir, var_dir=var_dir, secret=secret,
+        demo_mode=demo_mode,
+    )

@@ -1,0 +1,127 @@
+"""Engines and session factories, built once per process.
+
+Owns the translation of ``VEIL_DATABASE_URL`` into a working SQLAlchemy engine for the embedded
+store (SQLite in WAL mode under var/) or PostgreSQL (psycopg 3). It never runs queries of its
+own beyond a connectivity check, and it translates driver errors into StoreError/ConfigError at
+this boundary so that no driver traceback reaches a page.
+
+Write transactions on SQLite take the write lock up front (``BEGIN IMMEDIATE``): a deferred
+transaction that reads and then writes can fail with "database is locked" when another process
+wrote in between, which busy_timeout does not retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from data.config import Settings
+from data.errors import ConfigError, StoreError
+
+__all__ = ["Store", "make_engine", "open_store"]
+
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class Store:
+    """An engine with its two session factories: ``read`` and ``write`` (locks early on SQLite)."""
+
+    engine: Engine
+    read: sessionmaker[Session]
+    write: sessionmaker[Session]
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def make_engine(url: str) -> Engine:
+    """Build an engine for ``url``; malformed or unsupported URLs raise ConfigError."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"VEIL_DATABASE_URL is not a valid database URL: {url!r} ({exc})"
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed)
+    if backend == "postgresql":
+        if parsed.drivername in {"postgresql", "postgres"}:
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=40)
+        except (NoSuchModuleError, ArgumentError) as exc:
+            raise ConfigError(f"VEIL_DATABASE_URL uses an unsupported driver: {url!r}") from exc
+    raise ConfigError(
+        f"VEIL_DATABASE_URL must be a sqlite:/// or postgresql:// URL, got {parsed.drivername!r}"
+    )
+
+
+def _sqlite_engine(parsed) -> Engine:
+    database = parsed.database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin (see the module docstring).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def open_store(settings: Settings, *, check: bool = True) -> Store:
+    """Open the configured store; with ``check`` a failed connection raises StoreError."""
+    engine = make_engine(settings.database_url)
+    if check:
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except OperationalError as exc:
+            engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise StoreError(
+                f"Cannot reach the store at VEIL_DATABASE_URL={_redact(settings.database_url)}: "
+                f"{reason}. Check that the server is running and the URL is right."
+            ) from exc
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise StoreError(
+                f"The store at VEIL_DATABASE_URL={_redact(settings.database_url)} refused the "
+                f"connection: {exc}"
+            ) from exc
+    write_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
+    return Store(
+        engine=engine,
+        read=sessionmaker(engine, expire_on_commit=False),
+        write=sessionmaker(write_engine, expire_on_commit=False),
+    )
+
+
+def _redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<malformed>"

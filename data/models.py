@@ -1,0 +1,427 @@
+"""The schema: every table Veil keeps, as typed SQLAlchemy 2.0 models.
+
+Owns table shapes only. Record tables hold de-identified rows: subjects appear as keyed
+pseudonyms, never raw ids; time is floored to 15 minutes; places are H3 resolution-7 cells or
+district codes, never coordinates. Aggregate cubes are what the privacy gate reads. State that
+matters (budgets, releases, audit, exports) lives here, never in a UI session.
+
+Times are naive UTC ``DateTime`` columns: the embedded store has no time-zone type, and one
+convention everywhere is safer than two.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "AuditEntry",
+    "Base",
+    "BudgetAccount",
+    "BudgetEntry",
+    "ConsentEvent",
+    "CubeMonthly",
+    "DataProduct",
+    "EducationEvent",
+    "Export",
+    "ExportApproval",
+    "GeoArea",
+    "GeoCell",
+    "HealthEvent",
+    "JobRun",
+    "LocalAccount",
+    "ProductVersion",
+    "QuarantinedRow",
+    "Registration",
+    "Release",
+    "RoleMapping",
+    "SocialEvent",
+    "Subject",
+    "SubjectConsent",
+    "Tenant",
+    "VERTICAL_EVENT_MODELS",
+]
+
+# Short, bounded string widths shared by several tables.
+TENANT = String(32)
+PRODUCT = String(64)
+PSEUDONYM = String(32)
+GEO = String(16)
+H3 = String(15)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# --- tenants, identity ----------------------------------------------------------------------
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(TENANT, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    #: Tenant-level privacy settings that override policy defaults (k, budgets, levels).
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RoleMapping(Base):
+    """Identity claim → (role, tenant). Unknown identities match nothing and get no access."""
+
+    __tablename__ = "role_mappings"
+    __table_args__ = (UniqueConstraint("claim", "value", name="uq_role_mapping_claim_value"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    claim: Mapped[str] = mapped_column(String(16))  # email | sub | group
+    value: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(32))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(256))
+
+
+class LocalAccount(Base):
+    """Demo identity source: a username and an argon2 hash. Role comes from RoleMapping."""
+
+    __tablename__ = "local_accounts"
+
+    username: Mapped[str] = mapped_column(String(256), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    display_name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+# --- catalog mirror, geography ----------------------------------------------------------------
+
+
+class DataProduct(Base):
+    """Catalog products mirrored into the store so that foreign keys and joins can use them."""
+
+    __tablename__ = "data_products"
+
+    id: Mapped[str] = mapped_column(PRODUCT, primary_key=True)
+    vertical: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(128))
+    owner: Mapped[str] = mapped_column(String(128))
+    policy_version: Mapped[str] = mapped_column(String(64))
+
+
+class GeoArea(Base):
+    """A state or district with its real centroid; the parent of a district is its state."""
+
+    __tablename__ = "geo_areas"
+
+    code: Mapped[str] = mapped_column(GEO, primary_key=True)
+    level: Mapped[str] = mapped_column(String(16))  # state | district
+    name: Mapped[str] = mapped_column(String(64))
+    parent_code: Mapped[str | None] = mapped_column(GEO, nullable=True)
+    lat: Mapped[float] = mapped_column(Float)
+    lng: Mapped[float] = mapped_column(Float)
+
+
+class GeoCell(Base):
+    """An H3 resolution-7 cell and the district it belongs to."""
+
+    __tablename__ = "geo_cells"
+
+    h3_cell: Mapped[str] = mapped_column(H3, primary_key=True)
+    district: Mapped[str] = mapped_column(ForeignKey("geo_areas.code"), index=True)
+
+
+# --- subjects and consent --------------------------------------------------------------------
+
+
+class Subject(Base):
+    __tablename__ = "subjects"
+
+    tenant_id: Mapped[str] = mapped_column(TENANT, primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(PSEUDONYM, primary_key=True)
+    district: Mapped[str] = mapped_column(GEO)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ConsentEvent(Base):
+    """Append-only consent history: every grant and withdrawal with its time."""
+
+    __tablename__ = "consent_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    pseudonym: Mapped[str] = mapped_column(PSEUDONYM)
+    vertical: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # granted | withdrawn
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SubjectConsent(Base):
+    """Current consent per subject and vertical (the latest ConsentEvent)."""
+
+    __tablename__ = "subject_consent"
+
+    tenant_id: Mapped[str] = mapped_column(TENANT, primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(PSEUDONYM, primary_key=True)
+    vertical: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+# --- record stores ---------------------------------------------------------------------------
+
+
+class _VerticalEvent:
+    """Columns shared by the per-vertical event tables (de-identified at ingestion)."""
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    product_id: Mapped[str] = mapped_column(PRODUCT)
+    event_type: Mapped[str] = mapped_column(String(32))
+    pseudonym: Mapped[str] = mapped_column(PSEUDONYM)
+    ts: Mapped[datetime] = mapped_column(DateTime)  # floored to 15 minutes, UTC
+    day: Mapped[date] = mapped_column(Date)
+    month: Mapped[date] = mapped_column(Date)  # first day of the month, for cube builds
+    h3_cell: Mapped[str] = mapped_column(H3)
+    district: Mapped[str] = mapped_column(GEO)
+    age_bucket: Mapped[str] = mapped_column(String(8))
+    gender: Mapped[str] = mapped_column(String(8))
+    category: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class HealthEvent(_VerticalEvent, Base):
+    __tablename__ = "health_events"
+    __table_args__ = (Index("ix_health_events_subject", "tenant_id", "pseudonym"),)
+
+
+class EducationEvent(_VerticalEvent, Base):
+    __tablename__ = "education_events"
+    __table_args__ = (Index("ix_education_events_subject", "tenant_id", "pseudonym"),)
+
+
+class SocialEvent(_VerticalEvent, Base):
+    __tablename__ = "social_events"
+    __table_args__ = (Index("ix_social_events_subject", "tenant_id", "pseudonym"),)
+
+
+VERTICAL_EVENT_MODELS = {
+    "health": HealthEvent,
+    "education": EducationEvent,
+    "social_protection": SocialEvent,
+}
+
+
+class Registration(Base):
+    """Operational record list: beneficiary registrations awaiting or past verification."""
+
+    __tablename__ = "registrations"
+    __table_args__ = (Index("ix_registrations_status", "tenant_id", "status", "agent_code"),)
+
+    registration_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    pseudonym: Mapped[str] = mapped_column(PSEUDONYM)
+    registered_at: Mapped[datetime] = mapped_column(DateTime)
+    district: Mapped[str] = mapped_column(GEO)
+    agent_code: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # verified | unverified
+    birth_date: Mapped[date] = mapped_column(Date)  # quasi-identifier: case workers only
+    gender: Mapped[str] = mapped_column(String(8))
+    household_size: Mapped[int] = mapped_column(Integer)
+
+
+class QuarantinedRow(Base):
+    """A rejected input row, kept with its reason and source position. Nothing is lost."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    product_id: Mapped[str] = mapped_column(PRODUCT)
+    source: Mapped[str] = mapped_column(String(512))
+    position: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(512))
+    raw: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+# --- aggregates ------------------------------------------------------------------------------
+
+
+class CubeMonthly(Base):
+    """Aggregate cube: metric × month × H3 cell × age bucket × gender × category.
+
+    Built from consenting subjects' bounded events only; ``value_sum`` is clamped to the
+    metric's declared bounds at build time.
+    """
+
+    __tablename__ = "cube_monthly"
+    __table_args__ = (
+        Index("ix_cube_lookup", "tenant_id", "product_id", "metric", "period"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    product_id: Mapped[str] = mapped_column(PRODUCT)
+    metric: Mapped[str] = mapped_column(String(64))
+    period: Mapped[date] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(GEO)
+    district: Mapped[str] = mapped_column(GEO)
+    h3_cell: Mapped[str] = mapped_column(H3)
+    age_bucket: Mapped[str] = mapped_column(String(8))
+    gender: Mapped[str] = mapped_column(String(8))
+    category: Mapped[str] = mapped_column(String(32))
+    n_events: Mapped[int] = mapped_column(Integer)
+    value_sum: Mapped[float] = mapped_column(Float)
+
+
+class ProductVersion(Base):
+    """Data version per tenant and product, bumped by every successful materialisation."""
+
+    __tablename__ = "product_versions"
+
+    tenant_id: Mapped[str] = mapped_column(TENANT, primary_key=True)
+    product_id: Mapped[str] = mapped_column(PRODUCT, primary_key=True)
+    data_version: Mapped[int] = mapped_column(Integer)
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime)
+    cube_rows: Mapped[int] = mapped_column(Integer)
+
+
+class JobRun(Base):
+    __tablename__ = "job_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(32))  # materialize | ingest | demo | export
+    tenant_id: Mapped[str | None] = mapped_column(TENANT, nullable=True)
+    product_id: Mapped[str | None] = mapped_column(PRODUCT, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# --- privacy state ---------------------------------------------------------------------------
+
+
+class BudgetAccount(Base):
+    """ε budget of one principal for one product in one refresh window."""
+
+    __tablename__ = "budget_accounts"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "principal", "product_id", "window_start",
+                         name="uq_budget_account"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    principal: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(32))
+    product_id: Mapped[str] = mapped_column(PRODUCT)
+    window_start: Mapped[date] = mapped_column(Date)
+    window_end: Mapped[date] = mapped_column(Date)
+    cap: Mapped[float] = mapped_column(Float)
+    spent: Mapped[float] = mapped_column(Float)  # committed + reserved
+
+
+class BudgetEntry(Base):
+    """One reservation against an account: reserved → committed, or reserved → refunded."""
+
+    __tablename__ = "budget_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("budget_accounts.id"), index=True)
+    release_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    epsilon: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))  # reserved | committed | refunded
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Release(Base):
+    """Append-only release log: every answer the gate gave, with what it cost."""
+
+    __tablename__ = "releases"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    query_key: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    principal: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(32))
+    product_id: Mapped[str] = mapped_column(PRODUCT)
+    query: Mapped[dict] = mapped_column(JSON)
+    policy_version: Mapped[str] = mapped_column(String(64))
+    data_version: Mapped[int] = mapped_column(Integer)
+    mechanism: Mapped[str] = mapped_column(String(64))
+    epsilon: Mapped[float] = mapped_column(Float)
+    cells: Mapped[list] = mapped_column(JSON)
+    digest: Mapped[str] = mapped_column(String(64))
+    published: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_tenant_at", "tenant_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    tenant_id: Mapped[str | None] = mapped_column(TENANT, nullable=True)
+    principal: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(256))
+    outcome: Mapped[str] = mapped_column(String(16))  # allowed | refused | error
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Export(Base):
+    __tablename__ = "exports"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    requester: Mapped[str] = mapped_column(String(256))
+    product_id: Mapped[str] = mapped_column(PRODUCT)
+    query: Mapped[dict] = mapped_column(JSON)
+    purpose: Mapped[str] = mapped_column(String(32))
+    justification: Mapped[str | None] = mapped_column(Text, nullable=True)
+    format: Mapped[str] = mapped_column(String(8))  # csv | parquet
+    umbrella: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16))  # pending | approved | running | done | failed
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    policy_version: Mapped[str] = mapped_column(String(64))
+    epsilon: Mapped[float] = mapped_column(Float, default=0.0)
+    masking: Mapped[dict] = mapped_column(JSON, default=dict)
+    file_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ExportApproval(Base):
+    __tablename__ = "export_approvals"
+    __table_args__ = (UniqueConstraint("export_id", "approver", name="uq_export_approver"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    export_id: Mapped[str] = mapped_column(ForeignKey("exports.id"))
+    approver: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(DateTime)
