@@ -1,0 +1,1 @@
+"""Veil dashboard: Streamlit entry point, identity, navigation, shared components, CLI."""

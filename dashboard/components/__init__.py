@@ -1,0 +1,1 @@
+"""Shared UI components: charts with bands, privacy badges, budget meter, error display."""

@@ -1,0 +1,69 @@
+"""Veil's privacy gate: the only way data reaches a page or an export.
+
+Public surface (everything else is private to this package)::
+
+    gate = open_gate()                       # store + catalog from the environment
+    principal = gate.resolve(claims, source="oidc")
+    release = gate.release(principal, Query(...))
+    gate.preview(principal, query)           # cost and accuracy, spends nothing
+    gate.budget(principal, product=...)      # durable ε budget in the current window
+
+Errors: VeilError → ConfigError, StoreError, InvalidInput, AccessDenied,
+QueryRefused → BudgetExhausted. No Streamlit import here.
+"""
+
+from __future__ import annotations
+
+from data.catalog import load_catalog
+from data.config import Settings, load_settings
+from data.engine import open_store
+from data.migrate import current_revision, head_revision
+from data.errors import (
+    AccessDenied,
+    BudgetExhausted,
+    ConfigError,
+    InvalidInput,
+    QueryRefused,
+    StoreError,
+    VeilBug,
+    VeilError,
+)
+
+from privacy._gate import Gate
+from privacy._values import BudgetStatus, Cell, Epsilon, Preview, Principal, Query, Release
+
+__all__ = [
+    "AccessDenied",
+    "BudgetExhausted",
+    "BudgetStatus",
+    "Cell",
+    "ConfigError",
+    "Epsilon",
+    "Gate",
+    "InvalidInput",
+    "Preview",
+    "Principal",
+    "Query",
+    "QueryRefused",
+    "Release",
+    "StoreError",
+    "VeilBug",
+    "VeilError",
+    "Settings",
+    "load_settings",
+    "open_gate",
+]
+
+
+def open_gate(settings: Settings | None = None) -> Gate:
+    """Open the configured store and catalog; fail closed with a message naming the setting."""
+    settings = settings or load_settings()
+    catalog = load_catalog(settings.catalog_dir)
+    store = open_store(settings)
+    current, head = current_revision(store), head_revision()
+    if current != head:
+        store.dispose()
+        raise StoreError(
+            f"The store at VEIL_DATABASE_URL is at schema revision {current or 'none'} but this "
+            f"Veil needs {head}. Run `veil init` to create or migrate it.")
+    return Gate(store, catalog, demo_accounts=settings.demo_mode)

@@ -1,0 +1,110 @@
+"""The durable ε budget ledger: reserve → commit, or reserve → refund.
+
+Owns budget arithmetic in the database. A reservation is one conditional UPDATE
+(``spent + ε <= cap``) so that it is atomic on both stores: SQLite serialises writers
+(``BEGIN IMMEDIATE``), and PostgreSQL re-checks the WHERE clause on the newest row version when
+two transactions update the same account. Nothing here lives in memory between calls.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from data.bootstrap import utcnow
+from data.engine import Store
+from data.errors import BudgetExhausted, VeilBug
+from data.models import BudgetAccount, BudgetEntry
+
+from privacy._values import BudgetStatus, Epsilon
+
+__all__ = ["Ledger", "window_of"]
+
+# Floating-point sums of ε (e.g. ten times 0.1) may exceed the cap by rounding alone.
+_SLACK = 1e-9
+
+
+def window_of(day: date) -> tuple[date, date]:
+    """The monthly refresh window containing ``day``."""
+    last = calendar.monthrange(day.year, day.month)[1]
+    return day.replace(day=1), day.replace(day=last)
+
+
+class Ledger:
+    def __init__(self, store: Store):
+        self._store = store
+
+    def _account(self, session: Session, *, tenant: str, principal: str, role: str,
+                 product: str, cap: float, today: date) -> BudgetAccount:
+        start, end = window_of(today)
+        query = select(BudgetAccount).where(
+            BudgetAccount.tenant_id == tenant, BudgetAccount.principal == principal,
+            BudgetAccount.product_id == product, BudgetAccount.window_start == start)
+        account = session.scalar(query)
+        if account is not None:
+            return account
+        try:
+            with session.begin_nested():
+                session.add(BudgetAccount(tenant_id=tenant, principal=principal, role=role,
+                                          product_id=product, window_start=start, window_end=end,
+                                          cap=cap, spent=0.0))
+        except IntegrityError:
+            pass  # a concurrent session created it first
+        return session.scalars(query).one()
+
+    def status(self, *, tenant: str, principal: str, product: str, cap: float,
+               today: date) -> BudgetStatus:
+        start, end = window_of(today)
+        with self._store.read() as session:
+            spent = session.scalar(select(BudgetAccount.spent).where(
+                BudgetAccount.tenant_id == tenant, BudgetAccount.principal == principal,
+                BudgetAccount.product_id == product, BudgetAccount.window_start == start))
+        return BudgetStatus(product=product, window_start=start, window_end=end,
+                            cap=Epsilon(cap), spent=Epsilon(spent or 0.0))
+
+    def reserve(self, *, tenant: str, principal: str, role: str, product: str,
+                epsilon: Epsilon, cap: float, today: date) -> int:
+        """Reserve ε or raise BudgetExhausted; returns the entry id to commit or refund."""
+        with self._store.write.begin() as session:
+            account = self._account(session, tenant=tenant, principal=principal, role=role,
+                                    product=product, cap=cap, today=today)
+            result = session.execute(
+                update(BudgetAccount)
+                .where(BudgetAccount.id == account.id,
+                       BudgetAccount.spent + epsilon.value <= BudgetAccount.cap + _SLACK)
+                .values(spent=BudgetAccount.spent + epsilon.value)
+                .execution_options(synchronize_session=False))
+            if result.rowcount != 1:
+                session.refresh(account)
+                start, end = window_of(today)
+                raise BudgetExhausted(
+                    requested=epsilon.value, remaining=max(account.cap - account.spent, 0.0),
+                    window=f"{start.isoformat()} – {end.isoformat()}", product=product)
+            entry = BudgetEntry(account_id=account.id, epsilon=epsilon.value, state="reserved",
+                                created_at=utcnow())
+            session.add(entry)
+            session.flush()
+            return entry.id
+
+    def commit(self, session: Session, entry_id: int, *, release_id: str) -> None:
+        """Mark a reservation spent, inside the caller's transaction that stores the release."""
+        entry = session.get(BudgetEntry, entry_id)
+        if entry is None or entry.state != "reserved":
+            raise VeilBug(f"budget entry {entry_id} is not a live reservation")
+        entry.state, entry.release_id, entry.settled_at = "committed", release_id, utcnow()
+
+    def refund(self, entry_id: int) -> None:
+        """Give a reservation back; a no-op if it was already settled."""
+        with self._store.write.begin() as session:
+            entry = session.get(BudgetEntry, entry_id)
+            if entry is None or entry.state != "reserved":
+                return
+            entry.state, entry.settled_at = "refunded", utcnow()
+            session.execute(
+                update(BudgetAccount).where(BudgetAccount.id == entry.account_id)
+                .values(spent=BudgetAccount.spent - entry.epsilon)
+                .execution_options(synchronize_session=False))

@@ -1,0 +1,31 @@
+"""The one audited place where sensitivity follows from the catalog's privacy unit.
+
+A product declares its privacy unit as "one person's events on any one day, at most N per
+metric" (``max_events_per_subject_per_day``; ingestion enforces the bound). A monthly count
+series — and any partition of it by public dimensions — is a vector in which one person-day
+falls into exactly one month and contributes at most N events in total across all cells, so the
+L1 sensitivity of the whole vector is N. Pages and exports never compute sensitivity.
+"""
+
+from __future__ import annotations
+
+from data.catalog import MetricSpec, ProductSpec
+from data.errors import QueryRefused
+
+__all__ = ["count_sensitivity", "guarantee_text"]
+
+
+def count_sensitivity(product: ProductSpec, metric: MetricSpec) -> int:
+    """L1 sensitivity of a count vector of ``metric`` under ``product``'s privacy unit."""
+    if metric.measure != "count":
+        raise QueryRefused(
+            f"metric {product.id}.{metric.id} is a {metric.measure}; this release path answers "
+            f"counts only. Choose a count metric.")
+    return product.max_events_per_subject_per_day
+
+
+def guarantee_text(product: ProductSpec, epsilon: float) -> str:
+    if epsilon == 0:
+        return (f"Counts below k={product.k} are suppressed; no noise is added, so this view "
+                f"is for operational use within the tenant only.")
+    return f"Protects {product.privacy_unit} at ε = {epsilon:g}."
