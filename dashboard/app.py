@@ -20,7 +20,7 @@ except VeilError as exc:
 principal = require_principal(gate)
 with st.sidebar:
     tenant = gate.catalog.tenant(principal.tenant)
-    st.markdown(f"**{principal.display_name}**  \n{gate.catalog.roles[principal.role].title} · "
+    st.markdown(f"**{principal.subject}**  \n{gate.catalog.roles[principal.role].title} · "
                 f"{tenant.name}")
     if principal.source == "demo":
         st.caption("Demo identity")

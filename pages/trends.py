@@ -36,18 +36,21 @@ with guarded():
     preview = gate.preview(principal, query)
     budget_meter(gate.budget(principal, product=product.id), preview)
 
-if preview.reused or st.button(f"Show trend (costs ε {preview.epsilon.value:g})",
-                               type="primary"):
-    with guarded(), st.spinner("Releasing through the privacy gate…"):
-        release = gate.release(principal, query)
+if not preview.reused:
+    st.info("Nothing has been released for this view yet. Releasing it spends the privacy "
+            "budget shown above; the same view is free afterwards, for you and your colleagues.")
+    if st.button(f"Show trend (costs ε {preview.epsilon.value:g})", type="primary"):
+        with guarded(), st.spinner("Releasing through the privacy gate…"):
+            gate.release(principal, query)
+        st.rerun()  # redraw with the stored release and the updated budget
+else:
+    with guarded():
+        release = gate.release(principal, query)  # the stored release: spends nothing
     st.plotly_chart(trend_chart(release, title=f"{metric.title}, monthly", unit=metric.title),
                     width="stretch")
     privacy_badge(release)
     with st.expander("Table of the released values"):
         st.dataframe(release_frame(release), hide_index=True, width="stretch")
-else:
-    st.info("Nothing has been released for this view yet. Releasing it spends the privacy "
-            "budget shown above; the same view is free afterwards.")
 
 with st.expander(f"KPI definition: {metric.title}"):
     for version in metric.versions:
