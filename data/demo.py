@@ -27,7 +27,6 @@ Shape of the data, and why:
 from __future__ import annotations
 
 import hashlib
-import hmac
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -56,6 +55,7 @@ from data.models import (
     Subject,
     SubjectConsent,
 )
+from data.pseudonym import pseudonym
 
 __all__ = [
     "DemoReport",
@@ -124,11 +124,6 @@ class DemoReport:
         return (f"DemoReport(size={self.size!r}, seed={self.seed}, events={self.events:,}, "
                 f"subjects={self.tables['subjects']:,}, "
                 f"registrations={self.tables['registrations']:,}, seconds={self.seconds:.2f})")
-
-
-def pseudonym(secret: str, raw_id: str) -> str:
-    """The keyed pseudonym of a raw subject id: hmac-sha256(secret, raw_id), 32 hex chars."""
-    return hmac.new(secret.encode(), raw_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 # --- product profiles ------------------------------------------------------------------------

@@ -5,6 +5,14 @@ product's data version and keeping the job-run history. The aggregation is pushe
 the database as one portable ``INSERT … SELECT … GROUP BY`` per metric (SQLAlchemy Core, the
 same SQL on SQLite and PostgreSQL); no event row is ever pulled into Python.
 
+Two modes. A *full* rebuild replaces the whole (tenant, product) cube. An *incremental* run
+rebuilds only the months that changed since the last run: the months marked in
+``cube_pending`` (written by ingestion and consent changes in the same transaction as the
+change) plus the months of any subject whose consent changed since the last successful run
+(so a consent change made by any path is applied). It deletes exactly the marks it read, so a
+mark written while it runs survives for the next run. An incremental run with nothing to do
+records a job with 0 rows and keeps the data version (so stored releases stay valid).
+
 It must never count a subject whose consent for the product's vertical is withdrawn (the
 subject is excluded entirely, not just from later months), never store an unclamped value in
 ``value_sum``, and never leave a half-built cube: delete and insert happen in one transaction,
@@ -17,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     Float,
@@ -42,6 +50,7 @@ from data.errors import InvalidInput, StoreError, VeilError
 from data.models import (
     VERTICAL_EVENT_MODELS,
     CubeMonthly,
+    CubePending,
     GeoArea,
     JobRun,
     ProductVersion,
@@ -65,19 +74,27 @@ class JobResult:
     rows: int
     seconds: float
     data_version: int
+    #: Months rebuilt by an incremental run (empty: nothing had changed); None: full rebuild.
+    months: tuple[date, ...] | None = None
+
+    @property
+    def mode(self) -> str:
+        return "full" if self.months is None else "incremental"
 
 
 def materialize(store: Store, catalog: Catalog, *, tenant: str | None = None,
-                product: str | None = None) -> list[JobResult]:
+                product: str | None = None, incremental: bool = False) -> list[JobResult]:
     """Rebuild the cubes of every metric_set product for every tenant (or the one given).
 
     Runs one job per (tenant, product), each in its own transaction, and stops at the first
     failure: that job is recorded as failed, its previous cube stays, and StoreError (or the
-    VeilError that caused it) is raised.
+    VeilError that caused it) is raised. With ``incremental`` only changed months are rebuilt
+    (a cube never built before is built in full).
     """
     tenants = _tenants(catalog, tenant)
     products = _products(catalog, product)
-    return [_run(store, catalog, t, p) for t in tenants for p in products]
+    return [_run(store, catalog, t, p, incremental=incremental)
+            for t in tenants for p in products]
 
 
 def _tenants(catalog: Catalog, tenant: str | None) -> list[str]:
@@ -104,7 +121,8 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _run(store: Store, catalog: Catalog, tenant: str, product: ProductSpec) -> JobResult:
+def _run(store: Store, catalog: Catalog, tenant: str, product: ProductSpec, *,
+         incremental: bool = False) -> JobResult:
     clock = time.perf_counter()
     # The "running" row is committed first so the history shows a job in progress (and a
     # crash that kills the process leaves a visible trace).
@@ -121,9 +139,29 @@ def _run(store: Store, catalog: Catalog, tenant: str, product: ProductSpec) -> J
     try:
         with store.write.begin() as session:
             current = _lock_version(session, tenant=tenant, product=product.id)
-            rows = _rebuild_cube(session, tenant=tenant, product=product)
-            version = _bump_version(session, current, tenant=tenant, product=product.id,
-                                    rows=rows)
+            # The cube reflects every change committed before its rebuild started; this is the
+            # time the gate compares consent withdrawals against.
+            snapshot = _utcnow()
+            months: tuple[date, ...] | None = None
+            if incremental and current is not None:
+                marks, months = _changed_months(session, tenant=tenant, product=product)
+                if months:
+                    rows = _rebuild_months(session, tenant=tenant, product=product,
+                                           months=months)
+                    version = _bump_version(session, current, tenant=tenant,
+                                            product=product.id, rows=_cube_rows(
+                                                session, tenant=tenant, product=product.id),
+                                            at=snapshot)
+                else:
+                    rows = 0
+                    current.refreshed_at = snapshot  # checked, current: same data version
+                    version = current.data_version
+            else:
+                marks = _mark_ids(session, tenant=tenant, product=product.id)
+                rows = _rebuild_cube(session, tenant=tenant, product=product)
+                version = _bump_version(session, current, tenant=tenant, product=product.id,
+                                        rows=rows, at=snapshot)
+            _clear_marks(session, marks)
             seconds = time.perf_counter() - clock
             session.execute(update(JobRun).where(JobRun.id == run_id).values(
                 status="succeeded", finished_at=_utcnow(), rows=rows, duration_s=seconds))
@@ -139,7 +177,7 @@ def _run(store: Store, catalog: Catalog, tenant: str, product: ProductSpec) -> J
             f"(job run {run_id})."
         ) from exc
     return JobResult(tenant=tenant, product=product.id, rows=rows, seconds=seconds,
-                     data_version=version)
+                     data_version=version, months=months)
 
 
 def _record_failure(store: Store, run_id: int, exc: BaseException, seconds: float) -> None:
@@ -170,13 +208,69 @@ def _rebuild_cube(session: Session, *, tenant: str, product: ProductSpec) -> int
     return rows
 
 
+def _rebuild_months(session: Session, *, tenant: str, product: ProductSpec,
+                    months: tuple[date, ...]) -> int:
+    """Replace the cube rows of ``months`` only; return the rows written."""
+    cube = CubeMonthly.__table__
+    session.execute(delete(CubeMonthly).where(CubeMonthly.tenant_id == tenant,
+                                              CubeMonthly.product_id == product.id,
+                                              CubeMonthly.period.in_(months)))
+    rows = 0
+    for metric in product.metrics:
+        select_cube = _cube_select(tenant=tenant, product=product, metric=metric, months=months)
+        statement = insert(cube).from_select(_CUBE_COLUMNS, select_cube)
+        result = session.execute(statement.execution_options(preserve_rowcount=True))
+        rows += result.rowcount
+    return rows
+
+
+def _cube_rows(session: Session, *, tenant: str, product: str) -> int:
+    return session.scalar(select(func.count()).select_from(CubeMonthly).where(
+        CubeMonthly.tenant_id == tenant, CubeMonthly.product_id == product)) or 0
+
+
+def _mark_ids(session: Session, *, tenant: str, product: str) -> list[int]:
+    return list(session.scalars(select(CubePending.id).where(
+        CubePending.tenant_id == tenant, CubePending.product_id == product)))
+
+
+def _clear_marks(session: Session, marks: list[int]) -> None:
+    for start in range(0, len(marks), 5_000):
+        session.execute(delete(CubePending).where(CubePending.id.in_(marks[start:start + 5_000])))
+
+
+def _changed_months(session: Session, *, tenant: str,
+                    product: ProductSpec) -> tuple[list[int], tuple[date, ...]]:
+    """The marks to clear and the months to rebuild: marked months, plus the months holding
+    events of subjects whose consent changed since the last successful run began."""
+    marks = session.execute(select(CubePending.id, CubePending.month).where(
+        CubePending.tenant_id == tenant, CubePending.product_id == product.id)).all()
+    months = {month for _, month in marks}
+    since = session.scalar(select(func.max(JobRun.started_at)).where(
+        JobRun.job == _JOB, JobRun.tenant_id == tenant, JobRun.product_id == product.id,
+        JobRun.status == "succeeded"))
+    if since is not None:
+        events = VERTICAL_EVENT_MODELS[product.vertical].__table__
+        consent = SubjectConsent.__table__
+        months.update(session.scalars(
+            select(events.c.month).distinct()
+            .select_from(events.join(consent, and_(
+                consent.c.tenant_id == events.c.tenant_id,
+                consent.c.pseudonym == events.c.pseudonym,
+                consent.c.vertical == product.vertical)))
+            .where(events.c.tenant_id == tenant, events.c.product_id == product.id,
+                   consent.c.changed_at >= since)))
+    return [mark_id for mark_id, _ in marks], tuple(sorted(months))
+
+
 _CUBE_COLUMNS: Sequence[str] = (
     "tenant_id", "product_id", "metric", "period", "state", "district", "h3_cell",
     "age_bucket", "gender", "category", "n_events", "value_sum",
 )
 
 
-def _cube_select(*, tenant: str, product: ProductSpec, metric: MetricSpec):
+def _cube_select(*, tenant: str, product: ProductSpec, metric: MetricSpec,
+                 months: tuple[date, ...] | None = None):
     """SELECT one metric's cube rows: consenting subjects' events grouped by the cube key."""
     events = VERTICAL_EVENT_MODELS[product.vertical].__table__
     geo = GeoArea.__table__
@@ -196,6 +290,8 @@ def _cube_select(*, tenant: str, product: ProductSpec, metric: MetricSpec):
         events.c.event_type == metric.event_type,
         ~withdrawn,
     ]
+    if months is not None:
+        conditions.append(events.c.month.in_(months))
     if metric.category is not None:
         conditions.append(events.c.category == metric.category)
     if metric.measure in {"sum", "mean"} and metric.value_bounds is not None:
@@ -242,8 +338,8 @@ def _lock_version(session: Session, *, tenant: str, product: str) -> ProductVers
 
 
 def _bump_version(session: Session, current: ProductVersion | None, *, tenant: str,
-                  product: str, rows: int) -> int:
-    now = _utcnow()
+                  product: str, rows: int, at: datetime | None = None) -> int:
+    now = at or _utcnow()
     if current is None:
         current = ProductVersion(tenant_id=tenant, product_id=product, data_version=1,
                                  refreshed_at=now, cube_rows=rows)

@@ -36,6 +36,7 @@ __all__ = [
     "BudgetEntry",
     "ConsentEvent",
     "CubeMonthly",
+    "CubePending",
     "DataProduct",
     "EducationEvent",
     "Export",
@@ -43,12 +44,15 @@ __all__ = [
     "GeoArea",
     "GeoCell",
     "HealthEvent",
+    "IngestBatch",
+    "IngestSource",
     "JobRun",
     "LocalAccount",
     "ProductVersion",
     "QuarantinedRow",
     "Registration",
     "Release",
+    "ReleasePeriod",
     "RoleMapping",
     "SocialEvent",
     "Subject",
@@ -175,6 +179,9 @@ class SubjectConsent(Base):
     """Current consent per subject and vertical (the latest ConsentEvent)."""
 
     __tablename__ = "subject_consent"
+    # The gate asks "latest withdrawal per tenant and vertical" before every fresh release.
+    __table_args__ = (Index("ix_subject_consent_withdrawals", "tenant_id", "vertical", "status",
+                            "changed_at"),)
 
     tenant_id: Mapped[str] = mapped_column(TENANT, primary_key=True)
     pseudonym: Mapped[str] = mapped_column(PSEUDONYM, primary_key=True)
@@ -425,3 +432,104 @@ class ExportApproval(Base):
     approver: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ReleasePeriod(Base):
+    """One atomic period (month) of a released series, stored once and reused by every later
+    query that covers it, so overlapping windows see the same noise (no averaging attack)."""
+
+    __tablename__ = "release_periods"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    period_key: Mapped[str] = mapped_column(String(64), unique=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), index=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    product_id: Mapped[str] = mapped_column(PRODUCT)
+    period: Mapped[date] = mapped_column(Date)
+    cells: Mapped[list] = mapped_column(JSON)
+
+
+# --- ingestion and incremental materialisation ------------------------------------------------
+
+
+class IngestSource(Base):
+    """A collector's bearer token for ``POST /api/v1/events``, bound to one tenant's products.
+
+    Only the token's SHA-256 is stored (tokens are 256-bit random, so a plain hash cannot be
+    brute-forced); ``token_hint`` is its first characters, to recognise it in a listing. A
+    revoked source keeps its row (and name) so that history stays explainable.
+    """
+
+    __tablename__ = "ingest_sources"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_ingest_source_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    products: Mapped[list] = mapped_column(JSON)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class IngestBatch(Base):
+    """One ingestion batch (a file, an API request, a Python batch) and its running report.
+
+    Counts and ``position`` (the last source position whose chunk is committed) are updated in
+    the same transaction as each chunk's rows, so a batch killed mid-file resumes exactly where
+    its last commit ended. ``fingerprint`` is the SHA-256 of a file's bytes.
+    """
+
+    __tablename__ = "ingest_batches"
+    __table_args__ = (
+        Index("ix_ingest_batches_fingerprint", "tenant_id", "product_id", "fingerprint"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    product_id: Mapped[str] = mapped_column(PRODUCT)
+    source: Mapped[str] = mapped_column(String(512))
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(BigInteger)
+    accepted: Mapped[int] = mapped_column(BigInteger)
+    duplicate: Mapped[int] = mapped_column(BigInteger)
+    bounded: Mapped[int] = mapped_column(BigInteger)
+    rejected: Mapped[int] = mapped_column(BigInteger)
+    reasons: Mapped[dict] = mapped_column(JSON)  # rejection reason → rows
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class CubePending(Base):
+    """A month of a (tenant, product) cube that is behind its record store.
+
+    Written in the same transaction as the events (or consent change) that made it stale, and
+    deleted by the incremental materialisation that rebuilt that month: the durable list of
+    periods to refresh. Rows are append-only and deleted by id, so a mark written while a
+    rebuild runs is never lost.
+    """
+
+    __tablename__ = "cube_pending"
+    __table_args__ = (Index("ix_cube_pending_product", "tenant_id", "product_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    product_id: Mapped[str] = mapped_column(PRODUCT)
+    month: Mapped[date] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(String(16))  # ingest | consent
+    marked_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+# Event-table indexes for ingestion and incremental materialisation: a (tenant, product, month)
+# slice for rebuilding one period, and (tenant, subject, day) for the contribution bound, which
+# must read a subject's events of a few days, not their whole history.
+for _model in (HealthEvent, EducationEvent, SocialEvent):
+    _table = _model.__table__
+    Index(f"ix_{_table.name}_period", _table.c.tenant_id, _table.c.product_id, _table.c.month)
+    Index(f"ix_{_table.name}_subject_day", _table.c.tenant_id, _table.c.pseudonym, _table.c.day)
+del _model, _table

@@ -1,0 +1,65 @@
+"""Ingestion (SPEC B2): raw events from files, Python batches and collectors → record stores.
+
+Public surface (implementation modules are private)::
+
+    ingest_file(store, catalog, path, tenant=..., product=..., secret=...)   CSV / JSONL, resumable
+    ingest_rows(store, catalog, rows, tenant=..., product=..., secret=...)   Python batches
+    IngestReport, RowResult                                                  what happened
+    Rules, Rejection, age_bucket, floor_to_quarter_hour                      the row rules
+    add_source, revoke_source, list_sources, authenticate, SourceInfo        collector tokens
+    find_pii, is_pii_key, redacted_copy                                      PII detectors
+
+The HTTP endpoint is ``data.ingest.api.create_app``. Every path runs the same pipeline:
+validate → PII defence → de-identify → consent → duplicates → contribution bound → store, with
+every refused row quarantined. Nothing here imports Streamlit or builds aggregates.
+"""
+
+from data.ingest._pii import find_pii, is_pii_key, redacted_copy
+from data.ingest._pipeline import (
+    DEFAULT_CHUNK_ROWS,
+    IngestReport,
+    RowResult,
+    ingest_file,
+    ingest_rows,
+)
+from data.ingest._rules import (
+    AGE_BUCKETS,
+    DISTRICT_ONLY_CELL,
+    FIELDS,
+    Event,
+    Rejection,
+    Rules,
+    age_bucket,
+    floor_to_quarter_hour,
+)
+from data.ingest._tokens import (
+    SourceInfo,
+    add_source,
+    authenticate,
+    list_sources,
+    revoke_source,
+)
+
+__all__ = [
+    "AGE_BUCKETS",
+    "DEFAULT_CHUNK_ROWS",
+    "DISTRICT_ONLY_CELL",
+    "Event",
+    "FIELDS",
+    "IngestReport",
+    "Rejection",
+    "RowResult",
+    "Rules",
+    "SourceInfo",
+    "add_source",
+    "age_bucket",
+    "authenticate",
+    "find_pii",
+    "floor_to_quarter_hour",
+    "ingest_file",
+    "ingest_rows",
+    "is_pii_key",
+    "list_sources",
+    "redacted_copy",
+    "revoke_source",
+]

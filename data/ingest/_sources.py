@@ -1,0 +1,148 @@
+"""Input sources for ingestion: CSV and JSONL files read as a stream, with source positions.
+
+Owns reading a file row by row in bounded memory, numbering rows by their line in the file
+(JSONL: the line; CSV: the line where the record starts, the header being line 1), turning a
+line that cannot be parsed into a ``Malformed`` marker instead of an exception, and the file's
+SHA-256 fingerprint used to resume an interrupted batch. It never validates field contents
+(``_rules`` does) and never keeps a malformed line's text: only its size and what was wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from data.errors import InvalidInput
+
+__all__ = ["FORMATS", "FileSource", "Malformed", "fingerprint"]
+
+FORMATS = ("csv", "jsonl")
+_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+#: One row's text; a longer line is refused, not parsed.
+MAX_LINE_BYTES = 64 * 1024
+_decode = json.JSONDecoder().decode
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A row that could not be parsed: what was wrong, never its content."""
+
+    detail: str
+    size: int
+
+
+def fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FileSource:
+    """A CSV or JSONL file. ``rows(after=n)`` yields ``(position, row)`` for positions > n."""
+
+    def __init__(self, path: Path | str, *, format: str | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InvalidInput(f"{self.path}: no such file")
+        if format is None:
+            format = _SUFFIXES.get(self.path.suffix.lower())
+            if format is None:
+                raise InvalidInput(f"{self.path}: cannot tell the format from the name; use "
+                                   f"--format {' or --format '.join(FORMATS)}")
+        if format not in FORMATS:
+            raise InvalidInput(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+        self.format = format
+        self.size = self.path.stat().st_size
+        self._handle: BinaryIO | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        """How far into the file reading has got (for progress; buffered, so approximate)."""
+        handle = self._handle
+        if handle is None or handle.closed:
+            return self.size
+        return handle.tell()
+
+    def rows(self, *, after: int = 0) -> Iterator[tuple[int, Any]]:
+        with self.path.open("rb") as handle:
+            self._handle = handle
+            if self.format == "jsonl":
+                yield from _jsonl(handle, after)
+            else:
+                yield from _csv(handle, after, self.path)
+
+
+def _jsonl(handle: BinaryIO, after: int) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(handle, 1):
+        if number <= after or (line[:1].isspace() and not line.strip()):
+            continue
+        if len(line) > MAX_LINE_BYTES:
+            yield number, Malformed(f"line is longer than {MAX_LINE_BYTES} bytes", len(line))
+            continue
+        try:
+            yield number, _decode(line.decode("utf-8"))
+        except json.JSONDecodeError as exc:
+            yield number, Malformed(f"not valid JSON ({exc.msg} at column {exc.colno})",
+                                    len(line))
+        except UnicodeDecodeError:
+            yield number, Malformed("not valid UTF-8", len(line))
+        except (ValueError, RecursionError):
+            yield number, Malformed("not valid JSON (nested too deeply or out of range)",
+                                    len(line))
+
+
+def _csv(handle: BinaryIO, after: int, path: Path) -> Iterator[tuple[int, Any]]:
+    text = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="replace", newline="")
+    try:
+        yield from _csv_rows(csv.reader(text, strict=True), after, path)
+    finally:
+        text.detach()  # the caller owns (and closes) the binary handle
+
+
+def _csv_rows(reader: Any, after: int, path: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise InvalidInput(f"{path}: line 1: the CSV header cannot be read ({exc})") from exc
+    names = [name.strip() for name in header]
+    if not any(names):
+        raise InvalidInput(f"{path}: line 1 must be a header naming the columns")
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"{path}: line 1: the header names a column twice")
+    width = len(names)
+    start = reader.line_num + 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if start > after:
+                yield start, Malformed(f"not valid CSV ({exc})", 0)
+            start = reader.line_num + 1
+            continue
+        position, start = start, reader.line_num + 1
+        if position <= after or not cells or cells == [""] * len(cells) and width > 1:
+            continue
+        if len(cells) != width:
+            yield position, Malformed(f"expected {width} fields, got {len(cells)}",
+                                      sum(len(c) for c in cells))
+            continue
+        row = {name: cell for name, cell in zip(names, cells) if cell != ""}
+        metadata = row.get("metadata")
+        if metadata is not None:
+            try:
+                row["metadata"] = json.loads(metadata)
+            except (ValueError, RecursionError):
+                pass  # left as text: the rules refuse it as "metadata must be an object"
+        yield position, row

@@ -1,0 +1,252 @@
+"""Ingestion into real stores (SPEC B2, B4): consent, duplicates, bounds, quarantine, reports.
+
+Every test runs on the embedded store and, with VEIL_TEST_POSTGRES_URL, on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlalchemy import select
+
+import data.ingest._pipeline as pipeline_module
+from data.consent import withdraw_consent
+from data.errors import InvalidInput, StoreError
+from data.ingest import ingest_file, ingest_rows
+from data.models import CubePending, IngestBatch, Subject
+from data.pseudonym import pseudonym
+from ingest_support import (
+    PRODUCT,
+    SECRET,
+    TENANT,
+    event,
+    event_count,
+    grant,
+    quarantined,
+    stored_events,
+    write_jsonl,
+)
+
+
+def ingest(store, catalog, rows, **kwargs):
+    return ingest_rows(store, catalog, rows, tenant=TENANT, product=PRODUCT, secret=SECRET,
+                       with_results=True, **kwargs)
+
+
+def test_a_malformed_row_between_two_valid_ones_is_quarantined_with_its_line(store, catalog,
+                                                                             tmp_path):
+    """Lines 1 and 3 land; line 2 is quarantined as malformed with its line number."""
+    grant(store, catalog, "person-1")
+    path = write_jsonl(tmp_path / "events.jsonl",
+                       [event(1), '{"event_id": "ev-2", "subject_id": ', event(3)])
+    report = ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT, secret=SECRET)
+    assert (report.rows, report.accepted, report.rejected) == (3, 2, 1)
+    assert dict(report.reasons) == {"malformed row": 1}
+    assert event_count(store) == 2
+    [bad] = quarantined(store)
+    assert bad.position == 2 and bad.reason.startswith("malformed row: not valid JSON")
+    assert str(path) in bad.source and bad.tenant_id == TENANT and bad.product_id == PRODUCT
+
+
+def test_a_csv_file_lands_the_same_way(store, catalog, tmp_path):
+    """CSV rows are checked like JSONL; the bad record is quarantined with its line."""
+    grant(store, catalog, "person-1")
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,subject_id,event_type,timestamp,age,category,postal_code\n"
+        "ev-1,person-1,vaccination,2025-03-04T10:07:30Z,4,polio,10215\n"
+        "ev-2,person-1,vaccination,2025-03-04T10:07:30Z,4,+250 788 123 456,10215\n"
+        "ev-3,person-1,vaccination,2025-03-04T11:00:00+02:00,4,dtp,10215\n")
+    report = ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT, secret=SECRET)
+    assert (report.accepted, report.rejected) == (2, 1)
+    [bad] = quarantined(store)
+    assert (bad.position, bad.reason) == (3, "PII value: 'category' holds a phone number")
+    assert {e.district for e in stored_events(store)} == {"KGL-GAS"}
+
+
+def test_every_event_is_de_identified_as_stored(store, catalog):
+    """Stored: keyed pseudonym, floored UTC time, H3 cell, age bucket — nothing raw."""
+    grant(store, catalog, "person-1")
+    ingest(store, catalog, [event(1, timestamp="2025-03-04T10:14:59+02:00", age=37)])
+    [stored] = stored_events(store)
+    assert stored.pseudonym == pseudonym(SECRET, "person-1")
+    assert stored.ts == datetime(2025, 3, 4, 8, 0)
+    assert (stored.day, stored.month) == (date(2025, 3, 4), date(2025, 3, 1))
+    assert (stored.age_bucket, stored.district, len(stored.h3_cell)) == ("36-60", "KGL-NYR", 15)
+    assert stored.event_id != "ev-1" and len(stored.event_id) == 32
+
+
+def test_ingestion_writes_the_subject_and_marks_the_month(store, catalog):
+    """A new subject gets a Subject row; the touched month is marked for materialisation."""
+    grant(store, catalog, "person-1")
+    ingest(store, catalog, [event(1), event(2, timestamp="2025-04-01T09:00:00Z")])
+    with store.read() as session:
+        subject = session.get(Subject, (TENANT, pseudonym(SECRET, "person-1")))
+        months = set(session.scalars(select(CubePending.month).where(
+            CubePending.tenant_id == TENANT, CubePending.product_id == PRODUCT)))
+    assert subject is not None and subject.district == "KGL-NYR"
+    assert subject.created_at == datetime(2025, 3, 4, 8, 0)
+    assert months == {date(2025, 3, 1), date(2025, 4, 1)}
+
+
+def test_an_event_id_seen_before_is_a_duplicate_counted_and_skipped(store, catalog):
+    """Within a batch and across batches, a repeated event id is stored once."""
+    grant(store, catalog, "person-1")
+    first = ingest(store, catalog, [event(1), event(1), event(2)])
+    second = ingest(store, catalog, [event(2), event(3)])
+    assert (first.accepted, first.duplicate) == (2, 1)
+    assert (second.accepted, second.duplicate) == (1, 1)
+    assert [r.status for r in first.results] == ["accepted", "duplicate", "accepted"]
+    assert event_count(store) == 3
+    assert quarantined(store) == []  # duplicates are counted, not quarantined
+
+
+def test_an_over_bound_subject_keeps_n_events_a_day_and_the_excess_is_recorded(store, catalog):
+    """health.vaccinations allows 3 per subject per day: the 4th is bounded and quarantined."""
+    grant(store, catalog, "person-1", "person-2")
+    rows = [event(i, timestamp=f"2025-03-04T0{i}:00:00Z") for i in range(1, 5)]
+    rows.append(event(5, timestamp="2025-03-05T09:00:00Z"))
+    rows.append(event(6, subject="person-2"))
+    report = ingest(store, catalog, rows)
+    assert (report.accepted, report.bounded, report.rejected) == (5, 1, 0)
+    assert [r.status for r in report.results] == [
+        "accepted", "accepted", "accepted", "bounded", "accepted", "accepted"]
+    [excess] = quarantined(store)
+    assert excess.position == 4 and excess.reason.startswith("over contribution bound")
+    assert "person-1" not in excess.raw and json.loads(excess.raw)["day"] == "2025-03-04"
+    # A later batch counts the stored events: the day is full.
+    later = ingest(store, catalog, [event(7, timestamp="2025-03-04T23:59:00Z")])
+    assert (later.accepted, later.bounded) == (0, 1)
+
+
+def test_the_bound_is_per_utc_day(store, catalog):
+    """01:00+02:00 on the 5th is 23:00 UTC on the 4th: it counts towards the 4th."""
+    grant(store, catalog, "person-1")
+    rows = [event(i, timestamp=f"2025-03-04T1{i}:00:00Z") for i in range(3)]
+    rows.append(event(9, timestamp="2025-03-05T01:00:00+02:00"))
+    assert ingest(store, catalog, rows).bounded == 1
+
+
+def test_events_without_consent_are_quarantined_not_stored(store, catalog):
+    """No consent at all, consent for another vertical, or an event before the grant."""
+    grant(store, catalog, "person-2", vertical="education")
+    grant(store, catalog, "person-3", at=datetime(2025, 3, 5, tzinfo=UTC))
+    report = ingest(store, catalog, [event(1, subject="person-1"), event(2, subject="person-2"),
+                                     event(3, subject="person-3"),
+                                     event(4, subject="person-3",
+                                           timestamp="2025-03-06T09:00:00Z")])
+    assert (report.accepted, report.rejected) == (1, 3)
+    assert dict(report.reasons) == {"no consent": 3}
+    assert [q.position for q in quarantined(store)] == [1, 2, 3]
+
+
+def test_a_withdrawn_subject_is_refused_from_then_on(store, catalog):
+    """After a withdrawal, the subject's events are quarantined with 'no consent'."""
+    grant(store, catalog, "person-1")
+    assert ingest(store, catalog, [event(1)]).accepted == 1
+    withdraw_consent(store, catalog, tenant=TENANT, pseudonym=pseudonym(SECRET, "person-1"),
+                     vertical="health")
+    report = ingest(store, catalog, [event(2)])
+    assert (report.accepted, report.rejected) == (0, 1)
+    assert report.results[0].reason.startswith("no consent")
+    assert event_count(store) == 1
+
+
+def test_a_nested_pii_key_and_a_phone_in_a_category_store_nothing(store, catalog):
+    """Both rows are quarantined; neither the phone number nor the key's value is stored."""
+    grant(store, catalog, "person-1")
+    report = ingest(store, catalog, [
+        event(1, metadata={"visit": {"contact": {"Phone": "0788 123 456"}}}),
+        event(2, category="+250 788 123 456"),
+    ])
+    assert (report.accepted, report.rejected) == (0, 2)
+    assert dict(report.reasons) == {"PII key": 1, "PII value": 1}
+    assert event_count(store) == 0
+    for row in quarantined(store):
+        assert "788" not in row.raw and "788" not in row.reason
+        assert "person-1" not in row.raw
+
+
+def test_the_batch_report_is_stored_with_counts_by_reason(store, catalog):
+    """accepted / duplicate / bounded / rejected by reason, on the batch row too."""
+    grant(store, catalog, "person-1")
+    report = ingest(store, catalog, [event(1), event(1), event(2, category="covid"),
+                                     event(3, event_type="x"), event(4, subject="nobody")],
+                    source="python:test")
+    with store.read() as session:
+        batch = session.get(IngestBatch, report.batch_id)
+    assert (batch.status, batch.rows, batch.accepted, batch.duplicate, batch.bounded,
+            batch.rejected) == ("succeeded", 5, 1, 1, 0, 3)
+    assert batch.reasons == {"no consent": 1, "unknown category": 1, "unknown event type": 1}
+    assert batch.finished_at >= batch.started_at and batch.source == "python:test"
+
+
+def test_a_file_ingested_in_full_is_not_ingested_again(store, catalog, tmp_path):
+    """Same bytes, same tenant and product: the earlier report, nothing new stored."""
+    grant(store, catalog, "person-1")
+    path = write_jsonl(tmp_path / "e.jsonl", [event(1), "garbage"])
+    first = ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT, secret=SECRET)
+    again = ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT, secret=SECRET)
+    assert again.already_ingested and again.batch_id == first.batch_id
+    assert (again.accepted, again.rejected) == (1, 1)
+    assert len(quarantined(store)) == 1 and event_count(store) == 1
+
+
+def test_a_run_that_fails_mid_file_resumes_after_its_last_chunk(store, catalog, tmp_path,
+                                                                monkeypatch):
+    """Chunks commit one by one; the re-run continues where the failed one stopped."""
+    grant(store, catalog, "person-1")
+    rows = [event(i, timestamp=f"2025-03-{1 + i % 28:02d}T0{i % 3}:00:00Z") for i in range(50)]
+    rows[7] = "garbage"
+    path = write_jsonl(tmp_path / "e.jsonl", rows)
+    original = pipeline_module._Run._write
+    calls = {"n": 0}
+
+    def failing_write(self, session, outcome, *, rows, last):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("power cut (simulated)")
+        return original(self, session, outcome, rows=rows, last=last)
+
+    monkeypatch.setattr(pipeline_module._Run, "_write", failing_write)
+    with pytest.raises(RuntimeError, match="power cut"):
+        ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT, secret=SECRET,
+                    chunk_rows=10)
+    assert event_count(store) == 19  # two chunks of ten, one of them holding the bad line
+    monkeypatch.setattr(pipeline_module._Run, "_write", original)
+    report = ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT, secret=SECRET,
+                         chunk_rows=10)
+    assert report.resumed_after == 20
+    assert (report.rows, report.accepted, report.duplicate, report.rejected) == (50, 49, 0, 1)
+    assert event_count(store) == 49
+    assert [q.position for q in quarantined(store)] == [8]
+
+
+def test_a_store_failure_is_reported_with_where_to_resume(store, catalog, monkeypatch):
+    """Driver errors become StoreError naming the batch and position; the batch is failed."""
+    grant(store, catalog, "person-1")
+    from sqlalchemy.exc import OperationalError
+
+    def broken(*args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(pipeline_module, "_bulk_insert", broken)
+    with pytest.raises(StoreError, match=r"chunk ending at position 1 .*rolled back"):
+        ingest(store, catalog, [event(1)])
+    with store.read() as session:
+        [batch] = session.scalars(select(IngestBatch)).all()
+    assert batch.status == "failed" and "disk I/O error" in batch.error
+    assert event_count(store) == 0
+
+
+def test_unknown_tenant_product_or_chunk_size_is_refused(store, catalog):
+    """Bad arguments are refused before anything is written."""
+    with pytest.raises(InvalidInput, match="unknown tenant 'atlantis'; known: kigali-east"):
+        ingest_rows(store, catalog, [], tenant="atlantis", product=PRODUCT, secret=SECRET)
+    with pytest.raises(InvalidInput, match="unknown product 'health.x'; event products: health"):
+        ingest_rows(store, catalog, [], tenant=TENANT, product="health.x", secret=SECRET)
+    with pytest.raises(InvalidInput, match="chunk size"):
+        ingest_rows(store, catalog, [], tenant=TENANT, product=PRODUCT, secret=SECRET,
+                    chunk_rows=0)
