@@ -106,6 +106,7 @@ class ProductSpec:
     published_series: bool
     fields: tuple[FieldSpec, ...]
     metrics: tuple[MetricSpec, ...]
+    noise: str = "laplace"   # laplace (pure ε) | gaussian (ρ-zCDP, charged as ε at policy δ)
 
     def metric(self, metric_id: str) -> MetricSpec:
         for metric in self.metrics:
@@ -155,6 +156,8 @@ class RoleSpec:
     default_level: str
     budget_epsilon: float
     treatment: dict[str, str]
+    #: operational-list products this role may read record by record (field treatments apply)
+    record_products: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ class Policy:
     max_series_months: int
     max_group_by: int
     interval_confidence: float
+    delta: float = 1e-7
 
 
 @dataclass(frozen=True)
@@ -292,7 +296,7 @@ def load_catalog(directory: Path | str) -> Catalog:
     policy = _load_policy(files["policy.toml"])
     tenants = _load_tenants(files["tenants.toml"], {s.code for s in states})
     products = _load_products(files["products.toml"], domains, policy)
-    roles = _load_roles(files["roles.toml"], policy)
+    roles = _load_roles(files["roles.toml"], policy, {p.id: p.kind for p in products})
     return Catalog(
         directory=directory,
         version=digest.hexdigest(),
@@ -407,7 +411,15 @@ def _load_policy(f: _File) -> Policy:
         max_series_months=f.positive(defaults, "max_series_months", where, int, 1),
         max_group_by=f.positive(defaults, "max_group_by", where, int, 1),
         interval_confidence=confidence,
+        delta=_delta(f, defaults),
     )
+
+
+def _delta(f: _File, defaults: dict) -> float:
+    delta = f.get(defaults, "delta", "defaults", float, 1e-7)
+    if not 0 < delta < 1e-3:
+        raise f.fail("defaults.delta", f"must be in (0, 0.001), got {delta}")
+    return delta
 
 
 def _load_tenants(f: _File, state_codes: set[str]) -> tuple[TenantSpec, ...]:
@@ -488,6 +500,7 @@ def _load_products(f: _File, domains: dict, policy: Policy) -> tuple[ProductSpec
             published_series=f.get(spec, "published_series", where, bool),
             fields=fields,
             metrics=tuple(metrics),
+            noise=f.one_of(spec, "noise", where, {"laplace", "gaussian"}, "laplace"),
         ))
     _unique(f, [p.id for p in products], "product[].id")
     return tuple(products)
@@ -544,7 +557,7 @@ def _load_metric(f: _File, spec: dict, where: str, event_types, categories) -> M
     )
 
 
-def _load_roles(f: _File, policy: Policy) -> dict[str, RoleSpec]:
+def _load_roles(f: _File, policy: Policy, products: dict[str, str]) -> dict[str, RoleSpec]:
     roles = {}
     for name, spec in f.get(f.doc, "role", "", dict).items():
         where = f"role.{name}"
@@ -564,6 +577,11 @@ def _load_roles(f: _File, policy: Policy) -> dict[str, RoleSpec]:
         unknown = set(treatment_table) - set(CLASSIFICATIONS)
         if unknown:
             raise f.fail(f"{where}.treatment", f"unknown classification {sorted(unknown)[0]!r}")
+        record_products = f.str_list(spec, "record_products", where, ())
+        for product_id in record_products:
+            if products.get(product_id) != "operational_list":
+                raise f.fail(f"{where}.record_products",
+                             f"{product_id!r} is not an operational_list product")
         roles[name] = RoleSpec(
             id=name,
             title=f.get(spec, "title", where, str),
@@ -572,9 +590,10 @@ def _load_roles(f: _File, policy: Policy) -> dict[str, RoleSpec]:
             default_level=f.one_of(spec, "default_level", where, set(policy.levels)),
             budget_epsilon=f.positive(spec, "budget_epsilon", where, float, 0.0),
             treatment=treatment,
+            record_products=record_products,
         )
     required = ("policy_maker", "researcher", "case_worker", "donor", "compliance_officer",
-                "tenant_admin", "platform_admin")
+                "tenant_admin", "platform_admin", "publisher")
     for role in required:
         if role not in roles:
             raise f.fail(f"role.{role}", "is required but missing")

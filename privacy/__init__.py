@@ -30,6 +30,9 @@ from data.errors import (
 )
 
 from privacy._gate import Gate
+from privacy._insights import Insight, InsightPoint
+from privacy._local import LocalEstimate, LocalRandomizer, estimate_local
+from privacy._records import RecordPage, RecordQuery
 from privacy._values import BudgetStatus, Cell, Epsilon, Preview, Principal, Query, Release
 
 __all__ = [
@@ -40,16 +43,23 @@ __all__ = [
     "ConfigError",
     "Epsilon",
     "Gate",
+    "Insight",
+    "InsightPoint",
     "InvalidInput",
+    "LocalEstimate",
+    "LocalRandomizer",
     "Preview",
     "Principal",
     "Query",
     "QueryRefused",
+    "RecordPage",
+    "RecordQuery",
     "Release",
     "StoreError",
     "VeilBug",
     "VeilError",
     "Settings",
+    "estimate_local",
     "load_settings",
     "open_gate",
 ]
@@ -66,4 +76,4 @@ def open_gate(settings: Settings | None = None) -> Gate:
         raise StoreError(
             f"The store at VEIL_DATABASE_URL is at schema revision {current or 'none'} but this "
             f"Veil needs {head}. Run `veil init` to create or migrate it.")
-    return Gate(store, catalog, demo_accounts=settings.demo_mode)
+    return Gate(store, catalog, demo_accounts=settings.demo_mode, secret=settings.secret)

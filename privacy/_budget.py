@@ -1,4 +1,5 @@
-"""The durable ε budget ledger: reserve → commit, or reserve → refund.
+"""The durable ε budget ledger: charge within a release's transaction, or reserve → commit /
+reserve → refund around a long job.
 
 Owns budget arithmetic in the database. A reservation is one conditional UPDATE
 (``spent + ε <= cap``) so that it is atomic on both stores: SQLite serialises writers
@@ -89,6 +90,33 @@ class Ledger:
             session.add(entry)
             session.flush()
             return entry.id
+
+    def charge(self, session: Session, *, tenant: str, principal: str, role: str, product: str,
+               epsilon: Epsilon, cap: float, today: date, release_id: str) -> None:
+        """Spend ε inside the caller's transaction, which also stores the release.
+
+        The conditional UPDATE is the reservation and the entry is committed with the release:
+        if anything in the transaction fails, the charge rolls back with it. Interactive
+        releases use this; long jobs (exports) use reserve → commit / refund instead.
+        """
+        account = self._account(session, tenant=tenant, principal=principal, role=role,
+                                product=product, cap=cap, today=today)
+        result = session.execute(
+            update(BudgetAccount)
+            .where(BudgetAccount.id == account.id,
+                   BudgetAccount.spent + epsilon.value <= BudgetAccount.cap + _SLACK)
+            .values(spent=BudgetAccount.spent + epsilon.value)
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            session.refresh(account)
+            start, end = window_of(today)
+            raise BudgetExhausted(
+                requested=epsilon.value, remaining=max(account.cap - account.spent, 0.0),
+                window=f"{start.isoformat()} – {end.isoformat()}", product=product)
+        now = utcnow()
+        session.add(BudgetEntry(account_id=account.id, release_id=release_id,
+                                epsilon=epsilon.value, state="committed", created_at=now,
+                                settled_at=now))
 
     def commit(self, session: Session, entry_id: int, *, release_id: str) -> None:
         """Mark a reservation spent, inside the caller's transaction that stores the release."""

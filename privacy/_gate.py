@@ -9,10 +9,14 @@ anything fails. It never returns a value that has not passed through this path.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import json
+import secrets
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import func, select
@@ -21,37 +25,65 @@ from sqlalchemy.exc import IntegrityError
 from data.bootstrap import utcnow
 from data.catalog import Catalog, ProductSpec, RoleSpec
 from data.engine import Store
-from data.errors import AccessDenied, QueryRefused, VeilError
-from data.models import CubeMonthly, ProductVersion
+from data.catalog import MetricSpec
+from data.errors import AccessDenied, BudgetExhausted, QueryRefused, VeilBug, VeilError
+from data.geo import geography
+from data.models import CubeMonthly, ProductVersion, ReleasePeriod, SubjectConsent
 from data.models import Release as ReleaseRow
 
-from privacy._access import authenticate_demo, resolve_principal
-from privacy._audit import audit
+from privacy._access import (authenticate_demo, authorize_page, check_role_mappings,
+                             resolve_principal)
+from privacy._audit import audit, audit_in
 from privacy._budget import Ledger
-from privacy._mechanisms import CountMechanism, discrete_laplace
-from privacy._sensitivity import count_sensitivity, guarantee_text
+from privacy._records import RecordPage, RecordQuery, read_records
+from privacy._insights import Insight, correlate
+from privacy._engine import Level, Measured, release_cells, split_epsilon
+from privacy._mechanisms import discrete_gaussian, discrete_laplace, float_laplace
+from privacy._sensitivity import count_sensitivity, guarantee_text, sum_sensitivity
 from privacy._values import BudgetStatus, Cell, Epsilon, Preview, Principal, Query, Release
 
-__all__ = ["FILTER_DIMENSIONS", "Gate"]
+__all__ = ["DIMENSIONS", "Gate"]
 
-#: Public dimensions a query may filter on, with the catalog field that carries each.
-FILTER_DIMENSIONS = {"state": "state", "district": "district", "age_bucket": "age_bucket",
-                     "gender": "gender", "category": "category"}
+#: Dimensions a query may group by or filter on, with the catalog field (and cube column) of each.
+DIMENSIONS = {"state": "state", "district": "district", "h3_cell": "h3_cell",
+              "age_bucket": "age_bucket", "gender": "gender", "category": "category"}
+#: Geography levels, finest first: a cell under k rolls up to the next level.
+_GEO_LEVELS = ("h3_cell", "district", "state", "tenant")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    product: ProductSpec
+    metric: MetricSpec
+    geo: str                          # finest geography of the query
+    levels: tuple[str, ...]           # geo levels from the finest up to the tenant
+    measured: tuple[Measured, ...]    # mechanisms per level
+    epsilon: Epsilon                  # what a fresh release costs: Σ measurement.map(d_in)
+    mechanism: str
 
 
 class Gate:
     def __init__(self, store: Store, catalog: Catalog, *, demo_accounts: bool = False,
+                 secret: str | None = None,
                  clock: Callable[[], datetime] = utcnow):
         self.demo_accounts = demo_accounts
         self._store = store
         self._catalog = catalog
         self._ledger = Ledger(store)
+        self._geography = geography(catalog)
+        # Without a deployment secret (tests, benchmarks) record pseudonyms are keyed per process.
+        self._secret = secret or secrets.token_hex(32)
         self._clock = clock
 
     @property
     def catalog(self) -> Catalog:
         """The public catalog: products, domains, roles. Holds no private data."""
         return self._catalog
+
+    @property
+    def geography(self):
+        """Public geography: H3 cells per district, district → state. No private data."""
+        return self._geography
 
     # --- identity ----------------------------------------------------------------------------
 
@@ -70,6 +102,22 @@ class Gate:
               role=principal.role, action="page_view", target=page,
               outcome="allowed" if allowed else "refused")
 
+    def open_page(self, principal: Principal, *, page: str) -> None:
+        """Authorise opening ``page``; raise AccessDenied and audit it if the role lacks it."""
+        authorize_page(self._store, self._catalog, principal, page=page)
+
+    def record_session_end(self, principal: Principal, *, reason: str) -> None:
+        """Audit the end of a sign-in; ``reason`` is ``signed out`` or ``expired``."""
+        if reason not in {"signed out", "expired"}:
+            raise VeilBug(f"unknown session end reason {reason!r}")
+        audit(self._store, principal=principal.subject, tenant=principal.tenant,
+              role=principal.role, action="logout", target=principal.source,
+              outcome="allowed", detail={"reason": reason})
+
+    def check_role_mappings(self, path) -> int:
+        """Raise ConfigError unless the role mappings file is valid and applied to the store."""
+        return check_role_mappings(self._store, self._catalog, path)
+
     def close(self) -> None:
         self._store.dispose()
 
@@ -83,19 +131,82 @@ class Gate:
 
     # --- releases ----------------------------------------------------------------------------
 
+    def publish(self, *, tenant: str, query: Query, requested_by: str) -> Release:
+        """Release a donor snapshot once, under the tenant's publication identity and budget.
+
+        Donors then read it through ``published`` any number of times at no cost.
+        """
+        publisher = Principal(subject=f"publication@{tenant}", display_name="Publication",
+                              role="publisher", tenant=tenant, source="system")
+        release = self.release(publisher, query)
+        with self._store.write.begin() as session:
+            session.get(ReleaseRow, release.id).published = True
+            audit_in(session, principal=requested_by, tenant=tenant, role="publisher",
+                     action="publish", target=f"{query.product}.{query.metric}",
+                     outcome="allowed", detail={"release": release.id,
+                                                "epsilon": release.charged.value})
+        return dataclasses.replace(release, published=True)
+
+    def published(self, principal: Principal, *, product: str | None = None) -> list[Release]:
+        """The newest published snapshot per series of the principal's tenant; spends nothing."""
+        self._role(principal)
+        statement = (select(ReleaseRow)
+                     .where(ReleaseRow.tenant_id == principal.tenant, ReleaseRow.published)
+                     .order_by(ReleaseRow.created_at.desc(), ReleaseRow.id))
+        if product is not None:
+            statement = statement.where(ReleaseRow.product_id == product)
+        with self._store.read() as session:
+            rows = session.scalars(statement).all()
+        newest: dict[str, Release] = {}
+        for row in rows:
+            q = dict(row.query)
+            series = json.dumps([row.product_id, q["metric"], q["group_by"], q["filters"]])
+            if series not in newest:
+                newest[series] = self._to_release(row, self._catalog.product(row.product_id),
+                                                  charged=Epsilon(0.0), reused=True)
+        return sorted(newest.values(), key=lambda r: (r.product, r.query.metric))
+
+    def insight(self, principal: Principal, x: Query, y: Query) -> Insight:
+        """Release two district series of different verticals and correlate them (D5).
+
+        Each side is an ordinary release (charged to its own product's budget, reused when
+        stored); the join and the correlation are post-processing of released numbers.
+        """
+        product_x, product_y = self._catalog.product(x.product), self._catalog.product(y.product)
+        if product_x.vertical == product_y.vertical:
+            raise QueryRefused(f"an insight joins two verticals; both metrics are from "
+                               f"{product_x.vertical}")
+        return correlate(self.release(principal, x), self.release(principal, y))
+
+    def records(self, principal: Principal, query: RecordQuery) -> RecordPage:
+        """A page of an operational list with the role's field treatments; the view is audited."""
+        try:
+            return read_records(self._store, self._catalog, principal, query,
+                                secret=self._secret)
+        except VeilError as exc:
+            audit(self._store, principal=principal.subject, tenant=principal.tenant,
+                  role=principal.role, action="records_view", target=query.product,
+                  outcome="refused", detail={"reason": str(exc)})
+            raise
+
     def preview(self, principal: Principal, query: Query) -> Preview:
         """What ``release`` would cost and how accurate it would be; spends nothing."""
-        product, mechanism, epsilon = self._plan(principal, query)
-        data_version = self._data_version(principal.tenant, product)
-        key = self._query_key(principal, query, data_version)
+        plan = self._plan(principal, query)
         with self._store.read() as session:
-            reused = session.scalar(select(ReleaseRow.id).where(ReleaseRow.query_key == key))
-        status = self.budget(principal, product=product.id)
+            data_version = self._data_version(session, principal.tenant, plan.product)
+            stored = session.scalar(select(ReleaseRow.id).where(
+                ReleaseRow.query_key == self._series_key(principal, query, data_version)))
+            period_keys = self._period_keys(principal, query, data_version)
+            missing = len(period_keys) - len(self._existing_periods(session, period_keys))
+        free = stored is not None or not missing
+        status = self.budget(principal, product=plan.product.id)
+        finest = plan.measured[0]
+        main = finest.total if plan.metric.measure != "count" else finest.count
         return Preview(
-            epsilon=Epsilon(0.0) if reused else epsilon, reused=reused is not None,
-            mechanism=mechanism.name if mechanism else "none (k-threshold only)",
-            noise_scale=mechanism.scale if mechanism else None,
-            interval_half_width=mechanism.half_width if mechanism else None,
+            epsilon=Epsilon(0.0) if free else plan.epsilon, reused=free,
+            mechanism=plan.mechanism,
+            noise_scale=main.scale if main else None,
+            interval_half_width=main.half_width if main else None,
             remaining=status.remaining, cap=status.cap)
 
     def release(self, principal: Principal, query: Query) -> Release:
@@ -109,55 +220,76 @@ class Gate:
             raise
 
     def _release(self, principal: Principal, query: Query) -> Release:
-        product, mechanism, epsilon = self._plan(principal, query)
-        data_version = self._data_version(principal.tenant, product)
-        key = self._query_key(principal, query, data_version)
-        stored = self._stored(key)
-        if stored is not None:
-            return stored
+        plan = self._plan(principal, query)
+        for _attempt in range(3):
+            with self._store.read() as session:
+                # One read transaction: data version, consent freshness, stored series, periods.
+                data_version = self._data_version(session, principal.tenant, plan.product)
+                self._check_consent_applied(session, principal.tenant, plan.product)
+                series_key = self._series_key(principal, query, data_version)
+                stored = session.scalar(select(ReleaseRow).where(
+                    ReleaseRow.query_key == series_key))
+                if stored is not None:
+                    return self._to_release(stored, plan.product, charged=Epsilon(0.0),
+                                            reused=True)
+                period_keys = self._period_keys(principal, query, data_version)
+                existing = self._existing_periods(session, period_keys)
+            try:
+                return self._fresh(principal, query, plan, data_version, series_key,
+                                   period_keys, existing)
+            except IntegrityError:
+                # A concurrent identical query stored the same series or periods first: its
+                # reservation stands, ours was refunded; answer from what is stored now.
+                continue
+        raise VeilBug(f"could not store or read a release of {query.product} after 3 attempts")
+
+    def _fresh(self, principal: Principal, query: Query, plan: _Plan, data_version: int,
+               series_key: str, period_keys: dict[date, str],
+               existing: dict[str, list]) -> Release:
         role = self._role(principal)
-        entry = None
+        missing = [month for month, key in period_keys.items() if key not in existing]
+        epsilon = plan.epsilon if missing else Epsilon(0.0)
+        today = self._clock().date()
         if epsilon.value > 0:
-            entry = self._ledger.reserve(
-                tenant=principal.tenant, principal=principal.subject, role=principal.role,
-                product=product.id, epsilon=epsilon, cap=role.budget_epsilon,
-                today=self._clock().date())
-        try:
-            cells = self._compute(principal, query, product, mechanism)
-            release_id = str(uuid.uuid4())
-            digest = _digest(cells)
-            created = self._clock()
-            with self._store.write.begin() as session:
-                session.add(ReleaseRow(
-                    id=release_id, query_key=key, tenant_id=principal.tenant,
-                    principal=principal.subject, role=principal.role, product_id=product.id,
-                    query=query.canonical(), policy_version=self._catalog.version,
-                    data_version=data_version,
-                    mechanism=mechanism.name if mechanism else "none",
-                    epsilon=epsilon.value, cells=[c.to_json() for c in cells], digest=digest,
-                    published=False, created_at=created))
-                if entry is not None:
-                    self._ledger.commit(session, entry, release_id=release_id)
-        except IntegrityError:
-            # An identical query won the race and stored its release first: serve that one.
-            if entry is not None:
-                self._ledger.refund(entry)
-            stored = self._stored(key)
-            if stored is None:
-                raise
-            return stored
-        except BaseException:
-            if entry is not None:
-                self._ledger.refund(entry)
-            raise
-        return Release(
-            id=release_id, tenant=principal.tenant, product=product.id, query=query,
-            cells=tuple(cells), epsilon=epsilon, charged=epsilon, reused=False,
-            mechanism=mechanism.name if mechanism else "none", k=product.k,
-            confidence=self._catalog.policy.interval_confidence,
-            privacy_unit=product.privacy_unit, policy_version=self._catalog.version,
-            data_version=data_version, digest=digest, created_at=created,
-            guarantee=guarantee_text(product, epsilon.value))
+            # Cheap early refusal; the authoritative check is the conditional UPDATE below.
+            status = self._ledger.status(tenant=principal.tenant, principal=principal.subject,
+                                         product=plan.product.id, cap=role.budget_epsilon,
+                                         today=today)
+            if status.spent.value + epsilon.value > status.cap.value + 1e-9:
+                raise BudgetExhausted(
+                    requested=epsilon.value, remaining=status.remaining.value,
+                    window=f"{status.window_start.isoformat()} – {status.window_end.isoformat()}",
+                    product=plan.product.id)
+        new_cells = self._compute(principal, query, plan, months=missing) if missing else []
+        fresh: dict[str, list] = {period_keys[month]: [] for month in missing}
+        label_to_key = {month.isoformat()[:7]: period_keys[month] for month in missing}
+        for cell in new_cells:
+            fresh[label_to_key[cell.key[0]]].append(cell.to_json())
+        cells_json = [c for key in period_keys.values()
+                      for c in (existing[key] if key in existing else fresh[key])]
+        cells = [Cell.from_json(c) for c in cells_json]
+        release_id = str(uuid.uuid4())
+        row = ReleaseRow(
+            id=release_id, query_key=series_key, tenant_id=principal.tenant,
+            principal=principal.subject, role=principal.role, product_id=plan.product.id,
+            query=query.canonical(), policy_version=self._catalog.version,
+            data_version=data_version, mechanism=plan.mechanism, epsilon=epsilon.value,
+            cells=cells_json, digest=_digest(cells), published=False, created_at=self._clock())
+        # One transaction: the ε charge, the release and its periods commit together or not at
+        # all, so a failure anywhere spends nothing and leaves no half-stored release.
+        with self._store.write.begin() as session:
+            if epsilon.value > 0:
+                self._ledger.charge(session, tenant=principal.tenant,
+                                    principal=principal.subject, role=principal.role,
+                                    product=plan.product.id, epsilon=epsilon,
+                                    cap=role.budget_epsilon, today=today, release_id=release_id)
+            session.add(row)
+            session.flush()  # period rows reference the release
+            session.add_all(ReleasePeriod(
+                period_key=period_keys[month], release_id=release_id,
+                tenant_id=principal.tenant, product_id=plan.product.id, period=month,
+                cells=fresh[period_keys[month]]) for month in missing)
+        return self._to_release(row, plan.product, charged=epsilon, reused=False)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -167,9 +299,8 @@ class Gate:
             raise AccessDenied(f"role {principal.role!r} is not defined in the policy")
         return role
 
-    def _plan(self, principal: Principal, query: Query
-              ) -> tuple[ProductSpec, CountMechanism | None, Epsilon]:
-        """Authorise and validate; return the product, its mechanism and the ε it will cost."""
+    def _plan(self, principal: Principal, query: Query) -> _Plan:
+        """Authorise and validate; return the mechanisms per level and the ε it will cost."""
         role = self._role(principal)
         self._catalog.tenant(principal.tenant)
         try:
@@ -193,43 +324,93 @@ class Gate:
         if level.noisy and role.budget_epsilon <= 0:
             raise AccessDenied(f"the {role.title} role has no query budget; it reads published "
                                f"releases only")
-        self._check_dimensions(principal, role, product, query)
+        geo = self._check_dimensions(principal, role, product, query)
         self._check_window(product, query)
-        sensitivity = count_sensitivity(product, metric)
+        levels = _GEO_LEVELS[_GEO_LEVELS.index(geo):]
+        confidence = self._catalog.policy.interval_confidence
         if not level.noisy:
-            return product, None, Epsilon(0.0)
-        mechanism = discrete_laplace(sensitivity=sensitivity, epsilon=level.epsilon,
-                                     confidence=self._catalog.policy.interval_confidence)
-        return product, mechanism, Epsilon(mechanism.epsilon)
+            measured = tuple(Measured(count=None, total=None) for _ in levels)
+            return _Plan(product=product, metric=metric, geo=geo, levels=levels,
+                         measured=measured, epsilon=Epsilon(0.0),
+                         mechanism="none (exact counts, k-threshold)")
+        measured, charged = [], 0.0
+        for share in split_epsilon(level.epsilon, len(levels)):
+            if metric.measure == "count":
+                count = self._count_mechanism(product, metric, share)
+                measured.append(Measured(count=count, total=None))
+                charged += count.epsilon
+            else:
+                # Half for the count that drives the k-threshold and the mean's denominator,
+                # half for the clamped sum.
+                count = discrete_laplace(sensitivity=count_sensitivity(product, metric),
+                                         epsilon=share / 2, confidence=confidence)
+                total = float_laplace(sensitivity=sum_sensitivity(product, metric),
+                                      epsilon=share / 2, confidence=confidence)
+                measured.append(Measured(count=count, total=total))
+                charged += count.epsilon + total.epsilon
+        mechanism = measured[0].count.name + (
+            f" + {measured[0].total.name}" if measured[0].total else "")
+        return _Plan(product=product, metric=metric, geo=geo, levels=levels,
+                     measured=tuple(measured), epsilon=Epsilon(charged), mechanism=mechanism)
+
+    def _count_mechanism(self, product: ProductSpec, metric: MetricSpec, epsilon: float):
+        confidence = self._catalog.policy.interval_confidence
+        sensitivity = count_sensitivity(product, metric)
+        if product.noise == "gaussian":
+            # L2 bound of the count vector: at worst all N events of a person-day in one cell
+            return discrete_gaussian(sensitivity=sensitivity, epsilon=epsilon,
+                                     delta=self._catalog.policy.delta, confidence=confidence)
+        return discrete_laplace(sensitivity=sensitivity, epsilon=epsilon, confidence=confidence)
 
     def _check_dimensions(self, principal: Principal, role: RoleSpec, product: ProductSpec,
-                          query: Query) -> None:
-        if len(query.group_by) > self._catalog.policy.max_group_by:
-            raise QueryRefused(f"at most {self._catalog.policy.max_group_by} group-by dimensions "
-                               f"are allowed, got {len(query.group_by)}")
-        if query.group_by != ("month",):
-            raise QueryRefused(f"this release path groups by month only, got {query.group_by!r}")
-        tenant_districts = self._catalog.districts_of(principal.tenant)
-        domains = {
+                          query: Query) -> str:
+        """Check group-by and filters against role, catalog and limits; return the finest geo."""
+        policy = self._catalog.policy
+        if len(query.group_by) > policy.max_group_by:
+            raise QueryRefused(f"at most {policy.max_group_by} group-by dimensions are allowed, "
+                               f"got {len(query.group_by)}")
+        geo = "tenant"
+        for dimension in query.group_by[1:]:
+            if dimension not in DIMENSIONS:
+                raise QueryRefused(f"cannot group by {dimension!r}; allowed: "
+                                   f"{sorted(DIMENSIONS)}")
+            self._visible(role, product, dimension, use="group by")
+            if dimension in _GEO_LEVELS:
+                if geo != "tenant":
+                    raise QueryRefused(f"group by one geography at a time, got {geo!r} and "
+                                       f"{dimension!r}")
+                geo = dimension
+        domains = self._domains(principal, product)
+        for dimension, value in query.filters:
+            if dimension not in DIMENSIONS:
+                raise QueryRefused(f"cannot filter on {dimension!r}; allowed: "
+                                   f"{sorted(DIMENSIONS)}")
+            self._visible(role, product, dimension, use="filter on")
+            if value not in domains[dimension]:
+                raise QueryRefused(f"{value!r} is not a {dimension} of tenant "
+                                   f"{principal.tenant}; allowed: "
+                                   f"{_shorten(domains[dimension])}")
+        return geo
+
+    def _visible(self, role: RoleSpec, product: ProductSpec, dimension: str, *, use: str) -> None:
+        field = product.field(DIMENSIONS[dimension])
+        treatment = role.treatment[field.classification]
+        if treatment not in {"show", "generalise"}:
+            raise AccessDenied(f"the {role.title} role cannot see {field.title!r} "
+                               f"({field.classification}: {treatment}), so it cannot {use} it")
+
+    def _domains(self, principal: Principal, product: ProductSpec) -> dict[str, tuple[str, ...]]:
+        """The public key set per dimension for this tenant: declared, never read from data."""
+        districts = tuple(d.code for d in self._catalog.districts_of(principal.tenant))
+        cells = self._geography.cells_by_district
+        return {
             "state": self._catalog.tenant(principal.tenant).states,
-            "district": tuple(d.code for d in tenant_districts),
+            "district": districts,
+            "h3_cell": tuple(c for d in districts for c in cells[d]),
             "age_bucket": self._catalog.domains["age_bucket"],
             "gender": self._catalog.domains["gender"],
             "category": self._catalog.domains[product.category_domain],
         }
-        for dimension, value in query.filters:
-            if dimension not in FILTER_DIMENSIONS:
-                raise QueryRefused(f"cannot filter on {dimension!r}; allowed: "
-                                   f"{sorted(FILTER_DIMENSIONS)}")
-            field = product.field(FILTER_DIMENSIONS[dimension])
-            treatment = role.treatment[field.classification]
-            if treatment not in {"show", "generalise"}:
-                raise AccessDenied(f"the {role.title} role cannot see {field.title!r} "
-                                   f"({field.classification}: {treatment}), so it cannot filter "
-                                   f"on it")
-            if value not in domains[dimension]:
-                raise QueryRefused(f"{value!r} is not a {dimension} of tenant "
-                                   f"{principal.tenant}; allowed: {list(domains[dimension])}")
 
     def _check_window(self, product: ProductSpec, query: Query) -> None:
         policy = self._catalog.policy
@@ -244,77 +425,139 @@ class Gate:
                                f"cover at most {policy.max_window_days} days, asked for "
                                f"{months} months")
 
-    def _data_version(self, tenant: str, product: ProductSpec) -> int:
-        with self._store.read() as session:
-            version = session.scalar(select(ProductVersion.data_version).where(
-                ProductVersion.tenant_id == tenant, ProductVersion.product_id == product.id))
+    def _data_version(self, session, tenant: str, product: ProductSpec) -> int:
+        version = session.scalar(select(ProductVersion.data_version).where(
+            ProductVersion.tenant_id == tenant, ProductVersion.product_id == product.id))
         if version is None:
             raise QueryRefused(f"{product.title} has no materialised data for this tenant yet; "
                                f"an operator must run `veil materialize`")
         return version
 
-    def _query_key(self, principal: Principal, query: Query, data_version: int) -> str:
+    def _check_consent_applied(self, session, tenant: str, product: ProductSpec) -> None:
+        """Refuse while a consent withdrawal is newer than the cube: never release its subject."""
+        refreshed = session.scalar(select(ProductVersion.refreshed_at).where(
+            ProductVersion.tenant_id == tenant, ProductVersion.product_id == product.id))
+        latest = session.scalar(select(func.max(SubjectConsent.changed_at)).where(
+            SubjectConsent.tenant_id == tenant, SubjectConsent.vertical == product.vertical,
+            SubjectConsent.status == "withdrawn"))
+        if latest is not None and refreshed is not None and latest > refreshed:
+            raise QueryRefused(
+                f"a consent withdrawal ({latest:%Y-%m-%d %H:%M} UTC) is not yet applied to "
+                f"{product.title}; its aggregates are being rebuilt (`veil materialize`). "
+                f"Nothing was spent; try again shortly.")
+
+    def _key(self, principal: Principal, data_version: int, **extra) -> str:
         material = json.dumps({
             "tenant": principal.tenant, "role": principal.role,
             "policy_version": self._catalog.version, "data_version": data_version,
-            "query": query.canonical(),
-        }, sort_keys=True, separators=(",", ":"))
+            **extra,
+        }, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(material.encode()).hexdigest()
 
-    def _stored(self, key: str) -> Release | None:
-        with self._store.read() as session:
-            row = session.scalar(select(ReleaseRow).where(ReleaseRow.query_key == key))
-        if row is None:
-            return None
-        product = self._catalog.product(row.product_id)
+    def _series_key(self, principal: Principal, query: Query, data_version: int) -> str:
+        return self._key(principal, data_version, query=query.canonical())
+
+    def _period_keys(self, principal: Principal, query: Query,
+                     data_version: int) -> dict[date, str]:
+        """The key of each atomic period of the series: the query without its window."""
+        atomic = query.canonical()
+        del atomic["start"], atomic["end"]
+        return {month: self._key(principal, data_version, atomic=atomic, month=month.isoformat())
+                for month in query.months}
+
+    def _existing_periods(self, session, period_keys: dict[date, str]) -> dict[str, list]:
+        """Cells of the periods already released, by period key."""
+        return dict(session.execute(select(ReleasePeriod.period_key, ReleasePeriod.cells).where(
+            ReleasePeriod.period_key.in_(list(period_keys.values())))).all())
+
+    def _to_release(self, row: ReleaseRow, product: ProductSpec, *, charged: Epsilon,
+                    reused: bool) -> Release:
         q = row.query
         query = Query(product=q["product"], metric=q["metric"],
                       start=date.fromisoformat(q["start"]), end=date.fromisoformat(q["end"]),
                       level=q["level"], group_by=tuple(q["group_by"]),
                       filters=tuple(tuple(f) for f in q["filters"]))
+        level = self._catalog.policy.levels[query.level]
         return Release(
             id=row.id, tenant=row.tenant_id, product=row.product_id, query=query,
             cells=tuple(Cell.from_json(c) for c in row.cells), epsilon=Epsilon(row.epsilon),
-            charged=Epsilon(0.0), reused=True, mechanism=row.mechanism, k=product.k,
+            charged=charged, reused=reused, mechanism=row.mechanism, k=product.k,
             confidence=self._catalog.policy.interval_confidence,
             privacy_unit=product.privacy_unit, policy_version=row.policy_version,
             data_version=row.data_version, digest=row.digest, created_at=row.created_at,
-            guarantee=guarantee_text(product, row.epsilon))
+            guarantee=guarantee_text(product, level.epsilon, delta=self._catalog.policy.delta), published=row.published,
+            measure=product.metric(query.metric).measure)
 
-    def _compute(self, principal: Principal, query: Query, product: ProductSpec,
-                 mechanism: CountMechanism | None) -> list[Cell]:
+    def _compute(self, principal: Principal, query: Query, plan: _Plan, *,
+                 months: list[date]) -> list[Cell]:
+        """Aggregate the cube for ``months`` and release it through the engine."""
+        dims = [d for d in query.group_by[1:] if d not in _GEO_LEVELS]
+        geo_column = (None if plan.geo == "tenant"
+                      else getattr(CubeMonthly, DIMENSIONS[plan.geo]))
+        columns = [CubeMonthly.period] + ([geo_column] if geo_column is not None else []) + [
+            getattr(CubeMonthly, DIMENSIONS[d]) for d in dims]
         # Tenant lock: the tenant comes from the principal, never from the query.
         statement = (
-            select(CubeMonthly.period, func.sum(CubeMonthly.n_events))
+            select(*columns, func.sum(CubeMonthly.n_events), func.sum(CubeMonthly.value_sum))
             .where(CubeMonthly.tenant_id == principal.tenant,
-                   CubeMonthly.product_id == product.id,
+                   CubeMonthly.product_id == plan.product.id,
                    CubeMonthly.metric == query.metric,
-                   CubeMonthly.period >= query.start, CubeMonthly.period <= query.end)
-            .group_by(CubeMonthly.period)
-        )
+                   # the range lets the index seek on period (PostgreSQL leaves an IN list of
+                   # dates to a filter); the IN keeps exactly the months not yet released
+                   CubeMonthly.period >= min(months), CubeMonthly.period <= max(months),
+                   CubeMonthly.period.in_(months))
+            .group_by(*columns))
         for dimension, value in query.filters:
-            statement = statement.where(getattr(CubeMonthly, FILTER_DIMENSIONS[dimension]) == value)
+            statement = statement.where(getattr(CubeMonthly, DIMENSIONS[dimension]) == value)
+        truth: dict[tuple[str, ...], tuple[int, float]] = {}
         with self._store.read() as session:
-            true_counts = {period: int(total) for period, total in session.execute(statement)}
-        months = query.months  # public key set: zero-filled, never taken from the data
-        counts = [true_counts.get(month, 0) for month in months]
-        noisy = mechanism(counts) if mechanism else counts
-        cells = []
-        for month, value in zip(months, noisy):
-            key = (month.isoformat()[:7],)
-            if value < product.k:
-                cells.append(Cell(key=key, value=None, lower=None, upper=None,
-                                  noise_scale=mechanism.scale if mechanism else None,
-                                  status="suppressed"))
-            elif mechanism:
-                cells.append(Cell(key=key, value=float(value),
-                                  lower=float(max(value - mechanism.half_width, 0.0)),
-                                  upper=float(value + mechanism.half_width),
-                                  noise_scale=mechanism.scale, status="noisy"))
-            else:
-                cells.append(Cell(key=key, value=float(value), lower=float(value),
-                                  upper=float(value), noise_scale=None, status="exact"))
-        return cells
+            for row in session.execute(statement):
+                month = row[0].isoformat()[:7]
+                rest = [str(v) for v in row[1:len(columns)]]
+                if geo_column is None:
+                    rest.insert(0, principal.tenant)
+                truth[(month, *rest)] = (int(row[-2]), float(row[-1] or 0.0))
+        keys = self._keys(principal, query, plan, months, dims)
+        return release_cells(
+            keys=keys, truth=truth, levels=self._levels(principal, plan), measured=plan.measured,
+            k=plan.product.k, measure=plan.metric.measure, bounds=plan.metric.value_bounds)
+
+    def _keys(self, principal: Principal, query: Query, plan: _Plan, months: list[date],
+              dims: list[str]) -> list[tuple[str, ...]]:
+        """The public key set: months × declared areas × declared categories, after filters."""
+        domains = self._domains(principal, plan.product)
+        filters = dict(query.filters)
+        if plan.geo == "tenant":
+            areas: tuple[str, ...] = (principal.tenant,)
+        else:
+            areas = tuple(a for a in domains[plan.geo] if self._area_matches(a, plan.geo, filters))
+        dim_values = [((filters[d],) if d in filters else domains[d]) for d in dims]
+        return [(m.isoformat()[:7], area, *combo) for m in months for area in areas
+                for combo in itertools.product(*dim_values)]
+
+    def _area_matches(self, code: str, level: str, filters: dict[str, str]) -> bool:
+        district = self._geography.cells[code] if level == "h3_cell" else (
+            code if level == "district" else None)
+        state = self._geography.state_of[district] if district else code
+        if "district" in filters and district is not None and district != filters["district"]:
+            return False
+        if "h3_cell" in filters and level == "h3_cell" and code != filters["h3_cell"]:
+            return False
+        return "state" not in filters or state == filters["state"]
+
+    def _levels(self, principal: Principal, plan: _Plan) -> list[Level]:
+        parents = {
+            "h3_cell": lambda cell: self._geography.cells[cell],
+            "district": lambda district: self._geography.state_of[district],
+            "state": lambda _state: principal.tenant,
+            "tenant": None,
+        }
+        return [Level(name=name, parent=parents[name]) for name in plan.levels]
+
+
+def _shorten(values: tuple[str, ...]) -> str:
+    shown = list(values[:12])
+    return f"{shown}{' …' if len(values) > 12 else ''}"
 
 
 def _digest(cells: list[Cell]) -> str:

@@ -12,20 +12,28 @@ from __future__ import annotations
 from data.catalog import MetricSpec, ProductSpec
 from data.errors import QueryRefused
 
-__all__ = ["count_sensitivity", "guarantee_text"]
+__all__ = ["count_sensitivity", "guarantee_text", "sum_sensitivity"]
 
 
 def count_sensitivity(product: ProductSpec, metric: MetricSpec) -> int:
     """L1 sensitivity of a count vector of ``metric`` under ``product``'s privacy unit."""
-    if metric.measure != "count":
-        raise QueryRefused(
-            f"metric {product.id}.{metric.id} is a {metric.measure}; this release path answers "
-            f"counts only. Choose a count metric.")
     return product.max_events_per_subject_per_day
 
 
-def guarantee_text(product: ProductSpec, epsilon: float) -> str:
+def guarantee_text(product: ProductSpec, epsilon: float, *, delta: float = 1e-7) -> str:
     if epsilon == 0:
         return (f"Counts below k={product.k} are suppressed; no noise is added, so this view "
                 f"is for operational use within the tenant only.")
+    if product.noise == "gaussian":
+        return (f"Protects {product.privacy_unit} at ε = {epsilon:g} "
+                f"(with a δ of {delta:g} per release: Gaussian noise).")
     return f"Protects {product.privacy_unit} at ε = {epsilon:g}."
+
+
+def sum_sensitivity(product: ProductSpec, metric: MetricSpec) -> float:
+    """L1 sensitivity of a clamped-sum vector: N events per person-day, each at most max|bound|."""
+    if metric.value_bounds is None:
+        raise QueryRefused(f"metric {product.id}.{metric.id} declares no clamping bounds; "
+                           f"its sums cannot be released")
+    lo, hi = metric.value_bounds
+    return product.max_events_per_subject_per_day * max(abs(lo), abs(hi))

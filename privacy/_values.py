@@ -11,7 +11,8 @@ from datetime import date, datetime
 
 from data.errors import InvalidInput
 
-__all__ = ["BudgetStatus", "Cell", "Epsilon", "Preview", "Principal", "Query", "Release"]
+__all__ = ["BudgetStatus", "Cell", "Epsilon", "Preview", "Principal", "Query", "Release",
+           "Totals"]
 
 
 @dataclass(frozen=True)
@@ -22,14 +23,15 @@ class Principal:
     display_name: str
     role: str
     tenant: str
-    source: str           # "oidc" | "demo"
+    source: str           # "oidc" | "demo" | "system" (the tenant's publication identity)
 
     def __post_init__(self):
         for name in ("subject", "role", "tenant"):
             if not getattr(self, name):
                 raise InvalidInput(f"Principal.{name} must not be empty")
-        if self.source not in {"oidc", "demo"}:
-            raise InvalidInput(f"Principal.source must be 'oidc' or 'demo', got {self.source!r}")
+        if self.source not in {"oidc", "demo", "system"}:
+            raise InvalidInput(f"Principal.source must be 'oidc', 'demo' or 'system', "
+                               f"got {self.source!r}")
 
 
 @dataclass(frozen=True, order=True)
@@ -79,6 +81,8 @@ class Query:
                 f"{self.end.isoformat()}")
         if not self.group_by or self.group_by[0] != "month":
             raise InvalidInput(f"group_by must start with 'month', got {self.group_by!r}")
+        if len(set(self.group_by)) != len(self.group_by):
+            raise InvalidInput(f"group_by repeats a dimension: {self.group_by!r}")
         dims = [d for d, _ in self.filters]
         if len(set(dims)) != len(dims):
             raise InvalidInput(f"each dimension may be filtered once, got {self.filters!r}")
@@ -125,16 +129,24 @@ class Cell:
     lower: float | None
     upper: float | None
     noise_scale: float | None
-    status: str   # exact | noisy | suppressed | rolled_up:<parent>
+    #: exact | noisy | suppressed | rolled_up:<parent> | rollup (a parent measured on the union
+    #: of its small children) | total (the top area's full total, which counts its leftovers)
+    status: str
+    #: for a rollup or total cell: the finest-level codes merged into it
+    members: tuple[str, ...] = ()
+    #: the noisy (or exact) event count behind the value, for sums and means
+    n: float | None = None
 
     def to_json(self) -> dict:
         return {"key": list(self.key), "value": self.value, "lower": self.lower,
-                "upper": self.upper, "noise_scale": self.noise_scale, "status": self.status}
+                "upper": self.upper, "noise_scale": self.noise_scale, "status": self.status,
+                "members": list(self.members), "n": self.n}
 
     @classmethod
     def from_json(cls, data: dict) -> Cell:
         return cls(key=tuple(data["key"]), value=data["value"], lower=data["lower"],
-                   upper=data["upper"], noise_scale=data["noise_scale"], status=data["status"])
+                   upper=data["upper"], noise_scale=data["noise_scale"], status=data["status"],
+                   members=tuple(data.get("members", ())), n=data.get("n"))
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,40 @@ class Release:
     digest: str
     created_at: datetime
     guarantee: str = field(default="")
+    published: bool = False
+    measure: str = "count"
+
+    def totals(self) -> dict[tuple[str, ...], Totals]:
+        """Hierarchy-consistent, non-negative totals per stratum (month and other dimensions).
+
+        Post-processing only (no privacy cost): the parts are the cells released below the top
+        (areas and roll-ups); where the top measured its whole total, the small areas counted
+        only there get the remainder max(total − parts, 0), and the total is raised to the
+        parts if noise put it below them, so that parts + remainder = total exactly.
+        """
+        if self.measure != "count":
+            raise InvalidInput("totals() adds counts; sums and means are not additive here")
+        parts: dict[tuple[str, ...], float] = {}
+        tops: dict[tuple[str, ...], float] = {}
+        for cell in self.cells:
+            stratum = (cell.key[0], *cell.key[2:])
+            if cell.status == "total":
+                tops[stratum] = max(cell.value or 0.0, 0.0)
+            elif cell.value is not None:
+                parts[stratum] = parts.get(stratum, 0.0) + max(cell.value, 0.0)
+        out = {}
+        for stratum in set(parts) | set(tops):
+            known = parts.get(stratum, 0.0)
+            remainder = max(tops[stratum] - known, 0.0) if stratum in tops else 0.0
+            out[stratum] = Totals(total=known + remainder, parts=known, remainder=remainder)
+        return out
+
+
+@dataclass(frozen=True)
+class Totals:
+    total: float       # = parts + remainder
+    parts: float       # sum of the released cells below the top
+    remainder: float   # small areas counted only in the top total
 
 
 @dataclass(frozen=True)

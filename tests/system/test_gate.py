@@ -136,8 +136,8 @@ def test_new_data_version_is_a_new_release(gate, store):
     assert _spent(store, principal) == 2.0
 
 
-def test_failed_query_refunds_the_reservation(gate, store, monkeypatch):
-    """If computing the release fails after ε was reserved, the reservation is refunded."""
+def test_failed_query_spends_nothing(gate, store, monkeypatch):
+    """If computing the release fails, no ε is spent and no release is stored."""
     principal = _principal("policy_maker")
 
     def broken(*args, **kwargs):
@@ -148,6 +148,38 @@ def test_failed_query_refunds_the_reservation(gate, store, monkeypatch):
         gate.release(principal, _query())
     assert _spent(store, principal) == 0.0
     with store.read() as session:
+        assert session.scalars(select(BudgetEntry)).all() == []
+        assert session.scalar(select(func.count()).select_from(ReleaseRow)) == 0
+
+
+def test_failure_while_storing_rolls_the_charge_back(gate, store, monkeypatch):
+    """A failure inside the storing transaction rolls back the ε charge with the release."""
+    principal = _principal("policy_maker")
+    charge = gate._ledger.charge
+
+    def charge_then_fail(session, **kwargs):  # the UPDATE ran; then the transaction fails
+        charge(session, **kwargs)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(gate._ledger, "charge", charge_then_fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        gate.release(principal, _query())
+    assert _spent(store, principal) == 0.0
+    with store.read() as session:
+        assert session.scalars(select(BudgetEntry)).all() == []
+        assert session.scalar(select(func.count()).select_from(ReleaseRow)) == 0
+
+
+def test_reservation_for_a_long_job_is_refunded_on_failure(store):
+    """The reserve → refund path (long jobs such as exports) gives the ε back exactly."""
+    ledger = Ledger(store)
+    entry = ledger.reserve(tenant="kigali-east", principal="job@x", role="researcher",
+                           product="health.vaccinations", epsilon=Epsilon(2.0), cap=10.0,
+                           today=NOW.date())
+    ledger.refund(entry)
+    ledger.refund(entry)  # idempotent
+    with store.read() as session:
+        assert session.scalars(select(BudgetAccount)).one().spent == 0.0
         assert [e.state for e in session.scalars(select(BudgetEntry))] == ["refunded"]
 
 
@@ -193,7 +225,10 @@ def test_roles_without_the_right_are_refused(gate, store, role, level, error, me
     ({"metric": "nope"}, "has no metric 'nope'"),
     ({"product": "social.registrations"}, "operational_list, not a metric set"),
     ({"filters": (("district", "SOU-HUY"),)}, "not a district of tenant kigali-east"),
-    ({"filters": (("h3_cell", "87abc"),)}, "cannot filter on 'h3_cell'"),
+    ({"filters": (("pseudonym", "abc"),)}, "cannot filter on 'pseudonym'"),
+    ({"filters": (("h3_cell", "87abc"),)}, "'87abc' is not a h3_cell of tenant kigali-east"),
+    ({"group_by": ("month", "district", "state")}, "group by one geography at a time"),
+    ({"group_by": ("month", "event_id")}, "cannot group by 'event_id'"),
     ({"start": date(2024, 1, 1)}, "limited to 24 months"),
 ])
 def test_invalid_queries_are_refused_with_a_reason(gate, store, overrides, message):
@@ -238,3 +273,205 @@ def test_concurrent_reservations_admit_exactly_the_cap(store):
         entries = session.scalars(select(BudgetEntry)).all()
     assert account.spent == 10.0 == sum(e.epsilon for e in entries)
     assert len(entries) == 10
+
+
+# --- roll-up, series, means, consent (the full gate) ---------------------------------------------
+
+def _seed_districts(store, counts: dict[str, int], month=MONTHS[4], product="health.vaccinations",
+                    metric="doses", value_per_event=0.0):
+    """One month of cube rows per district (kigali-east has KGL-* and EAS-* districts)."""
+    with store.write.begin() as session:
+        for district, n in counts.items():
+            session.add(CubeMonthly(
+                tenant_id="kigali-east", product_id=product, metric=metric, period=month,
+                state=district[:3], district=district, h3_cell="87" + district[-3:],
+                age_bucket="0-5", gender="female", category="-", n_events=n,
+                value_sum=n * value_per_event))
+        session.merge(ProductVersion(tenant_id="kigali-east", product_id=product,
+                                     data_version=1, refreshed_at=NOW, cube_rows=len(counts)))
+
+
+def test_small_districts_roll_up_to_their_state_in_a_release(gate, store):
+    """Grouped by district, districts under k are shown as rolled up into their state."""
+    _seed_districts(store, {"KGL-NYR": 3, "KGL-KIC": 3}, month=MONTHS[1])
+    release = gate.release(_principal("case_worker"), _query(
+        level="anonymized", start=MONTHS[1], end=MONTHS[1], group_by=("month", "district")))
+    cells = {c.key[1]: c for c in release.cells}
+    # February's base seed adds KGL-GAS 0 and EAS-RWA 1 (see TRUE).
+    assert cells["KGL-NYR"].status == "rolled_up:KGL" == cells["KGL-KIC"].status
+    assert cells["KGL"].status == "rollup" and cells["KGL"].value == 6.0
+    assert sorted(cells["KGL"].members) == ["KGL-GAS", "KGL-KIC", "KGL-NYR"]
+    # Eastern's union (1) is under k at its state: it is counted in the tenant's total (7).
+    eastern = [c for code, c in cells.items() if code.startswith("EAS-")]
+    assert len(eastern) == 7 and {c.status for c in eastern} == {"rolled_up:kigali-east"}
+    assert cells["kigali-east"].status == "total" and cells["kigali-east"].value == 7.0
+    assert all(c.value is None or c.value >= 5 for c in release.cells)
+
+
+def test_a_roll_up_query_charges_the_level_exactly_once(gate, store):
+    """District → state → tenant measurements together cost exactly the level's ε."""
+    principal = _principal("policy_maker")
+    release = gate.release(principal, _query(group_by=("month", "district")))
+    assert release.charged == Epsilon(1.0) and release.epsilon == Epsilon(1.0)
+    assert _spent(store, principal) == 1.0
+    statuses = {c.status.split(":")[0] for c in release.cells}
+    assert statuses <= {"noisy", "rolled_up", "rollup", "total", "suppressed"}
+    assert len([c for c in release.cells
+                if c.status not in ("rollup", "total")]) == 10 * len(MONTHS)
+
+
+def test_overlapping_windows_reuse_the_same_period_noise(gate, store):
+    """Months already released keep their values in any later window; only new months cost."""
+    principal = _principal("policy_maker")
+    first = gate.release(principal, _query(start=MONTHS[0], end=MONTHS[5]))
+    second = gate.release(principal, _query(start=MONTHS[3], end=MONTHS[8]))
+    by_month = lambda r: {c.key[0]: c for c in r.cells}  # noqa: E731
+    for month in ("2026-04", "2026-05", "2026-06"):
+        assert by_month(first)[month] == by_month(second)[month]
+    assert second.charged == Epsilon(1.0)
+    inside = gate.release(principal, _query(start=MONTHS[1], end=MONTHS[7]))
+    assert inside.charged == Epsilon(0.0) and not inside.reused and inside.id != first.id
+    assert [by_month(inside)[m] for m in ("2026-02", "2026-08")] == [
+        by_month(first)["2026-02"], by_month(second)["2026-08"]]
+    assert _spent(store, principal) == 2.0
+
+
+def test_mean_metric_is_released_within_bounds_with_an_interval(gate, store):
+    """A mean is noisy sum / noisy count, clamped to the metric's bounds, costing the level."""
+    _seed_districts(store, {"KGL-GAS": 400, "EAS-RWA": 600}, product="health.nutrition",
+                    metric="nutrition_score", value_per_event=70.0)
+    principal = _principal("policy_maker")
+    query = _query(product="health.nutrition", metric="nutrition_score", start=MONTHS[4],
+                   end=MONTHS[4])
+    exact = gate.release(_principal("case_worker"), Query(**{**query.__dict__,
+                                                             "level": "anonymized"}))
+    assert exact.cells[0].value == 70.0 and exact.cells[0].n == 1000.0
+    release = gate.release(principal, query)
+    cell = release.cells[0]
+    assert release.measure == "mean" and release.charged == Epsilon(1.0)
+    assert 0.0 <= cell.lower <= cell.value <= cell.upper <= 100.0
+    assert 60.0 < cell.value < 80.0  # loose: sum noise scale 600 against a sum of 70,000
+
+
+def test_unapplied_consent_withdrawal_refuses_and_spends_nothing(gate, store):
+    """A withdrawal newer than the cube blocks fresh releases until the cube is rebuilt."""
+    from data.models import SubjectConsent
+
+    principal = _principal("policy_maker")
+    with store.write.begin() as session:
+        session.add(SubjectConsent(tenant_id="kigali-east", pseudonym="p" * 32,
+                                   vertical="health", status="withdrawn",
+                                   changed_at=datetime(2026, 11, 21, 13, 0)))
+    with pytest.raises(QueryRefused, match="consent withdrawal .* not yet applied"):
+        gate.release(principal, _query())
+    assert _spent(store, principal) == 0.0
+    with store.write.begin() as session:  # what `veil materialize` does when it finishes
+        version = session.get(ProductVersion, ("kigali-east", "health.vaccinations"))
+        version.data_version, version.refreshed_at = 2, datetime(2026, 11, 21, 14, 0)
+    assert gate.release(principal, _query()).data_version == 2
+
+
+def test_concurrent_releases_admit_exactly_the_cap(gate, store):
+    """32 concurrent distinct releases against a budget for exactly 10: 10 answered, 22 refused."""
+    principal = _principal("researcher")  # ε cap 10, each query ε 1
+    districts = [d.code for d in gate.catalog.districts_of("kigali-east")]
+    vaccines = gate.catalog.domains["vaccine"]
+    # disjoint filters, so no query can reuse another's periods for free
+    queries = [_query(filters=(("district", districts[i % 10]), ("category", vaccines[i // 10])))
+               for i in range(32)]
+    outcomes: list[str] = []
+    barrier = threading.Barrier(32)
+
+    def attempt(query) -> None:
+        barrier.wait()
+        try:
+            gate.release(principal, query)
+            outcomes.append("ok")
+        except BudgetExhausted:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=attempt, args=(q,)) for q in queries]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("ok") == 10 and outcomes.count("refused") == 22
+    assert _spent(store, principal) == 10.0
+    with store.read() as session:
+        committed = session.scalars(select(BudgetEntry).where(BudgetEntry.state == "committed"))
+        assert sum(e.epsilon for e in committed) == 10.0
+        assert session.scalar(select(func.count()).select_from(ReleaseRow)) == 10
+
+
+# --- published snapshots (donor view) --------------------------------------------------------------
+
+def test_published_snapshot_is_released_once_and_read_free_by_donors(gate, store):
+    """Publishing charges the tenant's publication budget once; donors read it at no cost."""
+    query = _query(level="dp_high", group_by=("month", "state"))
+    release = gate.publish(tenant="kigali-east", query=query, requested_by="ops@cli")
+    assert release.published and release.charged == Epsilon(0.5)
+    donor = _principal("donor")
+    seen = [gate.published(donor) for _ in range(5)]
+    assert all(len(s) == 1 and s[0].id == release.id and s[0].cells == release.cells
+               for s in seen)
+    assert _spent(store, donor) == 0.0
+    with store.read() as session:
+        publication = session.scalars(select(BudgetAccount).where(
+            BudgetAccount.principal == "publication@kigali-east")).one()
+        audit = session.scalars(select(AuditEntry).where(AuditEntry.action == "publish")).one()
+    assert publication.spent == 0.5 and audit.principal == "ops@cli"
+    assert gate.published(_principal("donor", tenant="south")) == []
+
+
+def test_republishing_the_same_snapshot_costs_nothing(gate, store):
+    """Publishing an identical query again reuses the stored release."""
+    query = _query(level="dp_high")
+    first = gate.publish(tenant="kigali-east", query=query, requested_by="ops")
+    second = gate.publish(tenant="kigali-east", query=query, requested_by="ops")
+    assert second.id == first.id and second.charged == Epsilon(0.0)
+    with store.read() as session:
+        assert session.scalars(select(BudgetAccount)).one().spent == 0.5
+
+
+def test_a_gaussian_product_charges_its_converted_epsilon(gate, store, catalog):
+    """Attendance declares Gaussian noise: the release charges the (ε, δ) conversion exactly."""
+    from privacy._mechanisms import discrete_gaussian
+
+    _seed_districts(store, {"KGL-GAS": 300, "EAS-RWA": 200}, product="education.attendance",
+                    metric="days_present")
+    principal = _principal("policy_maker")
+    release = gate.release(principal, _query(product="education.attendance",
+                                             metric="days_present", start=MONTHS[4],
+                                             end=MONTHS[4]))
+    mechanism = discrete_gaussian(sensitivity=1, epsilon=1.0, delta=catalog.policy.delta,
+                                  confidence=0.95)
+    assert release.charged.value == mechanism.epsilon
+    assert release.mechanism.startswith("discrete Gaussian")
+    assert "δ of 1e-07" in release.guarantee
+    assert abs(release.cells[0].value - 500) < 6 * mechanism.scale
+
+
+def test_insight_correlates_two_verticals_by_district(gate, store):
+    """D5: strongly related district values give r near 1 with an interval; same vertical refused."""
+    districts = [d.code for d in gate.catalog.districts_of("kigali-east")]
+    for product, metric, scale in (("education.attendance", "days_present", 1),
+                                   ("social.grants", "disbursements", 2)):
+        _seed_districts(store, {d: 200 + 150 * i * scale for i, d in enumerate(districts)},
+                        product=product, metric=metric)
+    principal = _principal("policy_maker")
+
+    def by_district(product, metric):
+        return _query(product=product, metric=metric, start=MONTHS[4], end=MONTHS[4],
+                      group_by=("month", "district"))
+
+    insight = gate.insight(principal, by_district("education.attendance", "days_present"),
+                           by_district("social.grants", "disbursements"))
+    assert len(insight.points) == 10 and insight.excluded == ()
+    assert insight.r > 0.95 and insight.r_lower <= insight.r <= insight.r_upper
+    again = gate.insight(principal, by_district("education.attendance", "days_present"),
+                         by_district("social.grants", "disbursements"))
+    assert (again.r, again.r_lower, again.r_upper) == (insight.r, insight.r_lower,
+                                                       insight.r_upper)
+    with pytest.raises(QueryRefused, match="joins two verticals"):
+        gate.insight(principal, by_district("health.vaccinations", "doses"),
+                     by_district("health.nutrition", "screenings"))

@@ -49,5 +49,7 @@ def test_privacy_public_surface_is_pinned():
     """The gate's public names change only on purpose."""
     assert sorted(privacy.__all__) == sorted([
         "AccessDenied", "BudgetExhausted", "BudgetStatus", "Cell", "ConfigError", "Epsilon",
-        "Gate", "InvalidInput", "Preview", "Principal", "Query", "QueryRefused", "Release",
-        "Settings", "StoreError", "VeilBug", "VeilError", "load_settings", "open_gate"])
+        "Gate", "Insight", "InsightPoint", "InvalidInput", "LocalEstimate", "LocalRandomizer", "Preview", "Principal", "Query", "QueryRefused", "RecordPage",
+        "RecordQuery", "Release",
+        "Settings", "StoreError", "VeilBug", "VeilError", "estimate_local", "load_settings",
+        "open_gate"])

@@ -33,11 +33,16 @@ def test_noise_follows_the_discrete_laplace_distribution():
 
 
 def test_interval_covers_the_true_value_95_percent_of_the_time():
-    """The reported 95% interval covers the true count in 95% ± 1% of 20,000 draws."""
-    mechanism = discrete_laplace(sensitivity=1, epsilon=0.5, confidence=0.95)
+    """The reported 95% interval covers the true count in 95% ± 1% of 20,000 draws.
+
+    At the vaccinations product's configuration (3 events per person-day, ε = 1: scale 3) the
+    smallest integer interval with at least 95% coverage covers 95.8%; below scale 3 the
+    lattice forces more (97.3% at scale 1), never less.
+    """
+    mechanism = discrete_laplace(sensitivity=3, epsilon=1.0, confidence=0.95)
     noise = np.asarray(mechanism([500] * 20_000)) - 500
     coverage = (np.abs(noise) <= mechanism.half_width).mean()
-    assert 0.94 <= coverage <= 0.96 + 0.01  # discrete: coverage is at least the nominal level
+    assert 0.94 <= coverage <= 0.96
 
 
 def test_invalid_parameters_are_rejected():
@@ -45,3 +50,28 @@ def test_invalid_parameters_are_rejected():
         discrete_laplace(sensitivity=0, epsilon=1.0, confidence=0.95)
     with pytest.raises(ValueError, match="epsilon must be > 0"):
         discrete_laplace(sensitivity=1, epsilon=0.0, confidence=0.95)
+
+
+def test_gaussian_charge_is_the_converted_measurement_at_delta():
+    """Discrete Gaussian: ε charged is OpenDP's zCDP → (ε, δ) conversion, at most the target."""
+    import opendp.prelude as dp
+
+    from privacy._mechanisms import discrete_gaussian
+
+    mechanism = discrete_gaussian(sensitivity=1, epsilon=1.0, delta=1e-7, confidence=0.95)
+    converted = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(dp.m.make_gaussian(
+        dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="f64"),
+        scale=mechanism.scale)), 1e-7)
+    assert converted.map(1.0) == (mechanism.epsilon, 1e-7)
+    assert 0.99 < mechanism.epsilon <= 1.0
+
+
+def test_gaussian_noise_has_its_scale_and_honest_intervals():
+    """20,000 draws: variance within 5% of scale², the 95% interval covers 95% ± 1%."""
+    from privacy._mechanisms import discrete_gaussian
+
+    mechanism = discrete_gaussian(sensitivity=1, epsilon=1.0, delta=1e-7, confidence=0.95)
+    noise = np.asarray(mechanism([1000] * 20_000)) - 1000
+    assert abs(noise.var() / mechanism.scale ** 2 - 1) < 0.05
+    coverage = (np.abs(noise) <= mechanism.half_width).mean()
+    assert 0.94 <= coverage <= 0.96 + 0.01  # the lattice makes it at least 95%

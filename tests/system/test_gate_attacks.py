@@ -1,0 +1,119 @@
+"""Attacks on the gate fail: averaging, differencing, crossing tenants, using hidden fields."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from data.models import BudgetAccount, CubeMonthly, ProductVersion
+from privacy import AccessDenied, Gate, Principal, Query, QueryRefused
+
+NOW = datetime(2026, 11, 21, 12, 0)
+MONTH = date(2026, 6, 1)
+
+
+def _principal(role: str, tenant: str = "kigali-east") -> Principal:
+    return Principal(subject=f"{role}@{tenant}", display_name=role, role=role, tenant=tenant,
+                     source="demo")
+
+
+def _cube(session, *, tenant, district, gender, n, month=MONTH):
+    session.add(CubeMonthly(tenant_id=tenant, product_id="health.vaccinations", metric="doses",
+                            period=month, state=district[:3], district=district,
+                            h3_cell="87" + district + gender, age_bucket="0-5", gender=gender,
+                            category="polio", n_events=n, value_sum=0.0))
+
+
+@pytest.fixture
+def gate(store, catalog) -> Gate:
+    with store.write.begin() as session:
+        # In KGL-GAS one lone male among 40 events; the south tenant has big numbers everywhere.
+        _cube(session, tenant="kigali-east", district="KGL-GAS", gender="female", n=39)
+        _cube(session, tenant="kigali-east", district="KGL-GAS", gender="male", n=1)
+        _cube(session, tenant="kigali-east", district="EAS-RWA", gender="female", n=25)
+        for district in ("SOU-HUY", "KGL-GAS", "EAS-RWA"):  # south rows, even in "our" districts
+            _cube(session, tenant="south", district=district, gender="male", n=5000)
+        for tenant in ("kigali-east", "south"):
+            session.add(ProductVersion(tenant_id=tenant, product_id="health.vaccinations",
+                                       data_version=1, refreshed_at=NOW, cube_rows=3))
+    return Gate(store, catalog, clock=lambda: NOW)
+
+
+def _query(**overrides) -> Query:
+    fields = dict(product="health.vaccinations", metric="doses", level="dp_medium",
+                  start=MONTH, end=MONTH)
+    fields.update(overrides)
+    return Query(**fields)
+
+
+def _new_data_version(store) -> None:
+    with store.write.begin() as session:
+        for version in session.scalars(select(ProductVersion)):
+            version.data_version += 1
+
+
+def test_repeating_a_query_1000_times_does_not_narrow_the_answer(gate, store):
+    """Averaging attack: 1,000 repeats return the very same noisy cells and cost ε once."""
+    principal = _principal("policy_maker")
+    answers = {gate.release(principal, _query(filters=(("district", "KGL-GAS"),))).cells
+               for _ in range(1000)}
+    assert len(answers) == 1
+    with store.read() as session:
+        assert session.scalar(select(func.sum(BudgetAccount.spent))) == 1.0
+
+
+def test_differencing_two_queries_does_not_isolate_the_lone_person(gate, store):
+    """Differencing attack: 'district' minus 'district and female' is not the lone male."""
+    exact_hits = 0
+    for attempt in range(60):
+        # one researcher per round keeps each within the monthly cap (3 queries × ε 1)
+        principal = Principal(subject=f"researcher-{attempt}@kigali-east", display_name="r",
+                              role="researcher", tenant="kigali-east", source="demo")
+        whole = gate.release(principal, _query(filters=(("district", "KGL-GAS"),)))
+        female = gate.release(principal, _query(filters=(("district", "KGL-GAS"),
+                                                         ("gender", "female"))))
+        male = gate.release(principal, _query(filters=(("district", "KGL-GAS"),
+                                                       ("gender", "male"))))
+        # the lone male's own cell is never shown as a number under k
+        assert male.cells[0].value is None or male.cells[0].value >= 5
+        exact_hits += (whole.cells[0].value - female.cells[0].value) == 1
+        _new_data_version(store)  # fresh noise for the next attempt, as new data would bring
+    # with noise of scale 3 on each count the difference is exactly 1 only by chance (~10%)
+    assert exact_hits < 20
+
+
+def test_no_query_field_reaches_another_tenants_rows(gate):
+    """Tenant isolation: filters naming B's areas are refused; groupings show only A's data."""
+    principal = _principal("case_worker")  # exact counts make any leak visible
+    with pytest.raises(QueryRefused, match="'SOU-HUY' is not a district of tenant kigali-east"):
+        gate.release(principal, _query(level="anonymized", filters=(("district", "SOU-HUY"),)))
+    with pytest.raises(QueryRefused, match="'SOU' is not a state of tenant kigali-east"):
+        gate.release(principal, _query(level="anonymized", filters=(("state", "SOU"),)))
+    by_district = gate.release(principal, _query(level="anonymized",
+                                                 group_by=("month", "district")))
+    codes = {c.key[1] for c in by_district.cells}
+    assert codes <= {d.code for d in gate.catalog.districts_of("kigali-east")} | {"KGL", "EAS",
+                                                                                 "kigali-east"}
+    values = {c.key[1]: c.value for c in by_district.cells if c.value is not None}
+    # the zero-filled districts are counted in kigali-east's own total; none of south's 5,000s
+    assert values == {"KGL-GAS": 40.0, "EAS-RWA": 25.0, "kigali-east": 65.0}
+    total = gate.release(principal, _query(level="anonymized"))
+    assert total.cells[0].value == 65.0
+
+
+def test_a_role_without_clearance_cannot_group_or_filter_by_a_hidden_field(gate, catalog):
+    """C2: with gender hidden for researchers, grouping and filtering by it are refused."""
+    roles = dict(catalog.roles)
+    treatment = dict(roles["researcher"].treatment, quasi_identifier="hide")
+    roles["researcher"] = dataclasses.replace(roles["researcher"], treatment=treatment)
+    gate._catalog = dataclasses.replace(catalog, roles=roles)
+    principal = _principal("researcher")
+    with pytest.raises(AccessDenied, match="cannot see 'Gender' .* so it cannot group by it"):
+        gate.release(principal, _query(group_by=("month", "gender")))
+    with pytest.raises(AccessDenied, match="cannot see 'Gender' .* so it cannot filter on it"):
+        gate.release(principal, _query(filters=(("gender", "male"),)))
+    with pytest.raises(AccessDenied, match="cannot see 'H3 cell"):
+        gate.release(principal, _query(group_by=("month", "h3_cell")))
