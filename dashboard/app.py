@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.context import current_gate
-from dashboard.identity import require_principal, sign_out
-from dashboard.navigation import pages_for
+from dashboard.context import current_gate, current_settings
+from dashboard.identity import account_sidebar, require_principal
+from dashboard.navigation import pages_for, requested_page
 from privacy import VeilError
 
-st.set_page_config(page_title="Veil", page_icon=":material/shield_lock:", layout="wide")
+# An emoji favicon is drawn in the browser; a :material: one would be fetched from Google.
+st.set_page_config(page_title="Veil", page_icon="🛡️", layout="wide")
 
 try:
+    settings = current_settings()
     gate = current_gate()
 except VeilError as exc:
     st.error(f"Veil cannot start: {exc}")
     st.stop()
 
-principal = require_principal(gate)
-with st.sidebar:
-    tenant = gate.catalog.tenant(principal.tenant)
-    st.markdown(f"**{principal.subject}**  \n{gate.catalog.roles[principal.role].title} · "
-                f"{tenant.name}")
-    if principal.source == "demo":
-        st.caption("Demo identity")
-    if st.button("Sign out", icon=":material/logout:"):
-        sign_out()
-st.navigation(pages_for(gate, principal)).run()
+principal = require_principal(gate, settings)
+account_sidebar(gate, principal, settings)
+pages = pages_for(gate, principal, requested=requested_page())
+if not pages:
+    st.error(f"The {principal.role} role has no pages in this version of Veil.")
+    st.stop()
+st.navigation(pages).run()

@@ -1,68 +1,265 @@
 """Sign-in: the one place that reads ``st.user`` and turns an identity into a Principal.
 
-Two identity sources resolve through the same role-mapping table: OIDC via ``st.login`` when
-``[auth]`` is configured in secrets.toml, and local demo accounts when VEIL_DEMO_MODE=1. With
-neither, nobody gets in and the page names the missing setting.
+Two identity sources resolve through the same role-mapping table (in the gate):
+
+- **OIDC** via ``st.login`` when ``[auth]`` is configured in secrets.toml. Streamlit builds
+  ``st.user`` from the ID token's claims and keeps them in a cookie for 30 days without
+  checking expiry, so Veil bounds the session itself: VEIL_SESSION_HOURS from the token's
+  ``iat`` (a browser refresh starts a new Streamlit session but keeps the cookie, so the bound
+  must come from the token, not from this session).
+- **Demo accounts** (local, argon2-hashed, clearly labelled) in demo mode, switched off when
+  OIDC is configured unless VEIL_DEMO_ACCOUNTS=1; the session runs from the demo sign-in.
+
+With neither, nobody gets in and the page names the missing setting. An identity without a
+role mapping gets a "no access" page (the gate audits it); never a default role. Everything
+outside this module receives a Principal, never ``st.user``.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import NoReturn
+
 import streamlit as st
+from streamlit.errors import StreamlitSecretNotFoundError
 
 from dashboard.components.errors import show_error
-from dashboard.context import PRINCIPAL_KEY, signed_in
-from privacy import AccessDenied, Gate, Principal, VeilError
+from dashboard.context import (
+    end_session,
+    now,
+    session_ends_at,
+    session_expired,
+    signed_in,
+    signed_in_at,
+    start_session,
+)
+from dashboard.navigation import requested_page
+from privacy import Gate, Principal, Settings, VeilError
 
-__all__ = ["oidc_configured", "require_principal", "sign_out"]
+__all__ = ["AUTH_KEYS", "AuthConfig", "account_sidebar", "auth_config", "demo_accounts_enabled",
+           "require_principal", "sign_out"]
+
+SECRETS_FILE = ".streamlit/secrets.toml"
+#: Keys Veil needs under [auth]: the default provider of st.login(), configured inline.
+AUTH_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret",
+             "server_metadata_url")
+_EXPIRED_KEY = "veil_session_expired"
 
 
-def oidc_configured() -> bool:
+@dataclass(frozen=True)
+class AuthConfig:
+    """What secrets.toml says about OIDC: is there an [auth] section, and what is wrong."""
+
+    present: bool
+    problem: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.present and self.problem is None
+
+
+def auth_config() -> AuthConfig:
     try:
-        return "auth" in st.secrets
-    except Exception:  # no secrets.toml at all: Streamlit raises its own error type
+        section = st.secrets.get("auth")
+    except StreamlitSecretNotFoundError:  # no secrets.toml at all
+        return AuthConfig(present=False)
+    if section is None:
+        return AuthConfig(present=False)
+    if not isinstance(section, Mapping):
+        return AuthConfig(present=True, problem=f"{SECRETS_FILE}: key 'auth' must be a table "
+                                                f"([auth]), got {type(section).__name__}")
+    missing = [key for key in AUTH_KEYS if not section.get(key)]
+    if missing:
+        return AuthConfig(present=True, problem=(
+            f"{SECRETS_FILE}: the [auth] section is missing "
+            f"{', '.join(f'auth.{key}' for key in missing)}, so sign-in with your organisation "
+            f"is switched off. See .streamlit/secrets.toml.example."))
+    if not str(section["redirect_uri"]).endswith("/oauth2callback"):
+        return AuthConfig(present=True, problem=(
+            f"{SECRETS_FILE}: key 'auth.redirect_uri' must end with /oauth2callback, got "
+            f"{section['redirect_uri']!r}"))
+    return AuthConfig(present=True)
+
+
+def demo_accounts_enabled(gate: Gate, settings: Settings, auth: AuthConfig) -> bool:
+    """Demo accounts need demo mode; then VEIL_DEMO_ACCOUNTS decides, or else "no OIDC"."""
+    if not gate.demo_accounts:
         return False
+    if settings.demo_accounts is not None:
+        return settings.demo_accounts
+    return not auth.present
 
 
-def require_principal(gate: Gate) -> Principal:
+# --- the sign-in flow ----------------------------------------------------------------------------
+
+
+def require_principal(gate: Gate, settings: Settings) -> Principal:
     """Return the signed-in principal, or render the sign-in page and stop the script."""
-    principal = signed_in()
+    auth = auth_config()
+    at = now()
+    principal, started = signed_in(), signed_in_at()
     if principal is not None:
-        return principal
-    if oidc_configured() and st.user.get("is_logged_in", False):
-        try:
-            principal = gate.resolve(dict(st.user), source="oidc")
-        except AccessDenied as exc:
-            st.error(str(exc))
-            if st.button("Sign out"):
-                st.logout()
-            st.stop()
-        st.session_state[PRINCIPAL_KEY] = principal
-        return principal
-    _sign_in_page(gate)
+        if started is None:
+            end_session()  # a principal without a sign-in time is not a sign-in
+        elif session_expired(started, hours=settings.session_hours, at=at):
+            end_session()
+            gate.record_session_end(principal, reason="expired")
+            st.session_state[_EXPIRED_KEY] = True
+        elif _still_signed_in(principal, gate, settings, auth):
+            return principal
+        else:
+            end_session()
+    if auth.usable and st.user.get("is_logged_in", False):
+        return _oidc_principal(gate, settings, at)
+    _sign_in_page(gate, settings, auth)
+    _stop_outside_the_app()
+
+
+def _still_signed_in(principal: Principal, gate: Gate, settings: Settings,
+                     auth: AuthConfig) -> bool:
+    if principal.source == "demo":
+        return demo_accounts_enabled(gate, settings, auth)
+    # OIDC: the identity cookie must still be there and still be this person.
+    return (auth.usable and st.user.get("is_logged_in", False)
+            and _oidc_subject(st.user.to_dict()) == principal.subject)
+
+
+def _oidc_subject(claims: Mapping) -> str:
+    return str(claims.get("email") or claims.get("sub") or "")
+
+
+def _issued_at(claims: Mapping) -> datetime | None:
+    """When the provider issued the ID token behind this sign-in (its ``iat`` claim)."""
+    value = claims.get("iat")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _oidc_principal(gate: Gate, settings: Settings, at: datetime) -> Principal:
+    claims = st.user.to_dict()
+    claims.pop("tokens", None)
+    issued = _issued_at(claims)
+    if issued is None:
+        _refusal_page("Sign-in refused",
+                      "Your identity provider's ID token has no issue time (iat claim), so Veil "
+                      "cannot bound the session. Ask your administrator to check the provider.")
+    if session_expired(min(issued, at), hours=settings.session_hours, at=at):
+        st.title("Session ended")
+        st.warning(f"Your session ended {_hours(settings.session_hours)} after you signed in. "
+                   f"Please sign in again.", icon=":material/timer_off:")
+        st.button("Sign in again", type="primary", on_click=st.login)
+        st.button("Sign out", on_click=st.logout)
+        _stop_outside_the_app()
+    try:
+        principal = gate.resolve(claims, source="oidc")
+    except VeilError as exc:
+        _refusal_page("No access", str(exc))
+    start_session(principal, signed_in_at=min(issued, at))
+    return principal
+
+
+def _refusal_page(title: str, message: str) -> NoReturn:
+    st.title(title)
+    st.error(message, icon=":material/block:")
+    st.button("Sign out", on_click=st.logout)
+    _stop_outside_the_app()
+
+
+def _stop_outside_the_app() -> NoReturn:
+    """Stop on a page outside the app (sign-in, no access, session ended) with no menu.
+
+    The browser keeps the last navigation it was sent, so without this a signed-out browser
+    would still show the signed-in role's menu. The page answers whatever page URL was asked
+    for, so Streamlit shows no "page not found" either.
+    """
+    pages = [st.Page(_outside, title="Veil", url_path="veil", default=True)]
+    requested = requested_page()
+    if requested and requested != "veil" and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", requested):
+        pages.append(st.Page(_outside, title="Veil", url_path=requested, visibility="hidden"))
+    st.navigation(pages, position="hidden")
     st.stop()
 
 
-def sign_out() -> None:
-    st.session_state.pop(PRINCIPAL_KEY, None)
-    if oidc_configured() and st.user.get("is_logged_in", False):
+def _outside() -> None:
+    """The (empty) page behind the sign-in, no-access and session-ended screens."""
+
+
+def sign_out(gate: Gate) -> None:
+    """End this session: audit it, drop the principal, and sign out of the provider too."""
+    principal = end_session()
+    if principal is not None:
+        gate.record_session_end(principal, reason="signed out")
+    if st.user.get("is_logged_in", False):
         st.logout()
+        # Not st.rerun(): a rerun clears the outgoing message queue, and the logout redirect
+        # is not among the messages Streamlit keeps, so the browser would stay on this page.
+        st.stop()
     st.rerun()
 
 
-def _sign_in_page(gate: Gate) -> None:
+def _hours(hours: float) -> str:
+    return f"{hours:g} hour{'s' if hours != 1 else ''}"
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+def account_sidebar(gate: Gate, principal: Principal, settings: Settings) -> None:
+    """Who is signed in, as what, until when; and the sign-out button."""
+    with st.sidebar:
+        tenant = gate.catalog.tenant(principal.tenant)
+        st.markdown(f"**{principal.subject}**  \n{gate.catalog.roles[principal.role].title} · "
+                    f"{tenant.name}")
+        if principal.source == "demo":
+            st.caption("Demo identity")
+        started = signed_in_at()
+        if started is not None:
+            ends = session_ends_at(started, hours=settings.session_hours)
+            st.caption(f"Session ends {ends:%d %b %H:%M} UTC")
+        if st.button("Sign out", icon=":material/logout:"):
+            sign_out(gate)
+
+
+def _sign_in_page(gate: Gate, settings: Settings, auth: AuthConfig) -> None:
     st.title("Veil")
     st.caption("Privacy-first analytics for public programmes")
-    oidc = oidc_configured()
-    if not oidc and not gate.demo_accounts:
-        st.error(
-            "No identity source is configured, so nobody can sign in. Add an [auth] section to "
-            ".streamlit/secrets.toml (see secrets.toml.example) or set VEIL_DEMO_MODE=1 for a "
-            "demo store.")
+    if st.session_state.pop(_EXPIRED_KEY, False):
+        st.warning(f"Your session ended {_hours(settings.session_hours)} after you signed in. "
+                   f"Please sign in again.", icon=":material/timer_off:")
+    if auth.problem:
+        st.error(auth.problem)
+    demo = demo_accounts_enabled(gate, settings, auth)
+    if not auth.usable and not demo:
+        st.error(_no_identity_source(gate, settings, auth))
         return
-    if oidc:
+    if auth.usable:
         st.button("Sign in with your organisation", type="primary", on_click=st.login)
-    if gate.demo_accounts:
+    if demo:
         _demo_form(gate)
+
+
+def _no_identity_source(gate: Gate, settings: Settings, auth: AuthConfig) -> str:
+    reasons = []
+    if not auth.present:
+        reasons.append(f"there is no [auth] section in {SECRETS_FILE} (see "
+                       f".streamlit/secrets.toml.example)")
+    else:
+        reasons.append(f"the [auth] section of {SECRETS_FILE} is incomplete")
+    if not gate.demo_accounts:
+        reasons.append("demo accounts exist only with VEIL_DEMO_MODE=1 on a demo store")
+    elif settings.demo_accounts is False:
+        reasons.append("demo accounts are switched off by VEIL_DEMO_ACCOUNTS=0")
+    else:
+        reasons.append("demo accounts are switched off because [auth] is present; "
+                       "VEIL_DEMO_ACCOUNTS=1 switches them on")
+    return f"Nobody can sign in: {'; '.join(reasons)}."
 
 
 def _demo_form(gate: Gate) -> None:
@@ -80,8 +277,9 @@ def _demo_form(gate: Gate) -> None:
     if submitted:
         try:
             claims = gate.authenticate_demo(username=username, password=password)
-            st.session_state[PRINCIPAL_KEY] = gate.resolve(claims, source="demo")
+            principal = gate.resolve(claims, source="demo")
         except VeilError as exc:
             show_error(exc)
             return
+        start_session(principal, signed_in_at=now())
         st.rerun()

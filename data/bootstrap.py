@@ -2,7 +2,9 @@
 
 Owns idempotent initialisation (``veil init``): running it twice changes nothing the second
 time. Demo accounts are created only in demo mode, with argon2-hashed passwords, and resolve to
-roles through the same RoleMapping table that OIDC identities use.
+roles through the same RoleMapping table that OIDC identities use (their rows are marked
+``DEMO_MAPPING_SOURCE`` and never match an OIDC identity). Organisation identities are mapped by
+the versioned role mappings file (``data.role_mappings``), applied here when it is passed.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from data.engine import Store
 from data.geo import geography
 from data.migrate import upgrade
 from data.models import DataProduct, GeoArea, GeoCell, LocalAccount, RoleMapping, Tenant
+from data.role_mappings import RoleMappingFile, apply_role_mappings
 
-__all__ = ["DEMO_PASSWORD", "DEMO_ROLES", "demo_username", "init_store"]
+__all__ = ["DEMO_MAPPING_SOURCE", "DEMO_PASSWORD", "DEMO_ROLES", "demo_username", "init_store"]
 
 #: Shared password of every demo account. Demo mode only: printed on the login page on purpose.
 DEMO_PASSWORD = "veil-demo"
+#: ``created_by`` of the demo accounts' role mappings; such rows apply to demo sign-ins only.
+DEMO_MAPPING_SOURCE = "veil init (demo)"
 DEMO_ROLES = ("policy_maker", "researcher", "case_worker", "donor", "compliance_officer",
               "tenant_admin")
 
@@ -35,8 +40,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def init_store(store: Store, catalog: Catalog, *, demo_accounts: bool) -> None:
-    """Migrate the schema and mirror the catalog into the store; idempotent."""
+def init_store(store: Store, catalog: Catalog, *, demo_accounts: bool,
+               role_mappings: RoleMappingFile | None = None) -> None:
+    """Migrate the schema and mirror the catalog into the store; idempotent.
+
+    ``role_mappings``, when given, becomes the set of file-managed role mappings (added,
+    changed and removed to match); without it those rows are left as they are.
+    """
     upgrade(store)
     with store.write.begin() as session:
         _sync_products(session, catalog)
@@ -44,6 +54,9 @@ def init_store(store: Store, catalog: Catalog, *, demo_accounts: bool) -> None:
         _sync_tenants(session, catalog)
         if demo_accounts:
             _ensure_demo_accounts(session, catalog)
+        if role_mappings is not None:
+            session.flush()  # tenants first: mappings reference them
+            apply_role_mappings(session, role_mappings)
 
 
 def _sync_products(session: Session, catalog: Catalog) -> None:
@@ -101,7 +114,7 @@ def _ensure_demo_accounts(session: Session, catalog: Catalog) -> None:
             if username not in mapped:
                 session.add(RoleMapping(claim="email", value=username, role=role,
                                         tenant_id=tenant.id, created_at=utcnow(),
-                                        created_by="veil init (demo)"))
+                                        created_by=DEMO_MAPPING_SOURCE))
     platform = "platform.admin@veil.demo"
     if platform not in have:
         session.add(LocalAccount(username=platform, password_hash=password_hash,
@@ -110,4 +123,4 @@ def _ensure_demo_accounts(session: Session, catalog: Catalog) -> None:
     if platform not in mapped:
         session.add(RoleMapping(claim="email", value=platform, role="platform_admin",
                                 tenant_id=catalog.tenants[0].id, created_at=utcnow(),
-                                created_by="veil init (demo)"))
+                                created_by=DEMO_MAPPING_SOURCE))

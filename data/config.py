@@ -29,6 +29,12 @@ class Settings:
     var_dir: Path
     secret: str
     demo_mode: bool
+    #: How long a sign-in lasts, in hours, whatever the identity provider's cookie says.
+    session_hours: float = 8.0
+    #: Demo accounts: None = on in demo mode unless OIDC is configured; True/False = explicit.
+    demo_accounts: bool | None = None
+    #: Versioned role mappings for organisation (OIDC) identities.
+    role_mappings_file: Path = PROJECT_ROOT / "config" / "role_mappings.toml"
 
     @property
     def is_embedded(self) -> bool:
@@ -60,5 +66,38 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"VEIL_SECRET must be at least 16 characters, got {len(secret)}")
     return Settings(
         database_url=url, catalog_dir=catalog_dir, var_dir=var_dir, secret=secret,
-        demo_mode=demo_mode,
+        demo_mode=demo_mode, session_hours=_session_hours(env),
+        demo_accounts=_demo_accounts(env, demo_mode=demo_mode),
+        role_mappings_file=Path(env.get("VEIL_ROLE_MAPPINGS")
+                                or PROJECT_ROOT / "config" / "role_mappings.toml"),
     )
+
+
+#: The identity cookie of Streamlit's st.login lives 30 days; a longer Veil session is moot.
+MAX_SESSION_HOURS = 30 * 24
+
+
+def _session_hours(env: dict[str, str]) -> float:
+    raw = env.get("VEIL_SESSION_HOURS", "").strip()
+    if not raw:
+        return 8.0
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = float("nan")
+    if not 0 < hours <= MAX_SESSION_HOURS:  # also refuses nan and inf
+        raise ConfigError(f"VEIL_SESSION_HOURS must be a number of hours above 0 and at most "
+                          f"{MAX_SESSION_HOURS}, got {raw!r}")
+    return hours
+
+
+def _demo_accounts(env: dict[str, str], *, demo_mode: bool) -> bool | None:
+    raw = env.get("VEIL_DEMO_ACCOUNTS", "").strip()
+    if raw in {"", "auto"}:
+        return None
+    if raw not in {"0", "1"}:
+        raise ConfigError(f"VEIL_DEMO_ACCOUNTS must be 0, 1 or auto, got {raw!r}")
+    if raw == "1" and not demo_mode:
+        raise ConfigError("VEIL_DEMO_ACCOUNTS=1 needs VEIL_DEMO_MODE=1: demo accounts share a "
+                          "public password and must never guard a store with real data")
+    return raw == "1"

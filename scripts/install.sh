@@ -8,3 +8,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test,bench]"
+# The browser tests' local OIDC provider (npm oidc-provider), pinned by its lock file. Without
+# Node the browser tests skip (CI installs it and requires them).
+if [ ! -d tests/e2e/oidc/node_modules ]; then
+  if command -v npm >/dev/null; then
+    (cd tests/e2e/oidc && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    echo "npm not found: the browser tests (tests/e2e) will be skipped" >&2
+  fi
+fi
