@@ -11,12 +11,14 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 from data.bootstrap import init_store
 from data.catalog import load_catalog
 from data.config import load_settings
 from data.engine import open_store
 from data.errors import VeilError
+from data.role_mappings import load_role_mappings
 
 __all__ = ["main"]
 
@@ -33,9 +35,11 @@ def _progress(stage: str, done: int, total: int) -> None:
 
 def _cmd_init(args, settings) -> None:
     catalog = load_catalog(settings.catalog_dir)
+    mappings = load_role_mappings(settings.role_mappings_file, catalog)
     store = open_store(settings)
-    init_store(store, catalog, demo_accounts=settings.demo_mode)
+    init_store(store, catalog, demo_accounts=settings.demo_mode, role_mappings=mappings)
     print(f"store ready: {store.dialect} · policy version {catalog.version[:12]}"
+          f" · {len(mappings.mappings)} role mappings from {settings.role_mappings_file}"
           + (" · demo accounts enabled" if settings.demo_mode else ""))
 
 
@@ -47,26 +51,44 @@ def _cmd_demo(args, settings) -> None:
         raise VeilError("refusing to generate demo data outside demo mode (VEIL_DEMO_MODE=0): "
                         "demo rows must never mix with real data")
     catalog = load_catalog(settings.catalog_dir)
+    mappings = load_role_mappings(settings.role_mappings_file, catalog)
     store = open_store(settings)
-    init_store(store, catalog, demo_accounts=True)
+    init_store(store, catalog, demo_accounts=True, role_mappings=mappings)
     started = time.perf_counter()
     report = generate(store, catalog, size=args.size, seed=args.seed, secret=settings.secret,
                       progress=_progress)
     loaded = time.perf_counter() - started
     results = materialize(store, catalog)
+    from privacy import open_gate
+
+    gate = open_gate(settings)
+    try:
+        published = publish_defaults(gate, requested_by="veil demo")
+    finally:
+        gate.close()
     total = time.perf_counter() - started
     print(f"demo data ({args.size}, seed {args.seed}): {report.events:,} events loaded in "
-          f"{loaded:.1f} s; {sum(r.rows for r in results):,} cube rows; total {total:.1f} s")
+          f"{loaded:.1f} s; {sum(r.rows for r in results):,} cube rows; "
+          f"{len(published)} donor snapshots published; total {total:.1f} s")
 
 
 def _cmd_materialize(args, settings) -> None:
     from data.materialize import materialize
 
     catalog = load_catalog(settings.catalog_dir)
-    store = open_store(settings)
-    for result in materialize(store, catalog, tenant=args.tenant, product=args.product):
+    with _store(settings) as store:
+        results = materialize(store, catalog, tenant=args.tenant, product=args.product,
+                              incremental=not args.full)
+    for result in results:
+        if result.months is None:
+            scope = "full rebuild"
+        elif result.months:
+            scope = (f"{len(result.months)} month(s) {result.months[0]:%Y-%m}.."
+                     f"{result.months[-1]:%Y-%m}")
+        else:
+            scope = "up to date"
         print(f"{result.tenant:<12} {result.product:<24} {result.rows:>10,} rows  "
-              f"{result.seconds:6.2f} s  data v{result.data_version}")
+              f"{result.seconds:6.2f} s  data v{result.data_version}  {scope}")
 
 
 def _cmd_budgets(args, settings) -> None:
@@ -86,13 +108,292 @@ def _cmd_budgets(args, settings) -> None:
               f"{row.window_start:%Y-%m}  ε {row.spent:g} of {row.cap:g}")
 
 
+def publish_defaults(gate, *, months: int = 12, level: str = "dp_high",
+                     requested_by: str = "veil publish", today=None) -> list:
+    """Publish the default donor snapshots: every count metric of every published series,
+    by state, over the last ``months`` complete months, for every tenant."""
+    from datetime import date
+
+    from privacy import Query
+
+    today = today or date.today()
+    releases = []
+    for tenant in gate.catalog.tenants:
+        for product in gate.catalog.products:
+            if product.kind != "metric_set" or not product.published_series:
+                continue
+            for metric in product.metrics:
+                if metric.measure != "count":
+                    continue
+                query = Query.trailing(product=product.id, metric=metric.id, level=level,
+                                       months=months, today=today)
+                query = Query(**{**query.__dict__, "group_by": ("month", "state")})
+                releases.append(gate.publish(tenant=tenant.id, query=query,
+                                             requested_by=requested_by))
+    return releases
+
+
+def _cmd_publish(args, settings) -> None:
+    from datetime import date
+
+    from privacy import Query, open_gate
+
+    gate = open_gate(settings)
+    try:
+        if args.product is None:
+            releases = publish_defaults(gate, months=args.months, level=args.level,
+                                        requested_by=f"cli:{args.requested_by}")
+        else:
+            if not (args.tenant and args.metric):
+                raise VeilError("veil publish --product needs --tenant and --metric too")
+            query = Query.trailing(product=args.product, metric=args.metric, level=args.level,
+                                   months=args.months, today=date.today())
+            if args.by:
+                query = Query(**{**query.__dict__, "group_by": ("month", args.by)})
+            releases = [gate.publish(tenant=args.tenant, query=query,
+                                     requested_by=f"cli:{args.requested_by}")]
+        for release in releases:
+            print(f"{release.tenant:<12} {release.product:<24} {release.query.metric:<16} "
+                  f"{release.query.start:%Y-%m}..{release.query.end:%Y-%m}  "
+                  f"ε {release.charged.value:g} charged  release {release.id[:8]}")
+    finally:
+        gate.close()
+
+
 def _cmd_check(args, settings) -> None:
     from privacy import open_gate
 
     gate = open_gate(settings)
+    mapped = gate.check_role_mappings(settings.role_mappings_file)
     print(f"configuration ok: catalog {settings.catalog_dir} (policy {gate.catalog.version[:12]}),"
-          f" store reachable and migrated")
+          f" store reachable and migrated, {mapped} role mappings applied")
     gate.close()
+
+
+# --- ingestion, consent, collector sources (SPEC B2-B4, E1) ---------------------------------
+
+
+@contextmanager
+def _store(settings):
+    """The configured store, disposed afterwards (no pooled connection outlives a command)."""
+    store = open_store(settings)
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+
+def _ingest_progress():
+    """A progress bar for ``veil ingest``: MB read, rows, rows per second."""
+    started = time.perf_counter()
+
+    def show(done: int, total: int, rows: int) -> None:
+        width = 30
+        filled = int(width * done / total) if total else width
+        elapsed = time.perf_counter() - started
+        rate = rows / elapsed if elapsed > 0 else 0.0
+        sys.stderr.write(f"\r  ingest [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done / 1e6:8.1f}/{total / 1e6:.1f} MB {rows:>12,} rows "
+                         f"{rate:>9,.0f}/s")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _cmd_ingest(args, settings) -> None:
+    from data.ingest import ingest_file
+
+    catalog = load_catalog(settings.catalog_dir)
+    with _store(settings) as store:
+        report = ingest_file(store, catalog, args.file, tenant=args.tenant,
+                             product=args.product, secret=settings.secret, format=args.format,
+                             chunk_rows=args.chunk_rows,
+                             progress=None if args.quiet else _ingest_progress())
+    if report.already_ingested:
+        print(f"{args.file} was already ingested in full (batch {report.batch_id[:8]}); "
+              f"nothing to do. Its report:")
+    else:
+        resumed = (f", resumed after line {report.resumed_after:,}"
+                   if report.resumed_after else "")
+        print(f"ingested {args.file} into {report.product} for {report.tenant} "
+              f"(batch {report.batch_id[:8]}{resumed}): {report.status}")
+    for label, count in (("rows", report.rows), ("accepted", report.accepted),
+                         ("duplicate", report.duplicate), ("bounded", report.bounded),
+                         ("rejected", report.rejected)):
+        print(f"  {label:<22} {count:>12,}")
+    for reason, count in sorted(report.reasons.items(), key=lambda item: -item[1]):
+        print(f"    {reason:<20} {count:>12,}")
+    if not report.already_ingested:
+        print(f"  {report.seconds:.1f} s, {report.rows_per_second:,.0f} rows/s. Rejected and "
+              f"bounded rows are in the quarantine with their line numbers; run "
+              f"`veil materialize` to refresh the cubes.")
+
+
+def _subject_pseudonym(args, settings) -> str:
+    from data.pseudonym import pseudonym
+
+    if args.pseudonym:
+        return args.pseudonym
+    return pseudonym(settings.secret, args.subject)
+
+
+def _cmd_consent(args, settings) -> None:
+    from datetime import datetime
+
+    from data.consent import grant_consent, withdraw_consent
+
+    catalog = load_catalog(settings.catalog_dir)
+    subject = _subject_pseudonym(args, settings)
+    at = None
+    if args.at:
+        if args.action == "withdraw":
+            raise VeilError("a withdrawal is recorded when it is made; --at is for grants only")
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise VeilError(f"--at must be an ISO 8601 time with a time zone, e.g. "
+                            f"2025-03-04T09:00:00+02:00; got {args.at!r}") from None
+    with _store(settings) as store:
+        if args.action == "grant":
+            change = grant_consent(store, catalog, tenant=args.tenant, pseudonym=subject,
+                                   vertical=args.vertical, at=at)
+        else:
+            change = withdraw_consent(store, catalog, tenant=args.tenant, pseudonym=subject,
+                                      vertical=args.vertical)
+    who = f"subject {subject[:8]}… ({args.vertical}, {args.tenant})"
+    if not change.changed:
+        print(f"{who} already has consent {change.status} since "
+              f"{change.at:%Y-%m-%d %H:%M} UTC; nothing changed")
+        return
+    print(f"consent {change.status} for {who} at {change.at:%Y-%m-%d %H:%M} UTC")
+    for result in change.rebuilt:
+        months = ("full rebuild" if result.months is None
+                  else f"{len(result.months)} month(s) rebuilt")
+        print(f"  {result.product:<24} {months}, data v{result.data_version}")
+    if change.status == "granted" and change.months:
+        print(f"  {sum(len(m) for m in change.months.values())} month(s) marked; the next "
+              f"`veil materialize` counts the subject again")
+
+
+def _cmd_source(args, settings) -> None:
+    from data.ingest import add_source, list_sources, revoke_source
+
+    catalog = load_catalog(settings.catalog_dir)
+    with _store(settings) as store:
+        if args.action == "add":
+            with store.write.begin() as session:
+                source, token = add_source(session, catalog, tenant=args.tenant,
+                                           name=args.name, products=args.product or [])
+        elif args.action == "revoke":
+            with store.write.begin() as session:
+                source = revoke_source(session, tenant=args.tenant, name=args.name)
+        else:
+            with store.read() as session:
+                sources = list_sources(session, tenant=args.tenant)
+    if args.action == "add":
+        print(f"source {source.name} of {source.tenant} may post: "
+              f"{', '.join(source.products)}")
+        print("token (shown once; keep it in the collector's secret store):")
+        print(token)
+    elif args.action == "revoke":
+        print(f"source {source.name} of {source.tenant} revoked at "
+              f"{source.revoked_at:%Y-%m-%d %H:%M} UTC; its token is refused from now on")
+    else:
+        if not sources:
+            print("no collector sources")
+        for source in sources:
+            state = ("active" if source.active
+                     else f"revoked {source.revoked_at:%Y-%m-%d %H:%M}")
+            used = (f"last used {source.last_used_at:%Y-%m-%d %H:%M}" if source.last_used_at
+                    else "never used")
+            print(f"{source.tenant:<12} {source.name:<24} {source.token_hint}…  {state:<22} "
+                  f"{used:<28} {', '.join(source.products)}")
+
+
+def _cmd_serve_api(args, settings) -> None:
+    import uvicorn
+
+    from data.ingest.api import ApiLimits, create_app
+
+    try:
+        limits = ApiLimits(max_events=args.max_events, max_bytes=args.max_bytes)
+    except ValueError as exc:
+        raise VeilError(str(exc)) from exc
+    catalog = load_catalog(settings.catalog_dir)
+    with _store(settings) as store:
+        app = create_app(store, catalog, secret=settings.secret, limits=limits)
+        print(f"collector API on http://{args.host}:{args.port}/api/v1/events (at most "
+              f"{limits.max_events:,} events and {limits.max_bytes:,} bytes per request)",
+              flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws="none",
+                    lifespan="off")
+
+
+def _cmd_freshness(args, settings) -> None:
+    from data.freshness import freshness
+
+    catalog = load_catalog(settings.catalog_dir)
+    with _store(settings) as store, store.read() as session:
+        rows = freshness(session, catalog, tenant=args.tenant)
+    for row in rows:
+        refreshed = f"{row.last_refresh:%Y-%m-%d %H:%M}" if row.last_refresh else "never"
+        newest = f"{row.newest_event:%Y-%m-%d %H:%M}" if row.newest_event else "none"
+        state = "BREACHED: " + "; ".join(row.breaches) if row.breached else "ok"
+        print(f"{row.tenant:<12} {row.product:<24} refreshed {refreshed:<16} newest event "
+              f"{newest:<16} pending {row.pending_months:>3} month(s)  "
+              f"SLO {row.slo_hours:>3} h  {state}")
+
+
+def _add_ingestion_parsers(sub) -> None:
+    ingest = sub.add_parser("ingest", help="ingest a CSV or JSONL file of events (resumable)")
+    ingest.add_argument("file")
+    ingest.add_argument("--tenant", required=True)
+    ingest.add_argument("--product", required=True)
+    ingest.add_argument("--format", choices=("csv", "jsonl"),
+                        help="default: from the file name (.csv, .jsonl, .ndjson)")
+    ingest.add_argument("--chunk-rows", type=int, default=50_000,
+                        help="rows per committed chunk (default 50000)")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    consent = sub.add_parser("consent", help="grant or withdraw a subject's consent")
+    consent.add_argument("action", choices=("grant", "withdraw"))
+    consent.add_argument("--tenant", required=True)
+    consent.add_argument("--vertical", required=True,
+                         choices=("health", "education", "social_protection"))
+    who = consent.add_mutually_exclusive_group(required=True)
+    who.add_argument("--subject", help="the raw subject id (pseudonymised, never stored)")
+    who.add_argument("--pseudonym", help="the subject's stored pseudonym")
+    consent.add_argument("--at", help="when a grant was given (ISO 8601 with a time zone); "
+                                      "default now")
+
+    source = sub.add_parser("source", help="collector sources and their API tokens")
+    actions = source.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="issue a token for a new source")
+    add.add_argument("name")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--product", action="append", required=True,
+                     help="a product the source may post (repeat for several)")
+    revoke = actions.add_parser("revoke", help="revoke a source's token")
+    revoke.add_argument("name")
+    revoke.add_argument("--tenant", required=True)
+    listing = actions.add_parser("list", help="list sources (never their tokens)")
+    listing.add_argument("--tenant")
+
+    serve = sub.add_parser("serve-api", help="serve POST /api/v1/events for collectors")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8502)
+    serve.add_argument("--max-events", type=int, default=1_000)
+    serve.add_argument("--max-bytes", type=int, default=1_048_576)
+
+    fresh = sub.add_parser("freshness", help="data freshness per product against its SLO")
+    fresh.add_argument("--tenant")
+
+
+_INGESTION_COMMANDS = {"ingest": _cmd_ingest, "consent": _cmd_consent, "source": _cmd_source,
+                       "serve-api": _cmd_serve_api, "freshness": _cmd_freshness}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,16 +403,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate deterministic demo data and build the cubes")
     demo.add_argument("--size", choices=("small", "medium", "large"), default="small")
     demo.add_argument("--seed", type=int, default=7)
-    mat = sub.add_parser("materialize", help="rebuild aggregate cubes")
+    mat = sub.add_parser("materialize", help="rebuild aggregate cubes (changed months only, "
+                                             "unless --full)")
     mat.add_argument("--tenant")
     mat.add_argument("--product")
+    mat.add_argument("--full", action="store_true",
+                     help="rebuild every month, not only those changed since the last run")
     sub.add_parser("budgets", help="show ε budget usage per principal and product")
     sub.add_parser("check", help="validate configuration, catalog and store")
+    pub = sub.add_parser("publish", help="publish donor snapshots (defaults: every published "
+                                         "series by state, all tenants)")
+    pub.add_argument("--tenant")
+    pub.add_argument("--product")
+    pub.add_argument("--metric")
+    pub.add_argument("--by", choices=("state", "district", "age_bucket", "gender", "category"))
+    pub.add_argument("--months", type=int, default=12)
+    pub.add_argument("--level", default="dp_high")
+    pub.add_argument("--requested-by", default="operator")
+    _add_ingestion_parsers(sub)
     return parser
 
 
-COMMANDS = {"init": _cmd_init, "demo": _cmd_demo, "materialize": _cmd_materialize,
+COMMANDS = {"publish": _cmd_publish, "init": _cmd_init, "demo": _cmd_demo, "materialize": _cmd_materialize,
             "budgets": _cmd_budgets, "check": _cmd_check}
+COMMANDS.update(_INGESTION_COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,17 @@
-"""Trends: a metric's monthly series for your tenant, with 95% intervals."""
+"""Trends: a metric's monthly series for your tenant, with 95% intervals; compare areas or years."""
 
 from datetime import date
 
 import streamlit as st
 
 from dashboard.components.badges import budget_meter, privacy_badge
-from dashboard.components.charts import release_frame, trend_chart
+from dashboard.components.charts import (
+    mark_definition_changes,
+    period_chart,
+    release_frame,
+    series_chart,
+    trend_chart,
+)
 from dashboard.components.errors import guarded
 from dashboard.context import page_context
 from privacy import Query
@@ -13,46 +19,81 @@ from privacy import Query
 gate, principal = page_context("trends")
 catalog = gate.catalog
 role = catalog.roles[principal.role]
+tenant = catalog.tenant(principal.tenant)
+names = ({s.code: s.name for s in catalog.states} | {d.code: d.name for d in catalog.districts})
 st.title("Trends")
 
-choices = [(p, m) for p in catalog.products if p.kind == "metric_set"
-           for m in p.metrics if m.measure == "count"]
-product, metric = st.selectbox("Metric", choices, format_func=lambda pm: f"{pm[1].title} — "
-                                                                         f"{pm[0].title}")
-areas = [None] + [s for s in catalog.states if s.code in catalog.tenant(principal.tenant).states]
-area = st.selectbox("Area", areas, format_func=lambda s: "Whole tenant" if s is None else s.name)
-left, right = st.columns(2)
-level = left.selectbox("Privacy level", role.privacy_levels,
-                       index=role.privacy_levels.index(role.default_level)
-                       if role.default_level in role.privacy_levels else 0,
-                       format_func=lambda lv: catalog.policy.levels[lv].title)
-months = right.slider("Months", min_value=3, max_value=catalog.policy.max_series_months,
-                      value=12)
+metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products if p.kind == "metric_set"
+           for m in p.metrics}
+choice = st.selectbox("Metric", list(metrics),
+                      format_func=lambda key: f"{metrics[key][1].title} — {metrics[key][0].title}")
+product, metric = metrics[choice]
+left, middle, right = st.columns(3)
+mode = left.radio("Show", ["Whole tenant", "Compare areas", "Compare with a year earlier"],
+                  horizontal=False)
+level = middle.selectbox("Privacy level", role.privacy_levels,
+                         index=role.privacy_levels.index(role.default_level)
+                         if role.default_level in role.privacy_levels else 0,
+                         format_func=lambda lv: catalog.policy.levels[lv].title)
+months = right.slider("Months", min_value=3, value=12,
+                      max_value=catalog.policy.max_series_months if product.published_series
+                      else 3)
+base = Query.trailing(product=product.id, metric=metric.id, level=level, months=months,
+                      today=date.today())
 
-query = Query.trailing(product=product.id, metric=metric.id, level=level, months=months,
-                       today=date.today(), filters=(("state", area.code),) if area else ())
+areas: list[str] = []
+if mode == "Compare areas":
+    geo = st.radio("Areas", ["state", "district"], horizontal=True,
+                   format_func={"state": "States", "district": "Districts"}.get)
+    options = (list(tenant.states) if geo == "state"
+               else [d.code for d in catalog.districts_of(principal.tenant)])
+    areas = st.multiselect("Up to five areas", options, default=options[:min(3, len(options))],
+                           max_selections=5, format_func=lambda c: names.get(c, c))
+    queries = [Query(**{**base.__dict__, "group_by": ("month", geo)})]
+elif mode == "Compare with a year earlier":
+    earlier = Query(**{**base.__dict__, "start": base.start.replace(year=base.start.year - 1),
+                       "end": base.end.replace(year=base.end.year - 1)})
+    queries = [base, earlier]
+else:
+    queries = [base]
 
 with guarded():
-    preview = gate.preview(principal, query)
-    budget_meter(gate.budget(principal, product=product.id), preview)
-
-if not preview.reused:
+    previews = [gate.preview(principal, q) for q in queries]
+    cost = sum(p.epsilon.value for p in previews)
+    budget_meter(gate.budget(principal, product=product.id), previews[0] if len(previews) == 1
+                 else None)
+if not all(p.reused for p in previews):
     st.info("Nothing has been released for this view yet. Releasing it spends the privacy "
             "budget shown above; the same view is free afterwards, for you and your colleagues.")
-    if st.button(f"Show trend (costs ε {preview.epsilon.value:g})", type="primary"):
+    if st.button(f"Show trend (costs ε {cost:g})", type="primary"):
         with guarded(), st.spinner("Releasing through the privacy gate…"):
-            gate.release(principal, query)
-        st.rerun()  # redraw with the stored release and the updated budget
-else:
-    with guarded():
-        release = gate.release(principal, query)  # the stored release: spends nothing
-    st.plotly_chart(trend_chart(release, title=f"{metric.title}, monthly", unit=metric.title),
-                    width="stretch")
-    privacy_badge(release)
-    with st.expander("Table of the released values"):
-        st.dataframe(release_frame(release), hide_index=True, width="stretch")
+            for q in queries:
+                gate.release(principal, q)
+        st.rerun()  # redraw with the stored releases and the updated budget
+    st.stop()
 
-with st.expander(f"KPI definition: {metric.title}"):
-    for version in metric.versions:
-        st.markdown(f"**v{version.version}** (from {version.effective_from:%d %b %Y}): "
+with guarded():
+    releases = [gate.release(principal, q) for q in queries]  # stored: spends nothing
+chart_col, kpi_col = st.columns([3, 1])
+with chart_col:
+    if mode == "Compare areas":
+        figure = series_chart(releases[0], title=f"{metric.title}, monthly", unit=metric.title,
+                              names=names, only=areas)
+    elif mode == "Compare with a year earlier":
+        figure = period_chart(releases[0], releases[1], title=f"{metric.title}, monthly",
+                              unit=metric.title)
+    else:
+        figure = trend_chart(releases[0], title=f"{metric.title}, monthly", unit=metric.title)
+    if mode != "Compare with a year earlier":
+        mark_definition_changes(figure, metric, releases[0].query)
+    st.plotly_chart(figure, width="stretch")
+with kpi_col:
+    st.markdown(f"**KPI: {metric.title}**")
+    for version in reversed(metric.versions):
+        st.markdown(f"**v{version.version}** · from {version.effective_from:%d %b %Y}  \n"
                     f"{version.definition}")
+for release in releases:
+    privacy_badge(release)
+with st.expander("Table of the released values"):
+    for release in releases:
+        st.dataframe(release_frame(release), hide_index=True, width="stretch")

@@ -23,7 +23,8 @@ def budget_meter(status: BudgetStatus, preview: Preview | None = None) -> None:
     cap = status.cap.value
     remaining = status.remaining.value
     fraction = 0.0 if cap <= 0 else min(max(remaining / cap, 0.0), 1.0)
-    label = (f"Privacy budget for {status.window_start:%B %Y}: ε {remaining:g} of {cap:g} left")
+    label = (f"Privacy budget for {status.product}, {status.window_start:%B %Y}: "
+             f"ε {remaining:g} of {cap:g} left")
     if preview is not None:
         label += (" · this view is free (stored release)" if preview.reused
                   else f" · this view costs ε {preview.epsilon.value:g}")

@@ -13,6 +13,8 @@ from data.config import PROJECT_ROOT, load_settings
 from data.demo import generate
 from data.engine import open_store
 from data.materialize import materialize
+from dashboard.cli import publish_defaults
+from privacy import open_gate
 
 APP = str(PROJECT_ROOT / "dashboard" / "app.py")
 
@@ -27,6 +29,9 @@ def demo_var(tmp_path_factory) -> Path:
     generate(store, catalog, size="small", seed=7, secret=settings.secret)
     materialize(store, catalog)
     store.dispose()
+    gate = open_gate(settings)
+    publish_defaults(gate, requested_by="test fixture")  # what `veil demo` does
+    gate.close()
     return var
 
 

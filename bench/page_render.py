@@ -1,0 +1,76 @@
+"""Benchmark: server-side render time of each page (AppTest run) on a demo store (SPEC §5).
+
+For each page and its persona: the time of a script run showing a view already released
+(what every later visit, rerun and colleague gets), and — for pages that release — the run
+that releases it (click). Target: under 1.5 s per page at 10M events.
+
+Usage (after generating the store, e.g. with bench/gate_overhead.py --generate):
+  VEIL_DEMO_MODE=1 .venv/bin/python bench/page_render.py [--var var/bench-large] [--url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+
+from streamlit.testing.v1 import AppTest
+
+from dashboard.context import PRINCIPAL_KEY, SIGNED_IN_AT_KEY, now
+from data.config import PROJECT_ROOT
+from privacy import Principal
+
+PAGES = [("home", "policy_maker", None), ("trends", "policy_maker", "Show trend"),
+         ("map", "researcher", "Show map"), ("insights", "policy_maker", "Compare"),
+         ("lists", "case_worker", None), ("donor", "donor", None)]
+
+
+def _app(page: str, principal: Principal) -> AppTest:
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / f"{page}.py"), default_timeout=120)
+    at.session_state[PRINCIPAL_KEY] = principal
+    at.session_state[SIGNED_IN_AT_KEY] = now()
+    return at
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--var", default="var/bench-large")
+    parser.add_argument("--url", default="")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    os.environ["VEIL_DEMO_MODE"] = "1"
+    if args.url:
+        os.environ["VEIL_DATABASE_URL"] = args.url
+        os.environ.setdefault("VEIL_SECRET", "bench-secret-0123456789abcdef")
+    else:
+        os.environ["VEIL_VAR_DIR"] = os.path.abspath(args.var)
+    run = uuid.uuid4().hex[:8]
+    print(f"store: {args.url or args.var}; {os.cpu_count()} cores")
+    print("| page | persona | first view, releasing (s) | stored view (s) |")
+    print("|---|---|---|---|")
+    for page, role, button in PAGES:
+        tenant = "kigali-east"
+        principal = Principal(subject=f"bench-{run}-{role}@{tenant}", display_name=role,
+                              role=role, tenant=tenant, source="demo")
+        at = _app(page, principal)
+        first = _timed(at.run)
+        if button:
+            clicks = [b for b in at.button if b.label.startswith(button)]
+            if clicks:
+                first += _timed(lambda: clicks[0].click().run())
+        if at.exception:
+            raise SystemExit(f"{page}: {at.exception[0].message}")
+        stored = [_timed(_app(page, principal).run) for _ in range(args.repeat)]
+        print(f"| {page} | {role} | {first:.2f} | {statistics.median(stored):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Donor view: published snapshot trends by region, free to view, downloadable as shown."""
+
+import streamlit as st
+
+from dashboard.components.badges import privacy_badge
+from dashboard.components.charts import release_frame, series_chart, trend_chart
+from dashboard.components.errors import guarded
+from dashboard.context import page_context
+
+gate, principal = page_context("donor")
+catalog = gate.catalog
+st.title("Published trends")
+st.caption("Snapshots are released once with differential privacy and shown to every donor "
+           "unchanged; viewing them spends no privacy budget.")
+
+with guarded():
+    releases = gate.published(principal)
+if not releases:
+    st.info("Nothing has been published for your programme yet. Your programme office "
+            "publishes snapshots with `veil publish`.")
+    st.stop()
+
+def _label(release) -> str:
+    product = catalog.product(release.product)
+    return f"{product.metric(release.query.metric).title} — {product.title}"
+
+release = st.selectbox("Series", releases, format_func=_label)
+product = catalog.product(release.product)
+metric = product.metric(release.query.metric)
+names = {s.code: s.name for s in catalog.states} | {d.code: d.name for d in catalog.districts}
+if len(release.query.group_by) > 1:
+    figure = series_chart(release, title=f"{metric.title} by region", unit=metric.title,
+                          names=names)
+else:
+    figure = trend_chart(release, title=metric.title, unit=metric.title)
+st.plotly_chart(figure, width="stretch")
+privacy_badge(release)
+
+frame = release_frame(release)
+note = (f"# Veil published snapshot {release.id} of {product.title}: {metric.title}\n"
+        f"# {release.guarantee} Values under k={release.k} are suppressed or counted in a "
+        f"larger area; lower/upper are {round(release.confidence * 100)}% intervals.\n"
+        f"# policy {release.policy_version} · data version {release.data_version}\n")
+st.download_button("Download CSV", data=note + frame.to_csv(index=False),
+                   file_name=f"veil-{release.product}-{release.query.metric}.csv",
+                   mime="text/csv", icon=":material/download:")
+with st.expander("Table of the published values"):
+    st.dataframe(frame, hide_index=True, width="stretch")

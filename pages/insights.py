@@ -1,0 +1,76 @@
+"""Cross-vertical insights: two verticals' metrics by district, and how they move together."""
+
+from datetime import date
+
+import streamlit as st
+
+from dashboard.components.badges import budget_meter, privacy_badge
+from dashboard.components.charts import insight_chart
+from dashboard.components.errors import guarded
+from dashboard.context import page_context
+from privacy import Query
+
+gate, principal = page_context("insights")
+catalog = gate.catalog
+role = catalog.roles[principal.role]
+st.title("Cross-vertical insights")
+st.caption("Two metrics from different verticals, joined at district level. Each side is a "
+           "differentially private release; the comparison is computed from those releases.")
+
+metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products if p.kind == "metric_set"
+           for m in p.metrics if m.measure == "count"}
+label = lambda key: f"{metrics[key][1].title} — {metrics[key][0].title}"  # noqa: E731
+keys = list(metrics)
+left, right = st.columns(2)
+x_key = left.selectbox("First metric", keys, format_func=label,
+                       index=next(i for i, k in enumerate(keys)
+                                  if metrics[k][0].vertical == "education"))
+x_product, x_metric = metrics[x_key]
+others = [k for k in keys if metrics[k][0].vertical != x_product.vertical]
+y_key = right.selectbox("Compared with", others, format_func=label,
+                        index=next((i for i, k in enumerate(others)
+                                    if metrics[k][0].vertical == "social_protection"), 0))
+y_product, y_metric = metrics[y_key]
+left, right = st.columns(2)
+months = left.slider("Months", min_value=3, max_value=12, value=6)
+level = right.selectbox("Privacy level", role.privacy_levels,
+                        index=role.privacy_levels.index(role.default_level)
+                        if role.default_level in role.privacy_levels else 0,
+                        format_func=lambda lv: catalog.policy.levels[lv].title)
+queries = [Query(**{**Query.trailing(product=p.id, metric=m.id, level=level, months=months,
+                                     today=date.today()).__dict__,
+                    "group_by": ("month", "district")})
+           for p, m in ((x_product, x_metric), (y_product, y_metric))]
+
+with guarded():
+    previews = [gate.preview(principal, q) for q in queries]
+    for product, preview in zip((x_product, y_product), previews):
+        budget_meter(gate.budget(principal, product=product.id), preview)
+if not all(p.reused for p in previews):
+    cost = " and ".join(f"ε {p.epsilon.value:g} on {prod.title}"
+                        for p, prod in zip(previews, (x_product, y_product)))
+    st.info("This comparison has not been released yet; afterwards it is free to view again.")
+    if st.button(f"Compare (costs {cost})", type="primary"):
+        with guarded(), st.spinner("Releasing both series through the privacy gate…"):
+            gate.insight(principal, *queries)
+        st.rerun()
+    st.stop()
+
+with guarded():
+    insight = gate.insight(principal, *queries)  # both stored: spends nothing
+names = {d.code: d.name for d in catalog.districts}
+st.plotly_chart(insight_chart(insight, names=names,
+                              x_title=f"{x_metric.title} ({months} months)",
+                              y_title=f"{y_metric.title} ({months} months)"), width="stretch")
+if insight.r is None:
+    st.warning("Too few districts have their own value in both series to compare them; "
+               "try a longer window.")
+else:
+    st.markdown(f"**Correlation across {len(insight.points)} districts: r = {insight.r:.2f}** "
+                f"({round(insight.confidence * 100)}% interval {insight.r_lower:.2f} to "
+                f"{insight.r_upper:.2f}, from the districts' spread and the release noise).")
+if insight.excluded:
+    st.caption(f"{len(insight.excluded)} districts are left out: in some month one of the "
+               f"series counted them only in a larger area (fewer than k people).")
+privacy_badge(insight.x)
+privacy_badge(insight.y)
