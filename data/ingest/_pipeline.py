@@ -638,9 +638,12 @@ class _PageCache:
     def restore(self) -> None:
         if not self.enabled or self.previous is None:
             return
-        with self.store.write() as session:
-            session.connection().exec_driver_sql(f"PRAGMA cache_size = {self.previous}")
-            session.commit()
+        try:
+            with self.store.write() as session:
+                session.connection().exec_driver_sql(f"PRAGMA cache_size = {self.previous}")
+                session.commit()
+        except SQLAlchemyError:
+            pass  # best effort: a larger cache costs memory, never correctness
         self.previous = None
 
 

@@ -250,3 +250,15 @@ def test_unknown_tenant_product_or_chunk_size_is_refused(store, catalog):
     with pytest.raises(InvalidInput, match="chunk size"):
         ingest_rows(store, catalog, [], tenant=TENANT, product=PRODUCT, secret=SECRET,
                     chunk_rows=0)
+
+
+def test_the_embedded_store_gets_its_page_cache_back_after_a_run(store, catalog):
+    """The 256 MB ingest cache is put back to what the connection had before."""
+    if store.dialect != "sqlite":
+        pytest.skip("SQLite's per-connection page cache")
+    with store.write() as session:
+        before = session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
+    grant(store, catalog, "person-1")
+    ingest(store, catalog, [event(1), event(2)])
+    with store.write() as session:
+        assert session.connection().exec_driver_sql("PRAGMA cache_size").scalar() == before
