@@ -494,7 +494,11 @@ class Gate:
         dims = [d for d in query.group_by[1:] if d not in _GEO_LEVELS]
         geo_column = (None if plan.geo == "tenant"
                       else getattr(CubeMonthly, DIMENSIONS[plan.geo]))
-        columns = [CubeMonthly.period] + ([geo_column] if geo_column is not None else []) + [
+        # On an H3 map, events placed only by district (cell "-") count in that district's
+        # "unplaced" cell, so they are measured and rolled up like any cell, never dropped.
+        placed_by = [CubeMonthly.district] if plan.geo == "h3_cell" else []
+        columns = [CubeMonthly.period] + placed_by + (
+            [geo_column] if geo_column is not None else []) + [
             getattr(CubeMonthly, DIMENSIONS[d]) for d in dims]
         # Tenant lock: the tenant comes from the principal, never from the query.
         statement = (
@@ -502,11 +506,12 @@ class Gate:
             .where(CubeMonthly.tenant_id == principal.tenant,
                    CubeMonthly.product_id == plan.product.id,
                    CubeMonthly.metric == query.metric,
-                   # the range lets the index seek on period (PostgreSQL leaves an IN list of
-                   # dates to a filter); the IN keeps exactly the months not yet released
-                   CubeMonthly.period >= min(months), CubeMonthly.period <= max(months),
-                   CubeMonthly.period.in_(months))
+                   # a range lets the index seek on period (PostgreSQL leaves an IN list of
+                   # dates to a filter, and SQLite plans range-plus-IN worse than either)
+                   CubeMonthly.period >= min(months), CubeMonthly.period <= max(months))
             .group_by(*columns))
+        if not _contiguous(months):  # gaps: keep exactly the months not yet released
+            statement = statement.where(CubeMonthly.period.in_(months))
         for dimension, value in query.filters:
             statement = statement.where(getattr(CubeMonthly, DIMENSIONS[dimension]) == value)
         truth: dict[tuple[str, ...], tuple[int, float]] = {}
@@ -516,7 +521,12 @@ class Gate:
                 rest = [str(v) for v in row[1:len(columns)]]
                 if geo_column is None:
                     rest.insert(0, principal.tenant)
-                truth[(month, *rest)] = (int(row[-2]), float(row[-1] or 0.0))
+                if placed_by:
+                    district, cell = rest.pop(0), rest[0]
+                    rest[0] = cell if cell in self._geography.cells else unplaced(district)
+                key = (month, *rest)
+                n, total = truth.get(key, (0, 0.0))
+                truth[key] = (n + int(row[-2]), total + float(row[-1] or 0.0))
         keys = self._keys(principal, query, plan, months, dims)
         return release_cells(
             keys=keys, truth=truth, levels=self._levels(principal, plan), measured=plan.measured,
@@ -530,13 +540,16 @@ class Gate:
         if plan.geo == "tenant":
             areas: tuple[str, ...] = (principal.tenant,)
         else:
-            areas = tuple(a for a in domains[plan.geo] if self._area_matches(a, plan.geo, filters))
+            candidates = domains[plan.geo]
+            if plan.geo == "h3_cell" and "h3_cell" not in filters:
+                candidates = candidates + tuple(unplaced(d) for d in domains["district"])
+            areas = tuple(a for a in candidates if self._area_matches(a, plan.geo, filters))
         dim_values = [((filters[d],) if d in filters else domains[d]) for d in dims]
         return [(m.isoformat()[:7], area, *combo) for m in months for area in areas
                 for combo in itertools.product(*dim_values)]
 
     def _area_matches(self, code: str, level: str, filters: dict[str, str]) -> bool:
-        district = self._geography.cells[code] if level == "h3_cell" else (
+        district = self._district_of(code) if level == "h3_cell" else (
             code if level == "district" else None)
         state = self._geography.state_of[district] if district else code
         if "district" in filters and district is not None and district != filters["district"]:
@@ -545,14 +558,30 @@ class Gate:
             return False
         return "state" not in filters or state == filters["state"]
 
+    def _district_of(self, cell: str) -> str:
+        return cell[:-len(_UNPLACED)] if cell.endswith(_UNPLACED) else self._geography.cells[cell]
+
     def _levels(self, principal: Principal, plan: _Plan) -> list[Level]:
         parents = {
-            "h3_cell": lambda cell: self._geography.cells[cell],
+            "h3_cell": self._district_of,
             "district": lambda district: self._geography.state_of[district],
             "state": lambda _state: principal.tenant,
             "tenant": None,
         }
         return [Level(name=name, parent=parents[name]) for name in plan.levels]
+
+
+_UNPLACED = ":unplaced"
+
+
+def unplaced(district: str) -> str:
+    """The pseudo-cell of a district's events that carry no H3 cell (placed by district only)."""
+    return district + _UNPLACED
+
+
+def _contiguous(months: list[date]) -> bool:
+    ordinals = sorted(m.year * 12 + m.month for m in months)
+    return ordinals[-1] - ordinals[0] + 1 == len(ordinals)
 
 
 def _shorten(values: tuple[str, ...]) -> str:

@@ -36,6 +36,8 @@ def map_frame(release: Release, *, month: str, cells_of, names: dict[str, str]) 
         if cell.key[0] != month or cell.status in ("rollup", "total"):
             continue
         code = cell.key[1]
+        if geo == "h3_cell" and code.endswith(":unplaced"):
+            continue  # events placed by district only: no hexagon; counted in the totals
         hexes = (code,) if geo == "h3_cell" else cells_of(code)
         if cell.status.startswith("rolled_up:"):
             parent = parents.get(cell.status.split(":", 1)[1])

@@ -475,3 +475,22 @@ def test_insight_correlates_two_verticals_by_district(gate, store):
     with pytest.raises(QueryRefused, match="joins two verticals"):
         gate.insight(principal, by_district("health.vaccinations", "doses"),
                      by_district("health.nutrition", "screenings"))
+
+
+def test_events_placed_only_by_district_count_on_an_h3_map(gate, store, catalog):
+    """Cube rows without a cell ("-") are measured in their district's unplaced cell."""
+    from data.geo import geography
+
+    cell = geography(catalog).cells_by_district["KGL-GAS"][0]
+    with store.write.begin() as session:
+        for h3_cell, n in ((cell, 30), ("-", 12)):
+            session.add(CubeMonthly(
+                tenant_id="kigali-east", product_id="health.vaccinations", metric="doses",
+                period=MONTHS[5], state="KGL", district="KGL-GAS", h3_cell=h3_cell,
+                age_bucket="0-5", gender="female", category="-", n_events=n, value_sum=0.0))
+    release = gate.release(_principal("case_worker"), _query(
+        level="anonymized", start=MONTHS[5], end=MONTHS[5], group_by=("month", "h3_cell")))
+    cells = {c.key[1]: c for c in release.cells}
+    assert cells[cell].value == 30.0
+    assert cells["KGL-GAS:unplaced"].value == 12.0 + 250 // 2  # plus the base seed's KGL-GAS
+    assert release.totals()[("2026-06",)].total == 30 + 12 + 250
