@@ -67,38 +67,9 @@ class Ledger:
         return BudgetStatus(product=product, window_start=start, window_end=end,
                             cap=Epsilon(cap), spent=Epsilon(spent or 0.0))
 
-    def reserve(self, *, tenant: str, principal: str, role: str, product: str,
-                epsilon: Epsilon, cap: float, today: date) -> int:
-        """Reserve ε or raise BudgetExhausted; returns the entry id to commit or refund."""
-        with self._store.write.begin() as session:
-            account = self._account(session, tenant=tenant, principal=principal, role=role,
-                                    product=product, cap=cap, today=today)
-            result = session.execute(
-                update(BudgetAccount)
-                .where(BudgetAccount.id == account.id,
-                       BudgetAccount.spent + epsilon.value <= BudgetAccount.cap + _SLACK)
-                .values(spent=BudgetAccount.spent + epsilon.value)
-                .execution_options(synchronize_session=False))
-            if result.rowcount != 1:
-                session.refresh(account)
-                start, end = window_of(today)
-                raise BudgetExhausted(
-                    requested=epsilon.value, remaining=max(account.cap - account.spent, 0.0),
-                    window=f"{start.isoformat()} – {end.isoformat()}", product=product)
-            entry = BudgetEntry(account_id=account.id, epsilon=epsilon.value, state="reserved",
-                                created_at=utcnow())
-            session.add(entry)
-            session.flush()
-            return entry.id
-
-    def charge(self, session: Session, *, tenant: str, principal: str, role: str, product: str,
-               epsilon: Epsilon, cap: float, today: date, release_id: str) -> None:
-        """Spend ε inside the caller's transaction, which also stores the release.
-
-        The conditional UPDATE is the reservation and the entry is committed with the release:
-        if anything in the transaction fails, the charge rolls back with it. Interactive
-        releases use this; long jobs (exports) use reserve → commit / refund instead.
-        """
+    def _spend(self, session: Session, *, tenant: str, principal: str, role: str,
+               product: str, epsilon: Epsilon, cap: float, today: date) -> BudgetAccount:
+        """The atomic conditional UPDATE ``spent + ε <= cap``, or BudgetExhausted."""
         account = self._account(session, tenant=tenant, principal=principal, role=role,
                                 product=product, cap=cap, today=today)
         result = session.execute(
@@ -113,6 +84,30 @@ class Ledger:
             raise BudgetExhausted(
                 requested=epsilon.value, remaining=max(account.cap - account.spent, 0.0),
                 window=f"{start.isoformat()} – {end.isoformat()}", product=product)
+        return account
+
+    def reserve(self, *, tenant: str, principal: str, role: str, product: str,
+                epsilon: Epsilon, cap: float, today: date) -> int:
+        """Reserve ε or raise BudgetExhausted; returns the entry id to commit or refund."""
+        with self._store.write.begin() as session:
+            account = self._spend(session, tenant=tenant, principal=principal, role=role,
+                                  product=product, epsilon=epsilon, cap=cap, today=today)
+            entry = BudgetEntry(account_id=account.id, epsilon=epsilon.value, state="reserved",
+                                created_at=utcnow())
+            session.add(entry)
+            session.flush()
+            return entry.id
+
+    def charge(self, session: Session, *, tenant: str, principal: str, role: str, product: str,
+               epsilon: Epsilon, cap: float, today: date, release_id: str) -> None:
+        """Spend ε inside the caller's transaction, which also stores the release.
+
+        The conditional UPDATE is the reservation and the entry is committed with the release:
+        if anything in the transaction fails, the charge rolls back with it. Interactive
+        releases use this; long jobs (exports) use reserve → commit / refund instead.
+        """
+        account = self._spend(session, tenant=tenant, principal=principal, role=role,
+                              product=product, epsilon=epsilon, cap=cap, today=today)
         now = utcnow()
         session.add(BudgetEntry(account_id=account.id, release_id=release_id,
                                 epsilon=epsilon.value, state="committed", created_at=now,
