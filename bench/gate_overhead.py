@@ -27,6 +27,7 @@ import time
 import uuid
 from datetime import date, datetime
 
+from _machine import cpu_model  # bench/ is on sys.path when a bench runs
 from sqlalchemy import func, select
 
 from data.bootstrap import init_store
@@ -37,16 +38,6 @@ from data.models import CubeMonthly, HealthEvent, ProductVersion
 from privacy import Gate, Principal, Query
 
 NOW = datetime(2026, 11, 15, 12, 0)  # fixed: the demo data ends in October 2026
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _queries(catalog, tenant: str, dimension: str) -> list[Query]:
@@ -196,7 +187,7 @@ def main() -> None:
     def ms(values: list[float]) -> str:
         return f"{statistics.median(values) * 1000:9.2f}"
 
-    print(f"\nmachine: {os.cpu_count()} cores, {_cpu()}, {platform.python_version()}")
+    print(f"\nmachine: {os.cpu_count()} cores, {cpu_model()}, {platform.python_version()}")
     print(f"store: {store.dialect}; health events in store: {events:,}; size={args.size}; "
           f"date {date.today().isoformat()}")
     print("| path | median ms |\n|---|---|")

@@ -35,6 +35,7 @@ from itertools import islice
 from pathlib import Path
 
 import h3
+from _machine import cpu_model  # bench/ is on sys.path when a bench runs
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
@@ -54,16 +55,6 @@ TENANT, PRODUCT = "kigali-east", "health.vaccinations"
 SECRET = "bench-secret-0123456789abcdef"
 GRANTED_AT = datetime(2024, 1, 1)
 _PLUS2 = timezone(timedelta(hours=2))  # half the file carries a local offset, not Z
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def write_events(path: Path, catalog: Catalog, *, events: int, seed: int = 11) -> int:
@@ -216,7 +207,7 @@ def main() -> None:
         print(f"raw bulk insert {raw_rows:>10,} rows  {raw_seconds:7.2f} s  "
               f"{raw_rate:>10,.0f} rows/s")
         print(f"ratio pipeline/raw: {pipeline_rate / raw_rate:.2f}  ({backend}; "
-              f"{os.cpu_count()} CPUs, {_cpu()}, Python {platform.python_version()})")
+              f"{os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()})")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from sqlalchemy import select
 
 from data.ingest import ingest_rows
 from data.models import HealthEvent, IngestBatch, QuarantinedRow, Subject
-from ingest_support import PRODUCT, SECRET, TENANT, grant, rows
+from ingest_support import PRODUCT, SECRET, TENANT, grant
+
+from tests.ingest_strategies import rows
 
 PATTERNS = [
     re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
