@@ -4,8 +4,9 @@ Owns post-processing only: it takes two releases that already passed the gate an
 touches the store. A district joins the comparison when both releases show it with its own
 value in every month of the window (rolled-up and suppressed districts have no value of their
 own and are left out, and counted as such). The interval of the correlation comes from a
-bootstrap that resamples districts and redraws each value within its released noise — a
-simulation on public numbers, not a release, so NumPy's generator is fine here.
+bootstrap that resamples districts and redraws each value within its released noise, its spread
+centred on the estimate — a simulation on public numbers, not a release, so NumPy's generator
+is fine here.
 """
 
 from __future__ import annotations
@@ -99,11 +100,18 @@ def correlate(x: Release, y: Release) -> Insight:
         value = _pearson(bx, by)
         if value is not None:
             draws.append(value)
+    if not draws:
+        return Insight(x=x, y=y, points=points, excluded=excluded, r=r, r_lower=None,
+                       r_upper=None, confidence=confidence)
+    # Redrawing released values within their noise adds noise a second time, which pulls the
+    # bootstrap's correlations towards zero; so take the bootstrap's spread, centred on the
+    # estimate (deviations from its median), rather than its raw percentiles.
     alpha = (1 - confidence) / 2
-    lower, upper = (np.quantile(draws, [alpha, 1 - alpha]) if draws else (None, None))
+    deviations = np.asarray(draws) - float(np.median(draws))
+    low, high = np.quantile(deviations, [alpha, 1 - alpha])
     return Insight(x=x, y=y, points=points, excluded=excluded, r=r,
-                   r_lower=float(lower) if lower is not None else None,
-                   r_upper=float(upper) if upper is not None else None, confidence=confidence)
+                   r_lower=max(r + float(low), -1.0), r_upper=min(r + float(high), 1.0),
+                   confidence=confidence)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
