@@ -28,6 +28,9 @@ PAGES: dict[str, tuple[str, str, str]] = {
     "lists": ("lists.py", "Operational lists", ":material/checklist:"),
     "donor": ("donor.py", "Published trends", ":material/public:"),
     "insights": ("insights.py", "Insights", ":material/scatter_plot:"),
+    "exports": ("exports.py", "Exports", ":material/download:"),
+    "compliance": ("compliance.py", "Compliance", ":material/policy:"),
+    "admin": ("admin.py", "Administration", ":material/admin_panel_settings:"),
 }
 
 

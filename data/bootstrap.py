@@ -22,12 +22,15 @@ from data.migrate import upgrade
 from data.models import DataProduct, GeoArea, GeoCell, LocalAccount, RoleMapping, Tenant
 from data.role_mappings import RoleMappingFile, apply_role_mappings
 
-__all__ = ["DEMO_MAPPING_SOURCE", "DEMO_PASSWORD", "DEMO_ROLES", "demo_username", "init_store"]
+__all__ = ["DEMO_MAPPING_SOURCE", "DEMO_PASSWORD", "DEMO_ROLES", "PLATFORM_ADMINS", "demo_username", "init_store"]
 
 #: Shared password of every demo account. Demo mode only: printed on the login page on purpose.
 DEMO_PASSWORD = "veil-demo"
 #: ``created_by`` of the demo accounts' role mappings; such rows apply to demo sign-ins only.
 DEMO_MAPPING_SOURCE = "veil init (demo)"
+#: Demo platform administrators (username → title); they sign in to the first tenant.
+PLATFORM_ADMINS = {"platform.admin@veil.demo": "Platform administrator",
+                   "platform.admin2@veil.demo": "Second platform administrator"}
 DEMO_ROLES = ("policy_maker", "researcher", "case_worker", "donor", "compliance_officer",
               "tenant_admin")
 
@@ -100,7 +103,7 @@ def _ensure_demo_accounts(session: Session, catalog: Catalog) -> None:
     have = set(session.scalars(select(LocalAccount.username)))
     mapped = set(session.scalars(select(RoleMapping.value).where(RoleMapping.claim == "email")))
     # Every demo account shares the public demo password, so one salted argon2 hash serves all
-    # of them; hashing 19 times would add seconds to every fresh test store.
+    # of them; hashing each would add seconds to every fresh test store.
     password_hash = PasswordHasher().hash(DEMO_PASSWORD)
     for tenant in catalog.tenants:
         for role in DEMO_ROLES:
@@ -115,12 +118,12 @@ def _ensure_demo_accounts(session: Session, catalog: Catalog) -> None:
                 session.add(RoleMapping(claim="email", value=username, role=role,
                                         tenant_id=tenant.id, created_at=utcnow(),
                                         created_by=DEMO_MAPPING_SOURCE))
-    platform = "platform.admin@veil.demo"
-    if platform not in have:
-        session.add(LocalAccount(username=platform, password_hash=password_hash,
-                                 display_name="Platform administrator — demo",
-                                 created_at=utcnow()))
-    if platform not in mapped:
-        session.add(RoleMapping(claim="email", value=platform, role="platform_admin",
-                                tenant_id=catalog.tenants[0].id, created_at=utcnow(),
-                                created_by=DEMO_MAPPING_SOURCE))
+    # Two platform administrators: an umbrella export needs two distinct approvers.
+    for platform, title in PLATFORM_ADMINS.items():
+        if platform not in have:
+            session.add(LocalAccount(username=platform, password_hash=password_hash,
+                                     display_name=f"{title} — demo", created_at=utcnow()))
+        if platform not in mapped:
+            session.add(RoleMapping(claim="email", value=platform, role="platform_admin",
+                                    tenant_id=catalog.tenants[0].id, created_at=utcnow(),
+                                    created_by=DEMO_MAPPING_SOURCE))

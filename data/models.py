@@ -214,17 +214,14 @@ class _VerticalEvent:
 
 class HealthEvent(_VerticalEvent, Base):
     __tablename__ = "health_events"
-    __table_args__ = (Index("ix_health_events_subject", "tenant_id", "pseudonym"),)
 
 
 class EducationEvent(_VerticalEvent, Base):
     __tablename__ = "education_events"
-    __table_args__ = (Index("ix_education_events_subject", "tenant_id", "pseudonym"),)
 
 
 class SocialEvent(_VerticalEvent, Base):
     __tablename__ = "social_events"
-    __table_args__ = (Index("ix_social_events_subject", "tenant_id", "pseudonym"),)
 
 
 VERTICAL_EVENT_MODELS = {
@@ -448,6 +445,17 @@ class ReleasePeriod(Base):
     period: Mapped[date] = mapped_column(Date)
     cells: Mapped[list] = mapped_column(JSON)
 
+
+
+class PolicySnapshot(Base):
+    """The catalog's files as they were under one policy version (its content hash), recorded
+    when a store is initialised or a gate opens, so that any two versions can be compared."""
+
+    __tablename__ = "policy_snapshots"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    files: Mapped[dict] = mapped_column(JSON)  # file name → text
+    recorded_at: Mapped[datetime] = mapped_column(DateTime)
 
 # --- ingestion and incremental materialisation ------------------------------------------------
 

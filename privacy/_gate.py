@@ -31,6 +31,9 @@ from data.geo import geography
 from data.models import CubeMonthly, ProductVersion, ReleasePeriod, SubjectConsent
 from data.models import Release as ReleaseRow
 
+from privacy._admin import Admin
+from privacy._compliance import Compliance
+from privacy._exports import Exports
 from privacy._access import (authenticate_demo, authorize_page, check_role_mappings,
                              resolve_principal)
 from privacy._audit import audit, audit_in
@@ -74,6 +77,12 @@ class Gate:
         # Without a deployment secret (tests, benchmarks) record pseudonyms are keyed per process.
         self._secret = secret or secrets.token_hex(32)
         self._clock = clock
+        #: Safe exports (D6), compliance reads (D7) and administration (D8): each a part of the
+        #: gate with its own module, sharing its store, catalog, ledger and clock.
+        self.exports = Exports(self, store, catalog, ledger=self._ledger, secret=self._secret,
+                               clock=clock)
+        self.compliance = Compliance(self, store, catalog, clock=clock)
+        self.admin = Admin(self, store, catalog, clock=clock)
 
     @property
     def catalog(self) -> Catalog:

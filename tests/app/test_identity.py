@@ -45,21 +45,21 @@ class Persona:
 PERSONAS = {
     "policy_maker": Persona({"email": "ana.policy@programmes.example", "sub": "u-ana",
                              "name": "Ana Policy"}, "kigali-east",
-                             frozenset({"home", "trends", "map", "insights"})),
+                             frozenset({"home", "trends", "map", "insights", "exports"})),
     # mapped by subject, not e-mail
     "researcher": Persona({"email": "rosa@university.example", "sub": "researcher-7f3a",
                            "name": "Rosa Research"}, "north-west",
-                          frozenset({"home", "trends", "map", "insights"})),
+                          frozenset({"home", "trends", "map", "insights", "exports"})),
     "case_worker": Persona({"email": "cyril.case@programmes.example", "sub": "u-cyril"},
-                           "south", frozenset({"home", "lists"})),
+                           "south", frozenset({"home", "lists", "exports"})),
     "donor": Persona({"email": "dana@donor.example", "sub": "u-dana"}, "south",
                      frozenset({"home", "donor"})),
     # mapped by group membership
     "compliance_officer": Persona({"email": "colin@audit.example", "sub": "u-colin",
                                    "groups": ["staff", "veil-compliance-kigali-east"]},
-                                  "kigali-east", frozenset({"home"})),
+                                  "kigali-east", frozenset({"home", "compliance"})),
     "tenant_admin": Persona({"email": "tina.admin@programmes.example", "sub": "u-tina"},
-                            "north-west", frozenset({"home"})),
+                            "north-west", frozenset({"home", "admin"})),
 }
 
 MAPPINGS = """
@@ -116,10 +116,13 @@ tenant = "south"
 
 PAGE_FILES = {"home": "../pages/home.py", "trends": "../pages/trends.py",
               "map": "../pages/map.py", "lists": "../pages/lists.py",
-              "donor": "../pages/donor.py", "insights": "../pages/insights.py"}
+              "donor": "../pages/donor.py", "insights": "../pages/insights.py",
+              "exports": "../pages/exports.py", "compliance": "../pages/compliance.py",
+              "admin": "../pages/admin.py"}
 PAGE_TITLES = {"home": "Welcome, ", "trends": "Trends", "map": "Map",
                "lists": "Operational lists", "donor": "Published trends",
-               "insights": "Cross-vertical insights"}
+               "insights": "Cross-vertical insights", "exports": "Exports",
+               "compliance": "Compliance", "admin": "Administration"}
 
 
 @pytest.fixture(scope="session")
@@ -237,7 +240,7 @@ def test_forbidden_page_is_routed_but_never_listed(identity_env):
         donor = Principal(subject="d@x.example", display_name="D", role="donor", tenant="south",
                           source="oidc")
         gate = current_gate()
-        for requested in (None, "trends", "admin", "home"):
+        for requested in (None, "trends", "admin", "nonsense", "home"):
             pages = pages_for(gate, donor, requested=requested)
             st.text(f"{requested}: " + ", ".join(f"{p.title}/{p.visibility}" for p in pages))
 
@@ -246,8 +249,9 @@ def test_forbidden_page_is_routed_but_never_listed(identity_env):
     assert [t.value for t in at.text] == [
         "None: Home/visible, Published trends/visible",
         "trends: Home/visible, Published trends/visible, Trends/hidden",
-        # not built yet: Streamlit's own "page not found"
-        "admin: Home/visible, Published trends/visible",
+        "admin: Home/visible, Published trends/visible, Administration/hidden",
+        # not a page at all: Streamlit's own "page not found"
+        "nonsense: Home/visible, Published trends/visible",
         "home: Home/visible, Published trends/visible",
     ]
 

@@ -38,4 +38,4 @@ def test_init_is_idempotent_and_mirrors_the_catalog(store, catalog):
     assert counts() == before
     tenants, areas, cells, accounts, mappings = before
     assert tenants == 3 and areas == 35 and cells > 1000
-    assert accounts == mappings == 3 * 6 + 1
+    assert accounts == mappings == 3 * 6 + 2  # six roles per tenant, two platform admins

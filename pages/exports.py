@@ -1,0 +1,8 @@
+"""Exports (being built: issue 7)."""
+
+import streamlit as st
+
+from dashboard.context import page_context
+
+gate, principal = page_context("exports")
+st.title("Exports")
