@@ -347,6 +347,49 @@ def _cmd_freshness(args, settings) -> None:
               f"SLO {row.slo_hours:>3} h  {state}")
 
 
+# --- safe exports (SPEC D6, E1) ---------------------------------------------------------------
+
+
+def _cmd_export_worker(args, settings) -> None:
+    import signal
+    import threading
+
+    from privacy import open_gate
+
+    gate = open_gate(settings)
+    stop = threading.Event()
+    if not args.once:
+        # SIGTERM / Ctrl-C: finish the export in hand, then stop (a killed worker's job is
+        # retried by another once its lease runs out).
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        print(f"export worker: polling every {args.poll_seconds:g} s; files under "
+              f"{settings.var_dir / 'exports'}", flush=True)
+    try:
+        processed = gate.exports.run_worker(
+            directory=settings.var_dir / "exports", worker_id=args.worker_id, once=args.once,
+            stop=stop, poll_seconds=args.poll_seconds, lease_seconds=args.lease_seconds,
+            chunk_rows=args.chunk_rows)
+    finally:
+        gate.close()
+    print(f"export worker: {processed} export(s) processed")
+
+
+def _add_export_parsers(sub) -> None:
+    worker = sub.add_parser("export-worker", help="build queued exports in the background "
+                                                  "(the dashboard runs one unless "
+                                                  "VEIL_EXPORT_WORKER=0)")
+    worker.add_argument("--once", action="store_true",
+                        help="process the exports waiting now, then exit")
+    worker.add_argument("--poll-seconds", type=float, default=1.0)
+    worker.add_argument("--lease-seconds", type=float,
+                        help="how long a claim lasts without progress (default: policy.toml "
+                             "[exports] lease_seconds)")
+    worker.add_argument("--chunk-rows", type=int, default=50_000,
+                        help="records read and written per chunk (default 50000)")
+    worker.add_argument("--worker-id", help="a name for this worker in the export records")
+
+
 def _add_ingestion_parsers(sub) -> None:
     ingest = sub.add_parser("ingest", help="ingest a CSV or JSONL file of events (resumable)")
     ingest.add_argument("file")
@@ -421,12 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--level", default="dp_high")
     pub.add_argument("--requested-by", default="operator")
     _add_ingestion_parsers(sub)
+    _add_export_parsers(sub)
     return parser
 
 
 COMMANDS = {"publish": _cmd_publish, "init": _cmd_init, "demo": _cmd_demo, "materialize": _cmd_materialize,
             "budgets": _cmd_budgets, "check": _cmd_check}
 COMMANDS.update(_INGESTION_COMMANDS)
+COMMANDS["export-worker"] = _cmd_export_worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from data.engine import Store
 from data.geo import geography
 from data.migrate import upgrade
 from data.models import DataProduct, GeoArea, GeoCell, LocalAccount, RoleMapping, Tenant
+from data.policy_history import record_policy_snapshot
 from data.role_mappings import RoleMappingFile, apply_role_mappings
 
 __all__ = ["DEMO_MAPPING_SOURCE", "DEMO_PASSWORD", "DEMO_ROLES", "PLATFORM_ADMINS", "demo_username", "init_store"]
@@ -55,6 +56,7 @@ def init_store(store: Store, catalog: Catalog, *, demo_accounts: bool,
         _sync_products(session, catalog)
         _sync_geography(session, catalog)
         _sync_tenants(session, catalog)
+        record_policy_snapshot(session, catalog)  # the compliance page diffs versions
         if demo_accounts:
             _ensure_demo_accounts(session, catalog)
         if role_mappings is not None:

@@ -9,6 +9,7 @@ It never touches the database.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,6 +22,7 @@ __all__ = [
     "CLASSIFICATIONS",
     "Catalog",
     "District",
+    "ExportPolicy",
     "FieldSpec",
     "KNOWN_PAGES",
     "Level",
@@ -28,6 +30,7 @@ __all__ = [
     "MetricVersion",
     "Policy",
     "ProductSpec",
+    "Purpose",
     "RoleSpec",
     "State",
     "TenantSpec",
@@ -172,6 +175,31 @@ class Level:
 
 
 @dataclass(frozen=True)
+class Purpose:
+    """A coded export purpose: a request must name one its role may choose."""
+
+    code: str
+    title: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExportPolicy:
+    """Safe exports (D6): coded purposes, link lifetime, worker lease, umbrella approvals."""
+
+    purposes: dict[str, Purpose]
+    link_hours: float
+    lease_seconds: float
+    max_attempts: int
+    umbrella_roles: tuple[str, ...]
+    approver_role: str
+    approvals: int
+
+    def purposes_for(self, role: str) -> dict[str, Purpose]:
+        return {code: p for code, p in self.purposes.items() if role in p.roles}
+
+
+@dataclass(frozen=True)
 class Policy:
     levels: dict[str, Level]
     k: int
@@ -180,6 +208,7 @@ class Policy:
     max_series_months: int
     max_group_by: int
     interval_confidence: float
+    exports: ExportPolicy
     delta: float = 1e-7
 
 
@@ -297,6 +326,7 @@ def load_catalog(directory: Path | str) -> Catalog:
     tenants = _load_tenants(files["tenants.toml"], {s.code for s in states})
     products = _load_products(files["products.toml"], domains, policy)
     roles = _load_roles(files["roles.toml"], policy, {p.id: p.kind for p in products})
+    _check_export_roles(files["policy.toml"], policy.exports, roles)
     return Catalog(
         directory=directory,
         version=digest.hexdigest(),
@@ -411,8 +441,68 @@ def _load_policy(f: _File) -> Policy:
         max_series_months=f.positive(defaults, "max_series_months", where, int, 1),
         max_group_by=f.positive(defaults, "max_group_by", where, int, 1),
         interval_confidence=confidence,
+        exports=_load_exports(f),
         delta=_delta(f, defaults),
     )
+
+
+_PURPOSE_CODE = re.compile(r"[a-z][a-z0-9_]{1,31}")
+
+
+def _load_exports(f: _File) -> ExportPolicy:
+    spec = f.get(f.doc, "exports", "", dict)
+    where = "exports"
+    purposes = {}
+    for code, purpose in f.get(spec, "purposes", where, dict).items():
+        here = f"{where}.purposes.{code}"
+        if not _PURPOSE_CODE.fullmatch(code):
+            raise f.fail(here, "a purpose code is 2-32 lower-case letters, digits or '_', "
+                               "starting with a letter")
+        if not isinstance(purpose, dict):
+            raise f.fail(here, "must be a table with a title and roles")
+        roles = f.str_list(purpose, "roles", here)
+        if not roles:
+            raise f.fail(f"{here}.roles", "must name at least one role")
+        purposes[code] = Purpose(code=code, title=f.get(purpose, "title", here, str),
+                                 roles=roles)
+    if not purposes:
+        raise f.fail(f"{where}.purposes", "at least one export purpose is required")
+    approvals = f.positive(spec, "approvals", where, int, 2)
+    return ExportPolicy(
+        purposes=purposes,
+        link_hours=_bounded(f, spec, "link_hours", where, 0.01, 24 * 30),
+        lease_seconds=_bounded(f, spec, "lease_seconds", where, 1.0, 3600.0),
+        max_attempts=f.positive(spec, "max_attempts", where, int, 1),
+        umbrella_roles=f.str_list(spec, "umbrella_roles", where),
+        approver_role=f.get(spec, "approver_role", where, str),
+        approvals=approvals,
+    )
+
+
+def _bounded(f: _File, table: dict, key: str, where: str, low: float, high: float) -> float:
+    value = f.get(table, key, where, float)
+    if not low <= value <= high:
+        raise f.fail(f"{where}.{key}", f"must be between {low:g} and {high:g}, got {value:g}")
+    return value
+
+
+def _check_export_roles(f: _File, exports: ExportPolicy, roles: dict[str, RoleSpec]) -> None:
+    """Roles named by the export policy exist, may open the exports page, or approve."""
+    for code, purpose in exports.purposes.items():
+        for role in purpose.roles:
+            if role not in roles:
+                raise f.fail(f"exports.purposes.{code}.roles", f"unknown role {role!r}")
+            if "exports" not in roles[role].pages:
+                raise f.fail(f"exports.purposes.{code}.roles",
+                             f"role {role!r} has no exports page in roles.toml")
+    for role in exports.umbrella_roles:
+        if role not in roles:
+            raise f.fail("exports.umbrella_roles", f"unknown role {role!r}")
+    if exports.approver_role not in roles:
+        raise f.fail("exports.approver_role", f"unknown role {exports.approver_role!r}")
+    if exports.approver_role in exports.umbrella_roles:
+        raise f.fail("exports.approver_role", "an approver role must not also request umbrella "
+                                              "exports")
 
 
 def _delta(f: _File, defaults: dict) -> float:

@@ -35,6 +35,8 @@ class Settings:
     demo_accounts: bool | None = None
     #: Versioned role mappings for organisation (OIDC) identities.
     role_mappings_file: Path = PROJECT_ROOT / "config" / "role_mappings.toml"
+    #: Run the export worker inside the dashboard process (one thread per server process).
+    export_worker: bool = True
 
     @property
     def is_embedded(self) -> bool:
@@ -70,7 +72,16 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         demo_accounts=_demo_accounts(env, demo_mode=demo_mode),
         role_mappings_file=Path(env.get("VEIL_ROLE_MAPPINGS")
                                 or PROJECT_ROOT / "config" / "role_mappings.toml"),
+        export_worker=_export_worker(env),
     )
+
+
+def _export_worker(env: dict[str, str]) -> bool:
+    raw = env.get("VEIL_EXPORT_WORKER", "").strip()
+    if raw not in {"", "0", "1"}:
+        raise ConfigError(f"VEIL_EXPORT_WORKER must be 0 (run `veil export-worker` instead) or "
+                          f"1, got {raw!r}")
+    return raw != "0"
 
 
 #: The identity cookie of Streamlit's st.login lives 30 days; a longer Veil session is moot.

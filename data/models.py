@@ -166,6 +166,9 @@ class ConsentEvent(Base):
     """Append-only consent history: every grant and withdrawal with its time."""
 
     __tablename__ = "consent_events"
+    # grants and withdrawals per month for the compliance page, without a table scan
+    __table_args__ = (Index("ix_consent_events_tenant_at", "tenant_id", "at", "vertical",
+                            "status"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(TENANT)
@@ -396,31 +399,63 @@ class AuditEntry(Base):
 
 
 class Export(Base):
+    """One safe export (D6): the request, its processing, and what was delivered.
+
+    The record is permanent and append-only: the request's columns (who, what, why, when) are
+    written once, a finished export's status never changes, and no row is ever deleted —
+    migration 0005 installs triggers that refuse such changes on both stores. Status:
+    ``pending`` (an umbrella export awaiting its approvals) → ``queued`` → ``running`` →
+    ``done`` | ``failed``; or ``pending`` → ``rejected``. A worker holds a ``running`` job by a
+    lease (``worker``, ``lease_until``) that it renews with each progress update; a job whose
+    lease ran out is claimed again, at most ``max_attempts`` times in all.
+    """
+
     __tablename__ = "exports"
+    __table_args__ = (
+        Index("ix_exports_queue", "status", "lease_until"),
+        Index("ix_exports_requester", "tenant_id", "requester", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(TENANT)
     requester: Mapped[str] = mapped_column(String(256))
+    #: the requester's role: the worker releases under it, so the same rules apply as on a page
+    role: Mapped[str] = mapped_column(String(32), server_default="")
     product_id: Mapped[str] = mapped_column(PRODUCT)
+    kind: Mapped[str] = mapped_column(String(16), server_default="aggregate")  # | records
     query: Mapped[dict] = mapped_column(JSON)
+    #: tenants the file covers: the requester's own, or every tenant for an umbrella export
+    scope: Mapped[list] = mapped_column(JSON, server_default="[]")
     purpose: Mapped[str] = mapped_column(String(32))
     justification: Mapped[str | None] = mapped_column(Text, nullable=True)
     format: Mapped[str] = mapped_column(String(8))  # csv | parquet
     umbrella: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(16))  # pending | approved | running | done | failed
+    status: Mapped[str] = mapped_column(String(16))  # pending|queued|running|done|failed|rejected
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)  # SHA-256 of the file
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     policy_version: Mapped[str] = mapped_column(String(64))
-    epsilon: Mapped[float] = mapped_column(Float, default=0.0)
-    masking: Mapped[dict] = mapped_column(JSON, default=dict)
+    epsilon: Mapped[float] = mapped_column(Float, default=0.0)  # ε charged for this export
+    #: releases the file was built from: [{"tenant", "release", "epsilon"}] (aggregates)
+    releases: Mapped[list] = mapped_column(JSON, server_default="[]")
+    masking: Mapped[dict] = mapped_column(JSON, default=dict)  # field → treatment applied
     file_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    worker: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: the download link works until then; afterwards the file is deleted (the record stays)
+    link_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class ExportApproval(Base):
+    """A platform administrator's decision on an umbrella export. Append-only."""
+
     __tablename__ = "export_approvals"
     __table_args__ = (UniqueConstraint("export_id", "approver", name="uq_export_approver"),)
 
@@ -428,6 +463,8 @@ class ExportApproval(Base):
     export_id: Mapped[str] = mapped_column(ForeignKey("exports.id"))
     approver: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(32))
+    decision: Mapped[str] = mapped_column(String(16), server_default="approved")  # | rejected
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     at: Mapped[datetime] = mapped_column(DateTime)
 
 
@@ -541,3 +578,58 @@ for _model in (HealthEvent, EducationEvent, SocialEvent):
     Index(f"ix_{_table.name}_period", _table.c.tenant_id, _table.c.product_id, _table.c.month)
     Index(f"ix_{_table.name}_subject_day", _table.c.tenant_id, _table.c.pseudonym, _table.c.day)
 del _model, _table
+
+
+# --- administration (D8): tenant privacy settings and role mapping history --------------------
+
+
+class TenantSettingsVersion(Base):
+    """One version of a tenant's privacy settings: applied at once (tightening) or proposed and
+    awaiting a second administrator (anything that weakens privacy).
+
+    ``overrides`` holds only the values that differ from the catalog (``k``, ``budgets`` per
+    role, ``levels`` ε per level, ``disabled_levels``); everything else follows the catalog.
+    ``changes`` records each changed setting with its value before and after, as seen when the
+    version was proposed. Version 0 is the catalog itself and is never stored.
+    """
+
+    __tablename__ = "tenant_settings_versions"
+    __table_args__ = (UniqueConstraint("tenant_id", "version", name="uq_tenant_settings_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    overrides: Mapped[dict] = mapped_column(JSON)
+    changes: Mapped[list] = mapped_column(JSON)
+    weakens: Mapped[bool] = mapped_column(Boolean)
+    base_version: Mapped[int] = mapped_column(Integer)  # the active version it changes
+    #: proposed | active | rejected | superseded
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    proposed_by: Mapped[str] = mapped_column(String(256))
+    proposed_at: Mapped[datetime] = mapped_column(DateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RoleMappingChange(Base):
+    """Append-only history of role mappings added or removed on the admin page, numbered per
+    tenant (the tenant's mapping version). The file and demo mappings are versioned elsewhere
+    (``config/role_mappings.toml`` in git; ``veil init``)."""
+
+    __tablename__ = "role_mapping_changes"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "version", name="uq_role_mapping_change_version"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))  # add | remove
+    claim: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(32))
+    changed_by: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime)

@@ -5,7 +5,9 @@ validating it against the catalog, applying it to the RoleMapping table idempote
 (``veil init``), and telling whether the store still matches it (checked when the dashboard
 starts). Every error names the file and the key. Rows this module writes carry
 ``created_by = FILE_SOURCE``; it never touches rows created any other way (demo accounts,
-a future admin page) — a clash with one of those is an error, not an overwrite.
+the admin page, whose rows start with ``ADMIN_SOURCE_PREFIX``) — a clash with one of those is
+an error, not an overwrite. ``check_mapping`` applies the same rules to a mapping made on the
+admin page.
 
 File format::
 
@@ -29,15 +31,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from data.catalog import Catalog
-from data.errors import ConfigError
+from data.errors import ConfigError, InvalidInput
 from data.models import RoleMapping
 
-__all__ = ["CLAIMS", "FILE_SOURCE", "MappingSpec", "RoleMappingFile", "apply_role_mappings",
-           "load_role_mappings", "role_mapping_drift"]
+__all__ = ["ADMIN_SOURCE_PREFIX", "CLAIMS", "FILE_SOURCE", "MappingSpec", "RoleMappingFile",
+           "apply_role_mappings", "check_mapping", "load_role_mappings", "role_mapping_drift"]
 
 CLAIMS = ("email", "sub", "group")
 #: ``created_by`` of every row that this file manages.
 FILE_SOURCE = "role mappings file"
+#: ``created_by`` of rows made on the admin page starts with this, followed by the admin.
+ADMIN_SOURCE_PREFIX = "admin page: "
 _KEYS = {"claim", "value", "role", "tenant"}
 
 
@@ -94,33 +98,59 @@ def load_role_mappings(path: Path, catalog: Catalog) -> RoleMappingFile:
                 raise fail(f"{where}.{key}", "is required but missing")
             if not isinstance(entry[key], str) or not entry[key].strip():
                 raise fail(f"{where}.{key}", f"must be a non-empty string, got {entry[key]!r}")
-        claim, value = entry["claim"], entry["value"].strip()
-        if claim not in CLAIMS:
-            raise fail(f"{where}.claim", f"must be one of {list(CLAIMS)}, got {claim!r}")
-        if claim == "email":
-            if "@" not in value:
-                raise fail(f"{where}.value", f"must be an e-mail address, got {value!r}")
-            value = value.lower()  # e-mail claims are compared case-insensitively
-        if len(value) > 256:
-            raise fail(f"{where}.value", f"must be at most 256 characters, got {len(value)}")
-        if entry["role"] not in catalog.roles:
-            raise fail(f"{where}.role", f"must be a role of roles.toml {sorted(catalog.roles)}, "
-                                        f"got {entry['role']!r}")
-        if not catalog.roles[entry["role"]].pages:
-            raise fail(f"{where}.role", f"role {entry['role']!r} has no pages in roles.toml: it "
-                                        f"is not a role a person signs in as")
-        tenants = [t.id for t in catalog.tenants]
-        if entry["tenant"] not in tenants:
-            raise fail(f"{where}.tenant", f"must be a tenant of tenants.toml {tenants}, "
-                                          f"got {entry['tenant']!r}")
+        try:
+            mapping = _check(catalog, claim=entry["claim"], value=entry["value"],
+                             role=entry["role"], tenant=entry["tenant"])
+        except _BadMapping as exc:
+            raise fail(f"{where}.{exc.key}", exc.reason) from None
+        claim, value = mapping.key
         if (claim, value) in seen:
             raise fail(f"{where}.value", f"{claim} {value!r} is already mapped by "
                                          f"mapping[{seen[(claim, value)]}]; one identity gets "
                                          f"one role and one tenant")
         seen[(claim, value)] = index
-        mappings.append(MappingSpec(claim=claim, value=value, role=entry["role"],
-                                    tenant=entry["tenant"]))
+        mappings.append(mapping)
     return RoleMappingFile(path=path, mappings=tuple(mappings))
+
+
+class _BadMapping(Exception):
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"{key}: {reason}")
+        self.key, self.reason = key, reason
+
+
+def _check(catalog: Catalog, *, claim: str, value: str, role: str, tenant: str) -> MappingSpec:
+    """The rules every mapping obeys, wherever it comes from; e-mails are lower-cased."""
+    value = value.strip()
+    if claim not in CLAIMS:
+        raise _BadMapping("claim", f"must be one of {list(CLAIMS)}, got {claim!r}")
+    if not value:
+        raise _BadMapping("value", f"must be a non-empty string, got {value!r}")
+    if claim == "email":
+        if "@" not in value:
+            raise _BadMapping("value", f"must be an e-mail address, got {value!r}")
+        value = value.lower()  # e-mail claims are compared case-insensitively
+    if len(value) > 256:
+        raise _BadMapping("value", f"must be at most 256 characters, got {len(value)}")
+    if role not in catalog.roles:
+        raise _BadMapping("role", f"must be a role of roles.toml {sorted(catalog.roles)}, "
+                                  f"got {role!r}")
+    if not catalog.roles[role].pages:
+        raise _BadMapping("role", f"role {role!r} has no pages in roles.toml: it is not a role "
+                                  f"a person signs in as")
+    tenants = [t.id for t in catalog.tenants]
+    if tenant not in tenants:
+        raise _BadMapping("tenant", f"must be a tenant of tenants.toml {tenants}, got {tenant!r}")
+    return MappingSpec(claim=claim, value=value, role=role, tenant=tenant)
+
+
+def check_mapping(catalog: Catalog, *, claim: str, value: str, role: str,
+                  tenant: str) -> MappingSpec:
+    """Validate one mapping made outside the file (the admin page); raise InvalidInput."""
+    try:
+        return _check(catalog, claim=claim, value=value, role=role, tenant=tenant)
+    except _BadMapping as exc:
+        raise InvalidInput(f"mapping {exc.key} {exc.reason}") from None
 
 
 def apply_role_mappings(session: Session, spec: RoleMappingFile) -> int:

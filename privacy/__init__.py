@@ -18,6 +18,7 @@ from data.catalog import load_catalog
 from data.config import Settings, load_settings
 from data.engine import open_store
 from data.migrate import current_revision, head_revision
+from data.policy_history import record_policy
 from data.errors import (
     AccessDenied,
     BudgetExhausted,
@@ -29,6 +30,12 @@ from data.errors import (
     VeilError,
 )
 
+from privacy._compliance import (AuditFilter, BudgetFilter, BudgetUsage, ConsentFilter,
+                                 ConsentStatistics, ExportFilter, KpiDefinition, LogPage,
+                                 PolicyDiff, PolicyVersion, ProductQuality, ReleaseFilter)
+from privacy._admin import (MappingHistoryEntry, RoleMappingView, SettingChange, SettingsVersion,
+                            TenantSettings)
+from privacy._exports import DownloadLink, ExportFile, ExportStatus, PendingApproval
 from privacy._gate import Gate
 from privacy._insights import Insight, InsightPoint
 from privacy._local import LocalEstimate, LocalRandomizer, estimate_local
@@ -41,13 +48,17 @@ __all__ = [
     "BudgetStatus",
     "Cell",
     "ConfigError",
+    "DownloadLink",
     "Epsilon",
+    "ExportFile",
+    "ExportStatus",
     "Gate",
     "Insight",
     "InsightPoint",
     "InvalidInput",
     "LocalEstimate",
     "LocalRandomizer",
+    "PendingApproval",
     "Preview",
     "Principal",
     "Query",
@@ -62,6 +73,25 @@ __all__ = [
     "estimate_local",
     "load_settings",
     "open_gate",
+    # compliance reads (D7): filters and what they return
+    "AuditFilter",
+    "BudgetFilter",
+    "BudgetUsage",
+    "ConsentFilter",
+    "ConsentStatistics",
+    "ExportFilter",
+    "KpiDefinition",
+    "LogPage",
+    "PolicyDiff",
+    "PolicyVersion",
+    "ProductQuality",
+    "ReleaseFilter",
+    # administration (D8): tenant privacy settings and role mappings
+    "MappingHistoryEntry",
+    "RoleMappingView",
+    "SettingChange",
+    "SettingsVersion",
+    "TenantSettings",
 ]
 
 
@@ -76,4 +106,5 @@ def open_gate(settings: Settings | None = None) -> Gate:
         raise StoreError(
             f"The store at VEIL_DATABASE_URL is at schema revision {current or 'none'} but this "
             f"Veil needs {head}. Run `veil init` to create or migrate it.")
+    record_policy(store, catalog)  # this policy version is on record for the compliance page
     return Gate(store, catalog, demo_accounts=settings.demo_mode, secret=settings.secret)

@@ -31,7 +31,7 @@ from data.geo import geography
 from data.models import CubeMonthly, ProductVersion, ReleasePeriod, SubjectConsent
 from data.models import Release as ReleaseRow
 
-from privacy._admin import Admin
+from privacy._admin import Admin, SettingsVersion, policy_version, product_k, settings_version_of
 from privacy._compliance import Compliance
 from privacy._exports import Exports
 from privacy._access import (authenticate_demo, authorize_page, check_role_mappings,
@@ -63,6 +63,13 @@ class _Plan:
     measured: tuple[Measured, ...]    # mechanisms per level
     epsilon: Epsilon                  # what a fresh release costs: Σ measurement.map(d_in)
     mechanism: str
+    settings: SettingsVersion         # the tenant's privacy settings in force (D8)
+    k: int                            # the product's k under them
+    level_epsilon: float              # the level's ε under them (0: anonymized)
+    cap: float                        # the role's budget per window under them
+    #: what stored releases and periods are keyed by besides the query: the k and ε when the
+    #: tenant's settings changed them (empty otherwise, so keys match the catalog's)
+    key_settings: dict = dataclasses.field(default_factory=dict)
 
 
 class Gate:
@@ -133,10 +140,11 @@ class Gate:
     # --- budgets -----------------------------------------------------------------------------
 
     def budget(self, principal: Principal, *, product: str) -> BudgetStatus:
-        role = self._role(principal)
+        self._role(principal)
+        cap = self.admin.effective(principal.tenant).settings.cap(principal.role)
         return self._ledger.status(tenant=principal.tenant, principal=principal.subject,
                                    product=self._catalog.product(product).id,
-                                   cap=role.budget_epsilon, today=self._clock().date())
+                                   cap=cap, today=self._clock().date())
 
     # --- releases ----------------------------------------------------------------------------
 
@@ -167,12 +175,19 @@ class Gate:
         with self._store.read() as session:
             rows = session.scalars(statement).all()
         newest: dict[str, Release] = {}
+        settings: dict[int, SettingsVersion] = {}
         for row in rows:
             q = dict(row.query)
             series = json.dumps([row.product_id, q["metric"], q["group_by"], q["filters"]])
             if series not in newest:
-                newest[series] = self._to_release(row, self._catalog.product(row.product_id),
-                                                  charged=Epsilon(0.0), reused=True)
+                version = settings_version_of(row.policy_version)
+                if version not in settings:
+                    settings[version] = self.admin.at_version(row.tenant_id, version)
+                product = self._catalog.product(row.product_id)
+                applied = self._release_settings(settings[version], product, q["level"])
+                newest[series] = self._to_release(
+                    row, product, charged=Epsilon(0.0), reused=True, k=applied["k"],
+                    level_epsilon=applied["level_epsilon"])
         return sorted(newest.values(), key=lambda r: (r.product, r.query.metric))
 
     def insight(self, principal: Principal, x: Query, y: Query) -> Insight:
@@ -204,8 +219,8 @@ class Gate:
         with self._store.read() as session:
             data_version = self._data_version(session, principal.tenant, plan.product)
             stored = session.scalar(select(ReleaseRow.id).where(
-                ReleaseRow.query_key == self._series_key(principal, query, data_version)))
-            period_keys = self._period_keys(principal, query, data_version)
+                ReleaseRow.query_key == self._series_key(principal, query, data_version, plan)))
+            period_keys = self._period_keys(principal, query, data_version, plan)
             missing = len(period_keys) - len(self._existing_periods(session, period_keys))
         free = stored is not None or not missing
         status = self.budget(principal, product=plan.product.id)
@@ -235,13 +250,14 @@ class Gate:
                 # One read transaction: data version, consent freshness, stored series, periods.
                 data_version = self._data_version(session, principal.tenant, plan.product)
                 self._check_consent_applied(session, principal.tenant, plan.product)
-                series_key = self._series_key(principal, query, data_version)
+                series_key = self._series_key(principal, query, data_version, plan)
                 stored = session.scalar(select(ReleaseRow).where(
                     ReleaseRow.query_key == series_key))
                 if stored is not None:
                     return self._to_release(stored, plan.product, charged=Epsilon(0.0),
-                                            reused=True)
-                period_keys = self._period_keys(principal, query, data_version)
+                                            reused=True, k=plan.k,
+                                            level_epsilon=plan.level_epsilon)
+                period_keys = self._period_keys(principal, query, data_version, plan)
                 existing = self._existing_periods(session, period_keys)
             try:
                 return self._fresh(principal, query, plan, data_version, series_key,
@@ -255,15 +271,13 @@ class Gate:
     def _fresh(self, principal: Principal, query: Query, plan: _Plan, data_version: int,
                series_key: str, period_keys: dict[date, str],
                existing: dict[str, list]) -> Release:
-        role = self._role(principal)
         missing = [month for month, key in period_keys.items() if key not in existing]
         epsilon = plan.epsilon if missing else Epsilon(0.0)
         today = self._clock().date()
         if epsilon.value > 0:
             # Cheap early refusal; the authoritative check is the conditional UPDATE below.
             status = self._ledger.status(tenant=principal.tenant, principal=principal.subject,
-                                         product=plan.product.id, cap=role.budget_epsilon,
-                                         today=today)
+                                         product=plan.product.id, cap=plan.cap, today=today)
             if status.spent.value + epsilon.value > status.cap.value + 1e-9:
                 raise BudgetExhausted(
                     requested=epsilon.value, remaining=status.remaining.value,
@@ -281,24 +295,30 @@ class Gate:
         row = ReleaseRow(
             id=release_id, query_key=series_key, tenant_id=principal.tenant,
             principal=principal.subject, role=principal.role, product_id=plan.product.id,
-            query=query.canonical(), policy_version=self._catalog.version,
+            query=query.canonical(),
+            policy_version=policy_version(self._catalog.version, plan.settings.version),
             data_version=data_version, mechanism=plan.mechanism, epsilon=epsilon.value,
             cells=cells_json, digest=_digest(cells), published=False, created_at=self._clock())
         # One transaction: the ε charge, the release and its periods commit together or not at
         # all, so a failure anywhere spends nothing and leaves no half-stored release.
         with self._store.write.begin() as session:
             if epsilon.value > 0:
+                # the cap as of this transaction: a cap an administrator changed since planning
+                # holds for this charge too
+                cap = self.admin.cap_in(session, principal=principal, product=plan.product.id,
+                                        today=today)
                 self._ledger.charge(session, tenant=principal.tenant,
                                     principal=principal.subject, role=principal.role,
                                     product=plan.product.id, epsilon=epsilon,
-                                    cap=role.budget_epsilon, today=today, release_id=release_id)
+                                    cap=cap, today=today, release_id=release_id)
             session.add(row)
             session.flush()  # period rows reference the release
             session.add_all(ReleasePeriod(
                 period_key=period_keys[month], release_id=release_id,
                 tenant_id=principal.tenant, product_id=plan.product.id, period=month,
                 cells=fresh[period_keys[month]]) for month in missing)
-        return self._to_release(row, plan.product, charged=epsilon, reused=False)
+        return self._to_release(row, plan.product, charged=epsilon, reused=False, k=plan.k,
+                                level_epsilon=plan.level_epsilon)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -312,6 +332,7 @@ class Gate:
         """Authorise and validate; return the mechanisms per level and the ε it will cost."""
         role = self._role(principal)
         self._catalog.tenant(principal.tenant)
+        settings = self.admin.effective(principal.tenant)
         try:
             product = self._catalog.product(query.product)
         except VeilError:
@@ -330,7 +351,12 @@ class Gate:
         if query.level not in role.privacy_levels:
             raise AccessDenied(f"the {role.title} role may not request privacy level "
                                f"{query.level!r}; allowed: {list(role.privacy_levels) or 'none'}")
-        if level.noisy and role.budget_epsilon <= 0:
+        if query.level in settings.settings.disabled_levels:
+            raise QueryRefused(f"privacy level {query.level!r} is switched off in the privacy "
+                               f"settings of {principal.tenant} (version {settings.version})")
+        applied = self._release_settings(settings, product, query.level)
+        cap = settings.settings.cap(role.id)
+        if level.noisy and cap <= 0:
             raise AccessDenied(f"the {role.title} role has no query budget; it reads published "
                                f"releases only")
         geo = self._check_dimensions(principal, role, product, query)
@@ -341,9 +367,10 @@ class Gate:
             measured = tuple(Measured(count=None, total=None) for _ in levels)
             return _Plan(product=product, metric=metric, geo=geo, levels=levels,
                          measured=measured, epsilon=Epsilon(0.0),
-                         mechanism="none (exact counts, k-threshold)")
+                         mechanism="none (exact counts, k-threshold)", settings=settings,
+                         cap=cap, **applied)
         measured, charged = [], 0.0
-        for share in split_epsilon(level.epsilon, len(levels)):
+        for share in split_epsilon(applied["level_epsilon"], len(levels)):
             if metric.measure == "count":
                 count = self._count_mechanism(product, metric, share)
                 measured.append(Measured(count=count, total=None))
@@ -360,7 +387,21 @@ class Gate:
         mechanism = measured[0].count.name + (
             f" + {measured[0].total.name}" if measured[0].total else "")
         return _Plan(product=product, metric=metric, geo=geo, levels=levels,
-                     measured=tuple(measured), epsilon=Epsilon(charged), mechanism=mechanism)
+                     measured=tuple(measured), epsilon=Epsilon(charged), mechanism=mechanism,
+                     settings=settings, cap=cap, **applied)
+
+    def _release_settings(self, settings: SettingsVersion, product: ProductSpec,
+                          level: str) -> dict:
+        """The product's k and the level's ε under the tenant's settings, and what of them
+        keys stored releases (only what differs from the catalog: unchanged settings keep the
+        keys, and so the stored releases, they always had)."""
+        k = product_k(settings.settings.k, product, policy_k=self._catalog.policy.k)
+        default = self._catalog.policy.levels[level].epsilon
+        tenant_epsilon = settings.settings.levels.get(level)
+        epsilon = tenant_epsilon.value if tenant_epsilon is not None else default
+        changed = k != product.k or epsilon != default
+        return {"k": k, "level_epsilon": epsilon,
+                "key_settings": {"k": k, "epsilon": epsilon} if changed else {}}
 
     def _count_mechanism(self, product: ProductSpec, metric: MetricSpec, epsilon: float):
         confidence = self._catalog.policy.interval_confidence
@@ -455,23 +496,26 @@ class Gate:
                 f"{product.title}; its aggregates are being rebuilt (`veil materialize`). "
                 f"Nothing was spent; try again shortly.")
 
-    def _key(self, principal: Principal, data_version: int, **extra) -> str:
+    def _key(self, principal: Principal, data_version: int, plan: _Plan, **extra) -> str:
+        settings = {"tenant_settings": plan.key_settings} if plan.key_settings else {}
         material = json.dumps({
             "tenant": principal.tenant, "role": principal.role,
             "policy_version": self._catalog.version, "data_version": data_version,
-            **extra,
+            **settings, **extra,
         }, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(material.encode()).hexdigest()
 
-    def _series_key(self, principal: Principal, query: Query, data_version: int) -> str:
-        return self._key(principal, data_version, query=query.canonical())
+    def _series_key(self, principal: Principal, query: Query, data_version: int,
+                    plan: _Plan) -> str:
+        return self._key(principal, data_version, plan, query=query.canonical())
 
-    def _period_keys(self, principal: Principal, query: Query,
-                     data_version: int) -> dict[date, str]:
+    def _period_keys(self, principal: Principal, query: Query, data_version: int,
+                     plan: _Plan) -> dict[date, str]:
         """The key of each atomic period of the series: the query without its window."""
         atomic = query.canonical()
         del atomic["start"], atomic["end"]
-        return {month: self._key(principal, data_version, atomic=atomic, month=month.isoformat())
+        return {month: self._key(principal, data_version, plan, atomic=atomic,
+                                 month=month.isoformat())
                 for month in query.months}
 
     def _existing_periods(self, session, period_keys: dict[date, str]) -> dict[str, list]:
@@ -480,21 +524,23 @@ class Gate:
             ReleasePeriod.period_key.in_(list(period_keys.values())))).all())
 
     def _to_release(self, row: ReleaseRow, product: ProductSpec, *, charged: Epsilon,
-                    reused: bool) -> Release:
+                    reused: bool, k: int, level_epsilon: float) -> Release:
         q = row.query
         query = Query(product=q["product"], metric=q["metric"],
                       start=date.fromisoformat(q["start"]), end=date.fromisoformat(q["end"]),
                       level=q["level"], group_by=tuple(q["group_by"]),
                       filters=tuple(tuple(f) for f in q["filters"]))
-        level = self._catalog.policy.levels[query.level]
+        # k and ε as the tenant's settings made them (the release is keyed by them)
+        product = dataclasses.replace(product, k=k)
         return Release(
             id=row.id, tenant=row.tenant_id, product=row.product_id, query=query,
             cells=tuple(Cell.from_json(c) for c in row.cells), epsilon=Epsilon(row.epsilon),
-            charged=charged, reused=reused, mechanism=row.mechanism, k=product.k,
+            charged=charged, reused=reused, mechanism=row.mechanism, k=k,
             confidence=self._catalog.policy.interval_confidence,
             privacy_unit=product.privacy_unit, policy_version=row.policy_version,
             data_version=row.data_version, digest=row.digest, created_at=row.created_at,
-            guarantee=guarantee_text(product, level.epsilon, delta=self._catalog.policy.delta), published=row.published,
+            guarantee=guarantee_text(product, level_epsilon, delta=self._catalog.policy.delta),
+            published=row.published,
             measure=product.metric(query.metric).measure)
 
     def _compute(self, principal: Principal, query: Query, plan: _Plan, *,
@@ -539,7 +585,7 @@ class Gate:
         keys = self._keys(principal, query, plan, months, dims)
         return release_cells(
             keys=keys, truth=truth, levels=self._levels(principal, plan), measured=plan.measured,
-            k=plan.product.k, measure=plan.metric.measure, bounds=plan.metric.value_bounds)
+            k=plan.k, measure=plan.metric.measure, bounds=plan.metric.value_bounds)
 
     def _keys(self, principal: Principal, query: Query, plan: _Plan, months: list[date],
               dims: list[str]) -> list[tuple[str, ...]]:

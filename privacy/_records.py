@@ -4,17 +4,20 @@ Owns the one path by which individual records reach a page: only roles that decl
 product in ``record_products``, only the principal's own tenant, every field transformed by the
 role's treatment of its classification (show / generalise / mask / pseudonymise / hide), search
 and paging pushed into SQL so a large list is never loaded whole, and every view audited.
-A field a role cannot see cannot be filtered or searched on by it either.
+A field a role cannot see cannot be filtered or searched on by it either. Exports read the
+same way through ``stream_records``: every matching record, in chunks, never all in memory
+(hidden fields are not even read), the caller (the export) auditing the access.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 
 from data.catalog import Catalog, FieldSpec, ProductSpec, RoleSpec
 from data.engine import Store
@@ -24,7 +27,8 @@ from data.models import Registration
 from privacy._audit import audit
 from privacy._values import Principal
 
-__all__ = ["RecordPage", "RecordQuery", "read_records"]
+__all__ = ["RecordPage", "RecordQuery", "RecordStream", "read_records", "record_treatments",
+           "stream_records"]
 
 _STORES = {"registrations": Registration}
 _MAX_PAGE_SIZE = 200
@@ -72,8 +76,21 @@ def _treatments(role: RoleSpec, product: ProductSpec) -> dict[str, str]:
     return {f.name: role.treatment[f.classification] for f in product.fields}
 
 
-def read_records(store: Store, catalog: Catalog, principal: Principal, query: RecordQuery, *,
-                 secret: str) -> RecordPage:
+@dataclass(frozen=True)
+class _Access:
+    """An authorised record read: what the role sees and the tenant-locked, filtered query."""
+
+    product: ProductSpec
+    model: type
+    fields: dict[str, FieldSpec]
+    treatments: dict[str, str]                 # every field, hidden ones too
+    columns: tuple[str, ...]                   # visible fields, catalog order
+    searchable: tuple[str, ...]
+    where: tuple                               # SQL conditions: tenant, filters, search
+
+
+def _authorise(catalog: Catalog, principal: Principal, query: RecordQuery) -> _Access:
+    """Check role, product and filters; build the conditions. Reads no data."""
     role = catalog.roles.get(principal.role)
     try:
         product = catalog.product(query.product)
@@ -89,52 +106,146 @@ def read_records(store: Store, catalog: Catalog, principal: Principal, query: Re
     fields = {f.name: f for f in product.fields}
     # Filtering or searching on a field leaks it unless the role sees it as stored.
     usable = {name for name, t in treatments.items() if t == "show"}
-    statement = select(model).where(model.tenant_id == principal.tenant)
+    where = [model.tenant_id == principal.tenant]
     for name, value in query.filters:
         if name not in fields:
             raise QueryRefused(f"{product.title} has no field {name!r}")
         if name not in usable:
             raise AccessDenied(f"the {role.title} role cannot filter on {fields[name].title!r} "
                                f"({treatments[name]})")
-        statement = statement.where(getattr(model, name) == value)
+        where.append(getattr(model, name) == value)
     searchable = tuple(n for n in ("agent_code", "district", "registration_id") if n in usable)
     if query.search.strip():
         needle = query.search.strip().lower()
-        statement = statement.where(or_(*[func.lower(getattr(model, n)).startswith(needle)
-                                          for n in searchable]))
+        where.append(or_(*[func.lower(getattr(model, n)).startswith(needle)
+                           for n in searchable]))
+    columns = tuple(f.name for f in product.fields if treatments[f.name] != "hide")
+    return _Access(product=product, model=model, fields=fields, treatments=treatments,
+                   columns=columns, searchable=searchable, where=tuple(where))
+
+
+def record_treatments(catalog: Catalog, principal: Principal,
+                      query: RecordQuery) -> dict[str, str]:
+    """Authorise ``query`` for ``principal`` (role, product, filters) without reading data;
+    return every field's treatment."""
+    return dict(_authorise(catalog, principal, query).treatments)
+
+
+def read_records(store: Store, catalog: Catalog, principal: Principal, query: RecordQuery, *,
+                 secret: str) -> RecordPage:
+    access = _authorise(catalog, principal, query)
+    model = access.model
+    statement: Select = select(model).where(*access.where)
     total_statement = select(func.count()).select_from(statement.subquery())
     page_statement = (statement.order_by(model.registered_at.desc(), model.registration_id)
                       .limit(query.page_size).offset((query.page - 1) * query.page_size))
     with store.read() as session:
         total = session.scalar(total_statement)
         records = session.scalars(page_statement).all()
-    columns = tuple(f.name for f in product.fields if treatments[f.name] != "hide")
-    rows = tuple({name: _treat(getattr(r, name), fields[name], treatments[name],
-                               principal=principal, secret=secret) for name in columns}
+    treat = {name: _treater(access.fields[name], access.treatments[name], principal=principal,
+                            secret=secret) for name in access.columns}
+    rows = tuple({name: treat[name](getattr(r, name)) for name in access.columns}
                  for r in records)
     audit(store, principal=principal.subject, tenant=principal.tenant, role=principal.role,
-          action="records_view", target=product.id, outcome="allowed",
+          action="records_view", target=access.product.id, outcome="allowed",
           detail={"filters": [list(f) for f in query.filters], "search": query.search,
                   "page": query.page, "rows": len(rows), "total": total})
-    return RecordPage(product=product.id, columns=columns,
-                      titles={n: fields[n].title for n in columns},
-                      treatments={n: treatments[n] for n in columns}, rows=rows, total=total,
-                      page=query.page, page_size=query.page_size, searchable=searchable)
+    return RecordPage(product=access.product.id, columns=access.columns,
+                      titles={n: access.fields[n].title for n in access.columns},
+                      treatments={n: access.treatments[n] for n in access.columns}, rows=rows,
+                      total=total, page=query.page, page_size=query.page_size,
+                      searchable=access.searchable)
 
 
-def _treat(value, spec: FieldSpec, treatment: str, *, principal: Principal, secret: str):
-    if value is None or treatment == "show":
-        return value
+@dataclass(frozen=True)
+class RecordStream:
+    """Every record matching a query, treated for the role, in chunks of row tuples."""
+
+    product: str
+    columns: tuple[str, ...]                 # visible fields, in the order of each row tuple
+    titles: dict[str, str]
+    treatments: dict[str, str]               # every field → its treatment (hidden ones too)
+    total: int                               # matching records when the stream opened
+    chunks: Iterator[list[tuple]]
+
+
+@contextmanager
+def stream_records(store: Store, catalog: Catalog, principal: Principal, query: RecordQuery, *,
+                   secret: str, chunk_rows: int) -> Iterator[RecordStream]:
+    """Open a stream of every matching record (paging ignored), in one read transaction.
+
+    The rows come from a server-side cursor on PostgreSQL and a stepped cursor on SQLite, in
+    registration-id order, ``chunk_rows`` at a time; only visible fields are selected.
+    """
+    if chunk_rows < 1:
+        raise InvalidInput(f"chunk_rows must be >= 1, got {chunk_rows}")
+    access = _authorise(catalog, principal, query)
+    model = access.model
+    treat = [None if access.treatments[name] == "show" else
+             _treater(access.fields[name], access.treatments[name], principal=principal,
+                      secret=secret) for name in access.columns]
+    statement = (select(*[getattr(model, name) for name in access.columns])
+                 .where(*access.where).order_by(model.registration_id)
+                 .execution_options(yield_per=chunk_rows))
+    with store.read() as session:
+        total = session.scalar(select(func.count()).select_from(model).where(*access.where))
+        # Core rows, not ORM ones: a million tuples skip the ORM's per-row loading.
+        result = session.connection().execute(statement)
+
+        def chunks() -> Iterator[list[tuple]]:
+            # Column by column: fields shown as stored pass through untouched.
+            for partition in result.partitions():
+                columns = zip(*partition)
+                yield list(zip(*(column if f is None else [f(v) for v in column]
+                                 for f, column in zip(treat, columns))))
+
+        try:
+            yield RecordStream(product=access.product.id, columns=access.columns,
+                               titles={n: access.fields[n].title for n in access.columns},
+                               treatments=dict(access.treatments), total=total,
+                               chunks=chunks())
+        finally:
+            # A stream left half-read must not leave its cursor open: on SQLite a pending
+            # statement keeps the connection's read snapshot after it returns to the pool.
+            result.close()
+
+
+def _treater(spec: FieldSpec, treatment: str, *, principal: Principal,
+             secret: str) -> Callable[[object], object]:
+    """The function that applies ``treatment`` to one value of the field ``spec``."""
+    if treatment == "show":
+        return lambda value: value
     if treatment == "mask":
-        return _MASK
+        return lambda value: None if value is None else _MASK
     if treatment == "pseudonymise":
         # Keyed per tenant and role: stable while a case worker pages through the list,
         # unlinkable to the stored pseudonym or to another role's view.
-        key = f"{secret}|{principal.tenant}|{principal.role}".encode()
-        return hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()[:12]
+        inner, outer = _hmac_pads(f"{secret}|{principal.tenant}|{principal.role}".encode())
+
+        def pseudonymise(value):
+            # HMAC-SHA256 (RFC 2104) from precomputed pads: twice as fast as hmac.new per value
+            # on a million-row export, and the same digest.
+            if value is None:
+                return None
+            mac = inner.copy()
+            mac.update(str(value).encode())
+            digest = outer.copy()
+            digest.update(mac.digest())
+            return digest.hexdigest()[:12]
+
+        return pseudonymise
     if treatment == "generalise":
-        return _generalise(value, spec.generalise_to)
+        return lambda value: None if value is None else _generalise(value, spec.generalise_to)
     raise VeilBug(f"treatment {treatment!r} of {spec.name} should have been handled")
+
+
+def _hmac_pads(key: bytes):
+    """SHA-256 states after HMAC's inner and outer key pads, to be copied per message."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return (hashlib.sha256(bytes(b ^ 0x36 for b in key)),
+            hashlib.sha256(bytes(b ^ 0x5C for b in key)))
 
 
 def _generalise(value, target: str | None):

@@ -70,6 +70,9 @@ USERS = {
         User("ana", "ana.policy@programmes.example", "Ana Policy", "policy_maker", "kigali-east"),
         User("dana", "dana@donor.example", "Dana Donor", "donor", "south"),
         User("cyril", "cyril.case@programmes.example", "Cyril Case", "case_worker", "south"),
+        # a case worker of the compliance officer's tenant (tests/e2e/test_exports.py)
+        User("carla", "carla.case@programmes.example", "Carla Case", "case_worker",
+             "kigali-east"),
         User("colin", "colin@audit.example", "Colin Compliance", "compliance_officer",
              "kigali-east", claim="group", groups=("staff", "veil-compliance-kigali-east")),
         User("sam", "sam.stranger@elsewhere.example", "Sam Stranger", None, None),

@@ -23,7 +23,7 @@ def _open(page, name: str):
 def test_policy_maker_opens_trends_map_and_insights(page, app, shot, external_requests):
     """Trends and insights draw plotly charts; the map draws a deck.gl map of districts."""
     sign_in(page, app, USERS["ana"], shot)
-    assert nav_links(page) == ["Home", "Trends", "Map", "Insights"]
+    assert nav_links(page) == ["Home", "Trends", "Map", "Insights", "Exports"]
     _open(page, "Trends")
     page.get_by_role("button", name="Show trend").click()
     expect(page.get_by_test_id("stPlotlyChart")).to_be_visible(timeout=20_000)
@@ -46,7 +46,7 @@ def test_policy_maker_opens_trends_map_and_insights(page, app, shot, external_re
 def test_case_worker_opens_the_operational_list(page, app, shot, external_requests):
     """The list shows records of the case worker's tenant, with birthdates."""
     sign_in(page, app, USERS["cyril"], shot)
-    assert nav_links(page) == ["Home", "lists"]
+    assert nav_links(page) == ["Home", "lists", "Exports"]
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Operational lists").click()
     expect(page.get_by_role("heading", name="Operational lists")).to_be_visible()
     expect(page.get_by_test_id("stDataFrame")).to_be_visible(timeout=20_000)

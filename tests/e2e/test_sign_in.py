@@ -122,7 +122,7 @@ def test_policy_maker_sees_and_opens_trends(page, app, shot, external_requests):
     user = USERS["ana"]
     sign_in(page, app, user, shot)
     expect_home(page, user, "Policy maker")
-    assert nav_links(page) == ["Home", "Trends", "Map", "Insights"]
+    assert nav_links(page) == ["Home", "Trends", "Map", "Insights", "Exports"]
     shot("home")
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Trends").click()
     expect(page.get_by_role("heading", name="Trends")).to_be_visible()

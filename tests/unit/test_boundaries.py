@@ -49,7 +49,15 @@ def test_privacy_public_surface_is_pinned():
     """The gate's public names change only on purpose."""
     assert sorted(privacy.__all__) == sorted([
         "AccessDenied", "BudgetExhausted", "BudgetStatus", "Cell", "ConfigError", "Epsilon",
+        "DownloadLink", "ExportFile", "ExportStatus", "PendingApproval",
         "Gate", "Insight", "InsightPoint", "InvalidInput", "LocalEstimate", "LocalRandomizer", "Preview", "Principal", "Query", "QueryRefused", "RecordPage",
         "RecordQuery", "Release",
         "Settings", "StoreError", "VeilBug", "VeilError", "estimate_local", "load_settings",
-        "open_gate"])
+        "open_gate",
+        # compliance reads (D7)
+        "AuditFilter", "BudgetFilter", "BudgetUsage", "ConsentFilter", "ConsentStatistics",
+        "ExportFilter", "KpiDefinition", "LogPage", "PolicyDiff", "PolicyVersion",
+        "ProductQuality", "ReleaseFilter",
+        # administration (D8)
+        "MappingHistoryEntry", "RoleMappingView", "SettingChange", "SettingsVersion",
+        "TenantSettings"])

@@ -1,4 +1,4 @@
-"""policy snapshots; drop the event tables' (tenant, subject) indexes
+"""policy snapshots; consent history by time; drop the event tables' (tenant, subject) indexes
 
 The (tenant, subject, day) indexes of 0003 serve every lookup the (tenant, subject) ones did
 (same leading columns), and each extra random-key index slows ingestion.
@@ -27,6 +27,9 @@ def upgrade() -> None:
     sa.Column('recorded_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('version')
     )
+    with op.batch_alter_table('consent_events', schema=None) as batch_op:
+        batch_op.create_index('ix_consent_events_tenant_at',
+                              ['tenant_id', 'at', 'vertical', 'status'], unique=False)
     for table in _EVENT_TABLES:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_index(f'ix_{table}_subject')
@@ -36,4 +39,6 @@ def downgrade() -> None:
     for table in _EVENT_TABLES:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.create_index(f'ix_{table}_subject', ['tenant_id', 'pseudonym'], unique=False)
+    with op.batch_alter_table('consent_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_consent_events_tenant_at')
     op.drop_table('policy_snapshots')
