@@ -179,17 +179,21 @@ def _load_postal_register(catalog: Catalog) -> dict[str, str]:
     return register
 
 
-_REFERENCE_CACHE: dict[tuple[str, str], tuple[dict[str, str], dict[str, str]]] = {}
+_Reference = tuple[dict[str, str], dict[str, str], dict[str, tuple[str, str]]]
+_REFERENCE_CACHE: dict[tuple[str, str], _Reference] = {}
 
 
-def _reference(catalog: Catalog) -> tuple[dict[str, str], dict[str, str]]:
-    """H3 cell → district and postal prefix → district, built once per catalog version (an API
-    request builds its Rules afresh and must not recompute the geography)."""
+def _reference(catalog: Catalog) -> _Reference:
+    """H3 cell → district, postal prefix → district, and H3 cell → (the same cell string,
+    district), built once per catalog version (an API request builds its Rules afresh and must
+    not recompute the geography)."""
     key = (str(catalog.directory), catalog.version)
     cached = _REFERENCE_CACHE.get(key)
     if cached is None:
-        cached = _REFERENCE_CACHE[key] = (geography(catalog).cells,
-                                          _load_postal_register(catalog))
+        cells = geography(catalog).cells
+        cached = _REFERENCE_CACHE[key] = (
+            cells, _load_postal_register(catalog),
+            {cell: (cell, district) for cell, district in cells.items()})
     return cached
 
 
@@ -227,12 +231,20 @@ class Rules:
         states = set(tenant_spec.states)
         self.tenant_districts = frozenset(d.code for d in catalog.districts if d.state in states)
         self.known_districts = frozenset(d.code for d in catalog.districts)
-        self.cells, self.postal = _reference(catalog)
+        self.cells, self.postal, self._placed = _reference(catalog)
+        # A kept value is handed on as one shared string per distinct value (the whitelist's,
+        # the geography's, a cached time), never the copy each input row brings: rows then
+        # reference a few objects, which is what makes a chunk cheap to pass to the store's
+        # process (``_checking``) — pickle writes a repeated object once.
+        self._event_types = {name: name for name in self.event_types}
+        self._categories = {} if self.no_category else {name: name for name in self.categories}
+        self._genders = {name: name for name in self.genders}
         self._hash = Pseudonymizer(secret)
         self._event_key = EventKeys(secret, tenant=tenant, product=spec.id).of
         now = now or datetime.now(UTC)
         self._latest = (now + _FUTURE_SLACK).timestamp()
         self._days: dict[int, tuple[str, str]] = {}
+        self._quarters: dict[int, tuple[str, str, str]] = {}
         self._subjects: dict[str, str] = {}
 
     # --- the one entry point -----------------------------------------------------------------
@@ -261,18 +273,20 @@ class Rules:
             self._check_metadata(metadata)
 
         event_type = row["event_type"]
-        if type(event_type) is not str or event_type not in self.event_types:
-            event_type = self._whitelisted(row, "event_type", self.event_types)
+        known = self._event_types.get(event_type) if type(event_type) is str else None
+        event_type = (known if known is not None else
+                      self._whitelisted(row, "event_type", self.event_types))
         category = get("category")
-        if type(category) is not str or category not in self.categories or self.no_category:
-            category = self._category(category)
+        known = self._categories.get(category) if type(category) is str else None
+        category = known if known is not None else self._category(category)
         gender = get("gender")
         if gender is None:
             gender = "unknown"
-        elif type(gender) is not str or gender not in self.genders:
-            gender = self._gender(gender)
+        else:
+            known = self._genders.get(gender) if type(gender) is str else None
+            gender = known if known is not None else self._gender(gender)
         at, quarter = self._time(row["timestamp"])
-        ts, day, month = self._time_strings(quarter)
+        ts, day, month = self._quarters.get(quarter) or self._time_strings(quarter)
         cell, district = self._location(row)
         age = get("age")
         if type(age) is int and 0 <= age <= _MAX_AGE:
@@ -434,17 +448,20 @@ class Rules:
             day = date(1970, 1, 1) + timedelta(days=day_number)
             cached = self._days[day_number] = (day.isoformat(),
                                                date(day.year, day.month, 1).isoformat())
-        return f"{cached[0]} {_CLOCK[slot]}", cached[0], cached[1]
+        if len(self._quarters) >= 200_000:  # about six years of quarter hours
+            self._quarters.clear()
+        strings = self._quarters[quarter] = (f"{cached[0]} {_CLOCK[slot]}", cached[0],
+                                             cached[1])
+        return strings
 
     def _location(self, row: dict) -> tuple[str, str]:
         lat, lng = row.get("lat"), row.get("lng")
         postal, district = row.get("postal_code"), row.get("district")
         if (type(lat) is float and type(lng) is float and postal is None and district is None
                 and -90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
-            cell = h3.latlng_to_cell(lat, lng, self.resolution)
-            found = self.cells.get(cell)
-            if found is not None and found in self.tenant_districts:
-                return cell, found
+            placed = self._placed.get(h3.latlng_to_cell(lat, lng, self.resolution))
+            if placed is not None and placed[1] in self.tenant_districts:
+                return placed
         has_coordinates = lat not in (None, "") or lng not in (None, "")
         forms = has_coordinates + (postal not in (None, "")) + (district not in (None, ""))
         if forms == 0:

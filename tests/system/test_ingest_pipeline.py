@@ -6,13 +6,18 @@ Every test runs on the embedded store and, with VEIL_TEST_POSTGRES_URL, on Postg
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import select
 
+import data.ingest._checking as checking
 import data.ingest._pipeline as pipeline_module
+from data.bootstrap import init_store
+from data.config import load_settings
 from data.consent import withdraw_consent
+from data.engine import open_store
 from data.errors import InvalidInput, StoreError
 from data.ingest import ingest_file, ingest_rows
 from data.models import CubePending, IngestBatch, Subject
@@ -262,3 +267,65 @@ def test_the_embedded_store_gets_its_page_cache_back_after_a_run(store, catalog)
     ingest(store, catalog, [event(1), event(2)])
     with store.write() as session:
         assert session.connection().exec_driver_sql("PRAGMA cache_size").scalar() == before
+
+
+def test_the_embedded_store_checkpoints_as_before_after_a_run(store, catalog):
+    """Checkpoints move to a background thread during a run; after it the connection's own
+    setting is back and the thread is gone."""
+    if store.dialect != "sqlite":
+        pytest.skip("SQLite's write-ahead log")
+    with store.write() as session:
+        before = session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    threads = threading.active_count()
+    grant(store, catalog, "person-1")
+    ingest(store, catalog, [event(1), event(2)], chunk_rows=1)
+    with store.write() as session:
+        after = session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    assert after == before and threading.active_count() == threads
+
+
+def _landed(store) -> tuple:
+    """Everything an ingest leaves: events, quarantine, subjects, batch report."""
+    with store.read() as session:
+        subjects = sorted((s.pseudonym, s.district, s.created_at)
+                          for s in session.scalars(select(Subject)))
+        [batch] = session.scalars(select(IngestBatch)).all()
+    events = [tuple(getattr(e, c.name) for c in e.__table__.columns)
+              for e in stored_events(store)]
+    quarantine = [(q.position, q.reason, q.raw) for q in quarantined(store)]
+    report = (batch.status, batch.position, batch.rows, batch.accepted, batch.duplicate,
+              batch.bounded, batch.rejected, batch.reasons)
+    return events, quarantine, subjects, report
+
+
+def test_a_file_checked_in_a_worker_process_lands_as_one_checked_here(store, catalog, tmp_path,
+                                                                      monkeypatch):
+    """Rules in a worker (forced for a small file), chunk by chunk: the same events, quarantine,
+    subjects and report as checking in this process, into a second store."""
+    if not checking._may_fork():
+        pytest.skip("this process cannot fork a worker (threads running, or not Linux)")
+    rows = []
+    for i in range(400):
+        row = event(i % 350, subject=f"person-{i % 13}",  # ids repeat across chunks
+                    timestamp=f"2025-03-{1 + i % 5:02d}T{i % 24:02d}:{i % 60:02d}:00Z")
+        rows.append(row if i % 61 else "garbage")
+    rows[17] = event(17, category="+250 788 123 456")
+    path = write_jsonl(tmp_path / "e.jsonl", rows)
+    reference = open_store(load_settings({"VEIL_VAR_DIR": str(tmp_path / "reference"),
+                                          "VEIL_DEMO_MODE": "1"}))
+    try:
+        init_store(reference, catalog, demo_accounts=False)
+        for target in (store, reference):
+            grant(target, catalog, *(f"person-{k}" for k in range(10)))  # 10-12: none
+            grant(target, catalog, "person-4", at=datetime(2025, 3, 3, tzinfo=UTC))  # later
+        ingest_file(reference, catalog, path, tenant=TENANT, product=PRODUCT, secret=SECRET,
+                    chunk_rows=37)
+        monkeypatch.setattr(checking, "WORKER_MIN_BYTES", 0)
+        ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT, secret=SECRET,
+                    chunk_rows=37)
+        expected = _landed(reference)
+    finally:
+        reference.dispose()
+    accepted, duplicate, bounded, rejected = expected[3][3:7]
+    assert accepted and duplicate and bounded and rejected  # every outcome is exercised
+    assert _landed(store) == expected
