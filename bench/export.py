@@ -27,21 +27,17 @@ import platform
 import resource
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from _machine import cpu_model  # bench/ is on sys.path when a bench runs
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from _stores import fresh_store
+from sqlalchemy import select
 
-from data.bootstrap import init_store
 from data.catalog import Catalog, load_catalog
-from data.config import load_settings
 from data.demo import _Loader
-from data.engine import Store, open_store
+from data.engine import Store
 from data.models import Registration
 from privacy import Gate, Principal, RecordQuery
 
@@ -61,31 +57,6 @@ def registrations(catalog: Catalog, rows: int) -> Iterator[tuple]:
                f"{district[:3]}-AG{i % 40:02d}", "unverified" if i % 3 else "verified",
                date(1950, 1, 1) + timedelta(days=(i * 37) % 25_000),
                ("female", "male")[i % 2], 1 + i % 9)
-
-
-@contextmanager
-def fresh_store(postgres: str | None, work: Path) -> Iterator[Store]:
-    env = {"VEIL_VAR_DIR": str(work / "var"), "VEIL_DEMO_MODE": "1", "VEIL_SECRET": SECRET}
-    admin = database = None
-    if postgres:
-        base = make_url(postgres)
-        database = f"veil_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{database}"'))
-        env["VEIL_DATABASE_URL"] = base.set(database=database).render_as_string(
-            hide_password=False)
-    settings = load_settings(env)
-    store = open_store(settings)
-    try:
-        init_store(store, load_catalog(settings.catalog_dir), demo_accounts=False)
-        yield store
-    finally:
-        store.dispose()
-        if admin is not None:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            admin.dispose()
 
 
 def load(store: Store, catalog: Catalog, rows: int) -> float:
@@ -139,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     catalog = load_catalog(Path(__file__).resolve().parents[1] / "catalog")
     with tempfile.TemporaryDirectory(prefix="veil-bench-") as tmp, \
-            fresh_store(args.postgres, Path(tmp)) as store:
+            fresh_store(args.postgres, Path(tmp) / "var", secret=SECRET) as store:
         work = Path(tmp)
         seconds = load(store, catalog, args.rows)
         print(f"store: {store.dialect}, {args.rows:,} registrations loaded in {seconds:.1f} s"

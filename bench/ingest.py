@@ -30,22 +30,17 @@ import platform
 import random
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
 
 import h3
 from _machine import cpu_model  # bench/ is on sys.path when a bench runs
-from sqlalchemy import create_engine, func, insert, select, text
-from sqlalchemy.engine import make_url
+from _stores import fresh_store
+from sqlalchemy import func, insert, select
 
-from data.bootstrap import init_store
 from data.catalog import Catalog, load_catalog
-from data.config import load_settings
-from data.engine import Store, open_store
+from data.engine import Store
 from data.geo import geography
 from data.ingest import DEFAULT_CHUNK_ROWS, Event, Rules, ingest_file
 from data.ingest._pipeline import _bulk_insert, _BulkSettings
@@ -107,31 +102,6 @@ def grant_all(store: Store, subjects: int) -> None:
     with store.write.begin() as session:
         for start in range(0, len(rows), 50_000):
             session.execute(insert(SubjectConsent), rows[start:start + 50_000])
-
-
-@contextmanager
-def fresh_store(postgres: str | None, work: Path, name: str) -> Iterator[Store]:
-    env = {"VEIL_VAR_DIR": str(work / name), "VEIL_DEMO_MODE": "1", "VEIL_SECRET": SECRET}
-    admin = database = None
-    if postgres:
-        base = make_url(postgres)
-        database = f"veil_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{database}"'))
-        env["VEIL_DATABASE_URL"] = base.set(database=database).render_as_string(
-            hide_password=False)
-    settings = load_settings(env)
-    store = open_store(settings)
-    try:
-        init_store(store, load_catalog(settings.catalog_dir), demo_accounts=False)
-        yield store
-    finally:
-        store.dispose()
-        if admin is not None:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            admin.dispose()
 
 
 def bench_rules(catalog: Catalog, path: Path) -> tuple[int, float]:
@@ -201,7 +171,7 @@ def main() -> None:
         n, seconds = bench_rules(catalog, path)
         print(f"rules only      {n:>10,} rows  {seconds:7.2f} s  {n / seconds:>10,.0f} rows/s"
               f"  load {_load()}")
-        with fresh_store(args.postgres, work, "pipeline") as store:
+        with fresh_store(args.postgres, work / "pipeline", secret=SECRET) as store:
             grant_all(store, subjects)
             before = os.times()
             report = ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT,
@@ -220,7 +190,7 @@ def main() -> None:
               f"(accepted {report.accepted:,}, duplicate "
               f"{report.duplicate:,}, bounded {report.bounded:,}, rejected {report.rejected:,};"
               f" stored {stored:,})  load {_load()}")
-        with fresh_store(args.postgres, work, "raw") as store:
+        with fresh_store(args.postgres, work / "raw", secret=SECRET) as store:
             raw_rows, raw_seconds = bench_raw(store, catalog, path, args.chunk_rows)
         raw_rate = raw_rows / raw_seconds
         print(f"raw bulk insert {raw_rows:>10,} rows  {raw_seconds:7.2f} s  "
