@@ -298,12 +298,11 @@ def _landed(store) -> tuple:
     return events, quarantine, subjects, report
 
 
+@pytest.mark.fork_alone
 def test_a_file_checked_in_a_worker_process_lands_as_one_checked_here(store, catalog, tmp_path,
                                                                       monkeypatch):
     """Rules in a worker (forced for a small file), chunk by chunk: the same events, quarantine,
     subjects and report as checking in this process, into a second store."""
-    if not checking._may_fork():
-        pytest.skip("this process cannot fork a worker (threads running, or not Linux)")
     rows = []
     for i in range(400):
         row = event(i % 350, subject=f"person-{i % 13}",  # ids repeat across chunks

@@ -38,10 +38,10 @@ def _row(i: int, **fields) -> dict:
 
 
 @pytest.fixture
-def in_worker(monkeypatch):
+def in_worker(request, monkeypatch):
     """Every file goes to a worker process; yields a check that one ran."""
-    if not checking._may_fork():
-        pytest.skip("this process cannot fork a worker (threads running, or not Linux)")
+    if getattr(request.node, "ran_alone", False):
+        return None  # it ran, and passed, in a fresh process (tests/conftest.py)
     monkeypatch.setattr(checking, "WORKER_MIN_BYTES", 0)
     started = []
     original = multiprocessing.context.ForkProcess.start
@@ -54,6 +54,7 @@ def in_worker(monkeypatch):
     return started
 
 
+@pytest.mark.fork_alone
 def test_a_worker_yields_the_chunks_checking_here_yields(in_worker, tmp_path):
     """Valid, refused and malformed rows, repeated ids and subjects: equal chunks, in order."""
     lines = [json.dumps(_row(i)) for i in range(120)]
@@ -74,6 +75,7 @@ def test_a_worker_yields_the_chunks_checking_here_yields(in_worker, tmp_path):
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.fork_alone
 def test_an_error_reading_the_file_in_the_worker_is_raised_here(in_worker, tmp_path):
     """A CSV header naming a column twice: the same InvalidInput as without a worker."""
     path = tmp_path / "e.csv"
@@ -84,6 +86,7 @@ def test_an_error_reading_the_file_in_the_worker_is_raised_here(in_worker, tmp_p
     assert in_worker and multiprocessing.active_children() == []
 
 
+@pytest.mark.fork_alone
 def test_a_worker_whose_reader_stops_early_ends(in_worker, tmp_path):
     """The reader leaves after one chunk (a store failure): the worker does not linger."""
     path = tmp_path / "e.jsonl"
