@@ -30,6 +30,11 @@ from operator import itemgetter
 from typing import Any
 
 from data.ingest._pii import redacted_copy
+
+try:
+    import fcntl
+except ImportError:  # not on Windows, where the worker is not used either (no fork)
+    fcntl = None
 from data.ingest._rules import Event, Rejection, Rules
 from data.ingest._sources import FileSource, Malformed
 
@@ -159,6 +164,7 @@ def checked_file_chunks(source: FileSource, rules: Rules, *, after: int,
         return
     context = multiprocessing.get_context("fork")
     reader, writer = context.Pipe(duplex=False)
+    _widen(writer)
     worker = context.Process(target=_work, args=(reader, writer, source, rules, after,
                                                  chunk_rows),
                              name="veil-ingest-rules", daemon=True)
@@ -173,6 +179,25 @@ def checked_file_chunks(source: FileSource, rules: Rules, *, after: int,
         if worker.is_alive():
             worker.kill()
             worker.join()
+
+
+#: Linux's fcntl command to resize a pipe's buffer (not named by the fcntl module before 3.10
+#: on every platform).
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_PIPE_BYTES = 1 << 20
+
+
+def _widen(connection: Any) -> None:
+    """Give the pipe a 1 MiB buffer instead of 64 KiB: a chunk (about 10 MB pickled) then
+    crosses in a tenth of the reads, and the receiving side allocates its buffer for each read
+    (measured: the reads were a twentieth of the storing process's time). Best effort: Linux
+    only, and an unprivileged process may be held to a smaller limit."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.fcntl(connection.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+    except OSError:
+        pass
 
 
 def _may_fork() -> bool:

@@ -222,6 +222,8 @@ class _Run:
         self.subjects_seen: set[str] = set()
         self.subjects_pending: Iterable[str] = ()
         self.statistics = _Statistics(store, self.table)
+        self.consent_cache = _ConsentCache(store.dialect == "sqlite")
+        self.optimistic = store.dialect == "sqlite"  # see _decide_and_insert
         self.bulk = _BulkSettings(store)
         self.started = time.perf_counter()
         if resume is not None:
@@ -310,20 +312,21 @@ class _Run:
 
     def _store(self, chunk: CheckedChunk) -> int:
         """Decide and write one chunk in one transaction; returns the events stored."""
-        outcome = _Outcome([] if self.with_results else None)
-        for position, why, raw in chunk.rejected:
-            outcome.reject(position, why, raw)
         try:
             with self.store.write.begin() as session:
                 self.bulk.begin(session)
-                self._decide(session, chunk, outcome)
-                outcome.settle()
+                outcome = self._decide_and_insert(session, chunk)
                 self._write(session, outcome, rows=chunk.rows, last=chunk.last)
+                self.consent_cache.chunk_written(session)
         except self.store_errors as exc:
+            self.consent_cache.forget()
             raise StoreError(
                 f"Ingest batch {self.batch_id}: the chunk ending at position {chunk.last} could "
                 f"not be stored and was rolled back: {_describe(exc)}. Every earlier chunk is "
                 f"stored; run the same command again to continue.") from exc
+        except BaseException:
+            self.consent_cache.forget()
+            raise
         self.bulk.committed()
         self.position = chunk.last
         if len(self.subjects_seen) > 1_000_000:  # bound memory on very large runs
@@ -338,15 +341,51 @@ class _Run:
             self.results.extend(sorted(outcome.results, key=lambda r: r.position))
         return len(outcome.accepted)
 
-    def _decide(self, session: Session, chunk: CheckedChunk, outcome: _Outcome) -> None:
-        """Admit the chunk's valid events (``_admit``) after the three set-based reads."""
-        if not chunk.events:
-            return
-        stored = self._existing_events(session, chunk.keys)
-        granted = self._consent(session, chunk.subjects)
-        counts = self._daily_counts(session, chunk.subject_days)
-        _admit(chunk, outcome, stored=stored, granted=granted, counts=counts, bound=self.bound,
-               vertical=self.rules.spec.vertical)
+    def _decide_and_insert(self, session: Session, chunk: CheckedChunk) -> _Outcome:
+        """Decide the chunk's events and insert the accepted ones.
+
+        On the embedded store the decision first assumes that none of the chunk's event ids is
+        stored yet — the usual case, which saves a read of one index seek per event — and then
+        proves it: the ids of the events it did not accept (few: over the bound, no consent, or
+        repeated here) are read, and the accepted ones are inserted with ``INSERT OR IGNORE``
+        inside a savepoint, which ignores exactly the rows whose id is stored. Every id of the
+        chunk is in one of the two sets. If either finds a stored id, the savepoint is rolled
+        back and the chunk decided again with the stored ids read first, exactly as on
+        PostgreSQL (which always reads them first). The run then reads them first for the rest
+        of its chunks: a source that re-sends one chunk's events usually re-sends the next.
+        """
+        if self.optimistic and chunk.events:
+            outcome = self._decided(session, chunk, stored=set())
+            accepted = outcome.accepted
+            others: list[str] = []
+            if len(accepted) < len(chunk.events):
+                kept = set(map(_KEY, accepted))
+                others = sorted({key for key in chunk.keys if key not in kept})
+            if not (others and self._existing_events(session, others)) \
+                    and _insert_new_events(session, self.table, accepted):
+                return outcome
+            self.optimistic = False
+        stored = self._existing_events(session, chunk.keys) if chunk.events else set()
+        outcome = self._decided(session, chunk, stored=stored)
+        if outcome.accepted:
+            # In the chunk's order, (pseudonym, time): the subject index takes its inserts in
+            # key order.
+            _bulk_insert(session, self.table, EVENT_COLUMNS, outcome.accepted)
+        return outcome
+
+    def _decided(self, session: Session, chunk: CheckedChunk, *, stored: set[str]) -> _Outcome:
+        """The chunk's outcome: the rules' refusals, then ``_admit`` after the set-based reads
+        of consent and daily counts (``stored``: the chunk's event ids already stored)."""
+        outcome = _Outcome([] if self.with_results else None)
+        for position, why, raw in chunk.rejected:
+            outcome.reject(position, why, raw)
+        if chunk.events:
+            granted = self._consent(session, chunk.subjects)
+            counts = self._daily_counts(session, chunk.subject_days)
+            _admit(chunk, outcome, stored=stored, granted=granted, counts=counts,
+                   bound=self.bound, vertical=self.rules.spec.vertical)
+        outcome.settle()
+        return outcome
 
     # --- set-based reads (one statement per chunk; see _Sql) --------------------------------------
 
@@ -364,9 +403,19 @@ class _Run:
 
     def _consent(self, session: Session, pseudonyms: list[str]) -> dict[str, float]:
         """pseudonym → epoch seconds since which consent is granted (absent: no consent), for
-        ``pseudonyms`` (sorted)."""
+        ``pseudonyms`` (sorted). Answers the embedded store gave for earlier chunks of this run
+        are reused while nothing else has been committed to it (``_ConsentCache``)."""
         if not pseudonyms:
             return {}
+        cache = self.consent_cache
+        if not cache.valid(session):
+            return cache.fill(self._read_consent(session, pseudonyms), pseudonyms)
+        missing = cache.missing(pseudonyms)
+        if missing:
+            cache.fill(self._read_consent(session, missing), missing)
+        return cache.granted(pseudonyms)
+
+    def _read_consent(self, session: Session, pseudonyms: list[str]) -> dict[str, float]:
         sql, p = self.sql, self.sql.p
         tenant, vertical = self.rules.tenant, self.rules.spec.vertical
         if sql.postgres:
@@ -428,10 +477,7 @@ class _Run:
         stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
         accepted = outcome.accepted
         tenant, product = self.rules.tenant, self.rules.product
-        if accepted:
-            # In the chunk's order, (pseudonym, time): the subject index takes its inserts in
-            # key order.
-            _bulk_insert(session, self.table, EVENT_COLUMNS, accepted)
+        if accepted:  # (the events themselves are in: _decide_and_insert)
             # Subjects seen earlier in this run are known to exist; the rest are inserted
             # if missing, with the district and time of their first event here (the first of
             # theirs in this order; the dict keeps the last value it is given, hence reversed).
@@ -665,6 +711,77 @@ class _Statistics:
             self.added = 0
 
 
+class _ConsentCache:
+    """Consent answers of earlier chunks of a run on the embedded store, reused while nothing
+    else has been committed to it.
+
+    A run reads consent inside each chunk's write transaction, and a subject usually appears
+    in many chunks (measured: reading only the new ones takes a fifth off a million-row run).
+    An answer read in an earlier chunk still holds when nobody has written to the store since
+    that chunk committed, which SQLite tells exactly: ``PRAGMA data_version`` changes on a
+    connection when another connection has committed since it last looked, and the
+    connection's ``total_changes`` counts the rows it has itself written, so a write made
+    through the same pooled connection by someone else between two chunks shows too. Both are
+    read inside the chunk's write transaction, which holds the only write lock. Any other write
+    at all — a withdrawal, but also an audit entry — empties the cache and the whole chunk is
+    read again. Not used on PostgreSQL, whose writers do not take turns like this. Bounded:
+    emptied at a million subjects.
+    """
+
+    _LIMIT = 1_000_000
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.answers: dict[str, float | None] = {}  # None: asked, no granted consent
+        self.left: tuple[Any, int, int] | None = None  # the store as the last chunk left it
+        self.reads = 0  # subjects read from the store (tests look at it)
+
+    def valid(self, session: Session) -> bool:
+        """Whether the answers still hold; empties them when they may not."""
+        left = self.left
+        if self.enabled and left is not None and len(self.answers) < self._LIMIT:
+            now = self._state(session)
+            if now[0] is left[0] and now[1:] == left[1:]:
+                return True
+        self.answers.clear()
+        return False
+
+    def chunk_written(self, session: Session) -> None:
+        """Note the store as this chunk leaves it (call inside the transaction, last)."""
+        if self.enabled:
+            self.left = self._state(session)
+
+    def forget(self) -> None:
+        """A chunk was rolled back: what it read was never confirmed by a commit."""
+        self.left = None
+
+    @staticmethod
+    def _state(session: Session) -> tuple[Any, int, int]:
+        raw: Any = session.connection().connection.dbapi_connection
+        cursor = raw.cursor()
+        try:
+            [(version,)] = cursor.execute("PRAGMA data_version").fetchall()
+        finally:
+            cursor.close()
+        return raw, version, raw.total_changes
+
+    def missing(self, pseudonyms: list[str]) -> list[str]:
+        answers = self.answers
+        return [pseudonym for pseudonym in pseudonyms if pseudonym not in answers]
+
+    def fill(self, granted: dict[str, float], asked: list[str]) -> dict[str, float]:
+        """Record the answers for ``asked``; returns ``granted``."""
+        self.reads += len(asked)
+        if self.enabled:
+            self.answers.update((pseudonym, granted.get(pseudonym)) for pseudonym in asked)
+        return granted
+
+    def granted(self, pseudonyms: list[str]) -> dict[str, float]:
+        answers = self.answers
+        return {pseudonym: since for pseudonym in pseudonyms
+                if (since := answers[pseudonym]) is not None}
+
+
 class _BulkSettings:
     """The embedded store's settings for a bulk run, put back as they were when the run ends:
     a 256 MB page cache, and WAL checkpoints in a background thread instead of in the commit.
@@ -681,7 +798,7 @@ class _BulkSettings:
     connection checkpoints PASSIVE (never waiting for or blocking the writer) while the next
     chunk is prepared: the driver lets go of the GIL for the whole call. SQLite rewinds the WAL
     only when a write transaction begins after a complete checkpoint, so once the WAL holds
-    more than ``_WAL_FRAMES`` pages the next chunk waits for the running checkpoint first,
+    more than ``_WAL_BYTES`` the next chunk waits for the running checkpoint first,
     which keeps the WAL file under that size plus one chunk's pages (measured: 484 MB at a
     million rows in 50,000-row chunks; SQLite removes the file when the last connection
     closes). Durability is not touched: a chunk is committed once its WAL frames are written,
@@ -690,7 +807,7 @@ class _BulkSettings:
     """
 
     _CACHE_KIB = -262_144
-    _WAL_FRAMES = 65_536  # 256 MB of 4 KiB pages
+    _WAL_BYTES = 256 << 20
     _PRAGMAS = (("cache_size", _CACHE_KIB), ("wal_autocheckpoint", 0))
 
     def __init__(self, store: Store):
@@ -702,6 +819,7 @@ class _BulkSettings:
         self.wake, self.idle = threading.Event(), threading.Event()
         self.idle.set()
         self.wal_frames = 0
+        self.page_bytes = 0  # the store's page size, read by the checkpoint thread
         self.stopping = False
         self.thread: threading.Thread | None = None
 
@@ -710,7 +828,8 @@ class _BulkSettings:
         grown past its bound, for the checkpoint that lets it rewind)."""
         if not self.enabled:
             return
-        if self.wal_frames > self._WAL_FRAMES:
+        # Before the transaction begins: only a transaction begun after the checkpoint rewinds.
+        if self.wal_frames * self.page_bytes > self._WAL_BYTES:
             self.idle.wait(timeout=60)  # bounded: a stuck checkpoint only costs WAL size
         connection = session.connection()
         for name, value in self._PRAGMAS:
@@ -741,6 +860,10 @@ class _BulkSettings:
             self.idle.set()
             return
         try:
+            try:
+                [(self.page_bytes,)] = connection.execute("PRAGMA page_size").fetchall()
+            except sqlite3.Error:
+                pass  # 0: the WAL is left unbounded, as if checkpoints kept up
             while True:
                 self.wake.wait()
                 self.wake.clear()
@@ -819,6 +942,30 @@ def _deidentified_copy(stored: tuple) -> str:
     for hidden in ("event_id", "pseudonym", "tenant_id", "product_id"):
         del row[hidden]
     return json.dumps(row, ensure_ascii=True)
+
+
+_SAVEPOINT = "veil_chunk_events"
+
+
+def _insert_new_events(session: Session, table: str, rows: list[tuple]) -> bool:
+    """Insert event rows none of whose ids should be stored yet (SQLite). True when every row
+    went in; False, with nothing inserted, when the store already held one of the ids."""
+    if not rows:
+        return True
+    raw: Any = session.connection().connection.dbapi_connection
+    cursor = raw.cursor()
+    try:
+        cursor.execute(f"SAVEPOINT {_SAVEPOINT}")
+        cursor.executemany(
+            f"INSERT OR IGNORE INTO {table} ({', '.join(EVENT_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})", rows)
+        complete = cursor.rowcount == len(rows)
+        if not complete:
+            cursor.execute(f"ROLLBACK TO {_SAVEPOINT}")
+        cursor.execute(f"RELEASE {_SAVEPOINT}")
+        return complete
+    finally:
+        cursor.close()
 
 
 def _bulk_insert(session: Session, table: str, columns: Sequence[str],

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import msgspec
+
 from data.errors import InvalidInput
 
 __all__ = ["FORMATS", "FileSource", "Malformed", "fingerprint"]
@@ -27,6 +29,10 @@ _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jso
 #: One row's text; a longer line is refused, not parsed.
 MAX_LINE_BYTES = 64 * 1024
 _decode = json.JSONDecoder().decode
+#: The fast decoder: C, about four times json's speed on an event line. It is strict where the
+#: json module is lenient (NaN, 1e400, lone surrogates), so whatever it refuses is decoded again
+#: by json, which then either accepts it or names the problem: a line means the same either way.
+_decode_fast = msgspec.json.Decoder().decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +94,22 @@ def _jsonl(handle: BinaryIO, after: int) -> Iterator[tuple[int, Any]]:
             yield number, Malformed(f"line is longer than {MAX_LINE_BYTES} bytes", len(line))
             continue
         try:
-            yield number, _decode(line.decode("utf-8"))
-        except json.JSONDecodeError as exc:
-            yield number, Malformed(f"not valid JSON ({exc.msg} at column {exc.colno})",
-                                    len(line))
-        except UnicodeDecodeError:
-            yield number, Malformed("not valid UTF-8", len(line))
-        except (ValueError, RecursionError):
-            yield number, Malformed("not valid JSON (nested too deeply or out of range)",
-                                    len(line))
+            row = _decode_fast(line)
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            row = _decoded(line)
+        yield number, row
+
+
+def _decoded(line: bytes) -> Any:
+    """A line the fast decoder refused, decoded by json (or the reason it is not JSON)."""
+    try:
+        return _decode(line.decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        return Malformed(f"not valid JSON ({exc.msg} at column {exc.colno})", len(line))
+    except UnicodeDecodeError:
+        return Malformed("not valid UTF-8", len(line))
+    except (ValueError, RecursionError):
+        return Malformed("not valid JSON (nested too deeply or out of range)", len(line))
 
 
 def _csv(handle: BinaryIO, after: int, path: Path) -> Iterator[tuple[int, Any]]:

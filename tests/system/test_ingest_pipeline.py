@@ -238,6 +238,7 @@ def test_a_store_failure_is_reported_with_where_to_resume(store, catalog, monkey
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
     monkeypatch.setattr(pipeline_module, "_bulk_insert", broken)
+    monkeypatch.setattr(pipeline_module, "_insert_new_events", broken)  # SQLite's first try
     with pytest.raises(StoreError, match=r"chunk ending at position 1 .*rolled back"):
         ingest(store, catalog, [event(1)])
     with store.read() as session:
@@ -328,3 +329,111 @@ def test_a_file_checked_in_a_worker_process_lands_as_one_checked_here(store, cat
     accepted, duplicate, bounded, rejected = expected[3][3:7]
     assert accepted and duplicate and bounded and rejected  # every outcome is exercised
     assert _landed(store) == expected
+
+
+# --- what a run may take from its own earlier chunks -------------------------------------------
+
+
+def _days(subject: str, first: int, count: int) -> list[dict]:
+    """``count`` events of ``subject``, one a day from March ``first`` (never over the bound)."""
+    return [event(f"{subject}-{first + k}", subject=subject,
+                  timestamp=f"2025-03-{first + k:02d}T09:00:00Z") for k in range(count)]
+
+
+def _consent_caches(monkeypatch) -> list:
+    made = []
+
+    class Recorded(pipeline_module._ConsentCache):
+        def __init__(self, enabled):
+            super().__init__(enabled)
+            made.append(self)
+
+    monkeypatch.setattr(pipeline_module, "_ConsentCache", Recorded)
+    return made
+
+
+@pytest.mark.parametrize("through", ["this store", "another connection"])
+def test_a_withdrawal_between_two_chunks_refuses_the_subjects_later_events(
+        store, catalog, tmp_path, through):
+    """Consent read for a run's earlier chunks is not trusted after any write by anyone else,
+    even one made through the same pooled connection the run uses: a withdrawal between the
+    first and second chunk refuses the subject's events in every later chunk."""
+    grant(store, catalog, "person-1", "person-2")
+    rows = [row for pair in zip(_days("person-1", 1, 6), _days("person-2", 1, 6)) for row in pair]
+    path = write_jsonl(tmp_path / "e.jsonl", rows)  # 6 chunks of 2: one event of each
+    other = (open_store(load_settings({
+        "VEIL_VAR_DIR": str(tmp_path / "other"), "VEIL_DEMO_MODE": "1",
+        "VEIL_DATABASE_URL": store.engine.url.render_as_string(hide_password=False)}))
+        if through == "another connection" else store)
+
+    def after_chunk(done, total, rows_done):
+        if rows_done == 2:
+            withdraw_consent(other, catalog, tenant=TENANT,
+                             pseudonym=pseudonym(SECRET, "person-1"), vertical="health")
+
+    try:
+        report = ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT,
+                             secret=SECRET, chunk_rows=2, progress=after_chunk)
+    finally:
+        if other is not store:
+            other.dispose()
+    assert (report.accepted, report.rejected, dict(report.reasons)) == (
+        7, 5, {"no consent": 5})
+    refused = quarantined(store)
+    assert [row.position for row in refused] == [3, 5, 7, 9, 11]  # person-1 from chunk 2 on
+    assert all(row.reason.startswith("no consent") for row in refused)
+
+
+def test_a_run_reads_each_subjects_consent_once_while_nobody_else_writes(store, catalog,
+                                                                          tmp_path, monkeypatch):
+    """On the embedded store, later chunks reuse the consent read for earlier ones: three
+    chunks of the same two subjects read two consents. (PostgreSQL reads every chunk's.)"""
+    caches = _consent_caches(monkeypatch)
+    grant(store, catalog, "person-1", "person-2")
+    rows = [row for pair in zip(_days("person-1", 1, 3), _days("person-2", 1, 3)) for row in pair]
+    report = ingest_file(store, catalog, write_jsonl(tmp_path / "e.jsonl", rows), tenant=TENANT,
+                         product=PRODUCT, secret=SECRET, chunk_rows=2)
+    assert report.accepted == 6
+    [cache] = caches
+    assert cache.reads == (2 if store.dialect == "sqlite" else 6)
+
+
+def test_a_stored_duplicate_is_a_duplicate_even_where_it_would_be_over_the_bound(store,
+                                                                                  catalog):
+    """A re-sent event whose day is full is a duplicate (counted), not an excess (quarantined):
+    the decision that first assumes no id is stored must find it among the refused rows too."""
+    grant(store, catalog, "person-1")
+    day = [event(i, timestamp=f"2025-03-04T0{i}:00:00Z") for i in range(1, 4)]  # the bound: 3
+    assert ingest(store, catalog, day).accepted == 3
+    again = ingest(store, catalog, [day[2], event(9, timestamp="2025-03-05T09:00:00Z")])
+    assert (again.accepted, again.duplicate, again.bounded) == (1, 1, 0)
+    assert [r.status for r in again.results] == ["duplicate", "accepted"]
+    assert quarantined(store) == [] and event_count(store) == 4
+
+
+def test_a_stored_duplicate_of_a_withdrawn_subject_is_a_duplicate(store, catalog):
+    """Re-sent after the subject withdrew: still 'seen before', as one-by-one deciding says."""
+    grant(store, catalog, "person-1")
+    assert ingest(store, catalog, [event(1)]).accepted == 1
+    withdraw_consent(store, catalog, tenant=TENANT, pseudonym=pseudonym(SECRET, "person-1"),
+                     vertical="health")
+    again = ingest(store, catalog, [event(1), event(2)])
+    assert [r.status for r in again.results] == ["duplicate", "rejected"]
+    assert again.results[1].reason.startswith("no consent")
+
+
+def test_a_chunk_with_a_stored_duplicate_among_its_accepted_rows_is_decided_again(store,
+                                                                                   catalog):
+    """The first try inserts nothing when one accepted row's id is stored: the chunk is
+    decided again with the stored ids read, and lands whole and exactly once."""
+    grant(store, catalog, "person-1", "person-2")
+    assert ingest(store, catalog, [event(5, subject="person-2")]).accepted == 1
+    rows = [event(1), event(2, timestamp="2025-03-05T09:00:00Z"), event(5, subject="person-2"),
+            event(6, subject="person-2", timestamp="2025-03-06T09:00:00Z")]
+    report = ingest(store, catalog, rows)
+    assert [r.status for r in report.results] == ["accepted", "accepted", "duplicate",
+                                                  "accepted"]
+    assert event_count(store) == 4
+    with store.read() as session:
+        assert session.scalar(select(IngestBatch.accepted).order_by(
+            IngestBatch.started_at.desc()).limit(1)) == 3

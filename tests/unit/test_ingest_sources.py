@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from data.errors import InvalidInput
 from data.ingest._sources import FileSource, Malformed
@@ -73,3 +78,34 @@ def test_the_format_comes_from_the_name_or_must_be_given(tmp_path):
     assert FileSource(path, format="jsonl").format == "jsonl"
     with pytest.raises(InvalidInput, match="no such file"):
         FileSource(tmp_path / "missing.csv")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(_JSON, min_size=1, max_size=5))
+def test_the_fast_decoder_reads_every_line_as_json_does(tmp_path, values):
+    """JSONL lines are decoded by msgspec with json as the fallback: any JSON reads as
+    json.loads reads it (big integers, escapes, any text, escaped or not)."""
+    path = tmp_path / "e.jsonl"
+    lines = [json.dumps(value, ensure_ascii=ascii) for value, ascii in
+             zip(values, [True, False] * len(values))]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    rows = [row for _, row in FileSource(path).rows()]
+    assert rows == [json.loads(line) for line in lines]
+
+
+def test_what_only_json_accepts_still_reads_and_what_neither_does_names_its_column(tmp_path):
+    """NaN, 1e400 and an escaped lone surrogate are refused by the fast decoder and read by
+    json as before; a broken line is still described by json's message."""
+    path = tmp_path / "e.jsonl"
+    path.write_text('{"a": NaN}\n{"a": 1e400}\n{"a": "\\ud800"}\n{"a": 1,}\n')
+    rows = [row for _, row in FileSource(path).rows()]
+    assert math.isnan(rows[0]["a"]) and rows[1] == {"a": math.inf} and rows[2] == {"a": "\ud800"}
+    assert isinstance(rows[3], Malformed) and rows[3].detail.startswith("not valid JSON (")
+    assert "column" in rows[3].detail
