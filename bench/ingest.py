@@ -16,7 +16,7 @@ The file has one event per subject per day or two, 0.5% of rows with a PII probl
 repeated event ids and 0.5% from subjects without consent, so every path is exercised.
 
 Usage:
-  .venv/bin/python bench/ingest.py [--events 1000000] [--chunk-rows 50000]
+  .venv/bin/python bench/ingest.py [--events 1000000] [--chunk-rows 50000] [--repeat 3]
       [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 With --postgres the benchmark runs in a throwaway database on that server (dropped after).
 """
@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -158,6 +159,9 @@ def main() -> None:
                         help=f"rows per committed chunk (default {DEFAULT_CHUNK_ROWS}, as "
                              f"`veil ingest`)")
     parser.add_argument("--postgres", help="base URL of a PostgreSQL server (throwaway db)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="pipeline and raw runs, alternating (the machine's speed drifts: "
+                             "the medians of several runs compare better than one)")
     args = parser.parse_args()
     catalog = load_catalog(Path(__file__).resolve().parents[1] / "catalog")
     with tempfile.TemporaryDirectory(prefix="veil-bench-") as tmp:
@@ -171,33 +175,52 @@ def main() -> None:
         n, seconds = bench_rules(catalog, path)
         print(f"rules only      {n:>10,} rows  {seconds:7.2f} s  {n / seconds:>10,.0f} rows/s"
               f"  load {_load()}")
-        with fresh_store(args.postgres, work / "pipeline", secret=SECRET) as store:
-            grant_all(store, subjects)
-            before = os.times()
-            report = ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT,
-                                 secret=SECRET, chunk_rows=args.chunk_rows)
-            after = os.times()
-            cpu = after.user + after.system - before.user - before.system
-            worker_cpu = (after.children_user + after.children_system
-                          - before.children_user - before.children_system)
-            with store.read() as session:
-                stored = session.scalar(select(func.count()).select_from(HealthEvent))
-            backend = store.dialect
-        pipeline_rate = report.rows / report.seconds
-        print(f"pipeline        {report.rows:>10,} rows  {report.seconds:7.2f} s  "
-              f"{pipeline_rate:>10,.0f} rows/s  µs CPU/row: {cpu / report.rows * 1e6:.1f} "
-              f"in this process, {worker_cpu / report.rows * 1e6:.1f} in the worker  "
-              f"(accepted {report.accepted:,}, duplicate "
-              f"{report.duplicate:,}, bounded {report.bounded:,}, rejected {report.rejected:,};"
-              f" stored {stored:,})  load {_load()}")
-        with fresh_store(args.postgres, work / "raw", secret=SECRET) as store:
-            raw_rows, raw_seconds = bench_raw(store, catalog, path, args.chunk_rows)
-        raw_rate = raw_rows / raw_seconds
-        print(f"raw bulk insert {raw_rows:>10,} rows  {raw_seconds:7.2f} s  "
-              f"{raw_rate:>10,.0f} rows/s  load {_load()}")
-        print(f"ratio pipeline/raw: {pipeline_rate / raw_rate:.2f}  ({backend}, chunks of "
-              f"{args.chunk_rows:,}; {os.cpu_count()} CPUs, {cpu_model()}, Python "
-              f"{platform.python_version()})")
+        ratios, rates = [], []
+        for attempt in range(1, args.repeat + 1):
+            if args.repeat > 1:
+                print(f"-- run {attempt} of {args.repeat}")
+            pipeline_rate, backend = bench_pipeline(args, catalog, work / f"pipeline-{attempt}",
+                                                    path, subjects)
+            with fresh_store(args.postgres, work / f"raw-{attempt}", secret=SECRET) as store:
+                raw_rows, raw_seconds = bench_raw(store, catalog, path, args.chunk_rows)
+            raw_rate = raw_rows / raw_seconds
+            print(f"raw bulk insert {raw_rows:>10,} rows  {raw_seconds:7.2f} s  "
+                  f"{raw_rate:>10,.0f} rows/s  load {_load()}")
+            rates.append(pipeline_rate)
+            ratios.append(pipeline_rate / raw_rate)
+        summary = (f"ratio pipeline/raw: {statistics.median(ratios):.2f}" if len(ratios) == 1
+                   else f"pipeline median {statistics.median(rates):,.0f} rows/s (runs: "
+                        f"{', '.join(f'{r:,.0f}' for r in rates)}); ratio pipeline/raw median "
+                        f"{statistics.median(ratios):.2f} (runs: "
+                        f"{', '.join(f'{r:.2f}' for r in ratios)})")
+        print(f"{summary}  ({backend}, chunks of {args.chunk_rows:,}; {os.cpu_count()} CPUs, "
+              f"{cpu_model()}, Python {platform.python_version()})")
+
+
+def bench_pipeline(args, catalog: Catalog, var_dir: Path, path: Path,
+                   subjects: int) -> tuple[float, str]:
+    """``ingest_file`` into a fresh store whose subjects all consent; prints and returns the
+    rate (rows/s) and the store's dialect."""
+    with fresh_store(args.postgres, var_dir, secret=SECRET) as store:
+        grant_all(store, subjects)
+        before = os.times()
+        report = ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT,
+                             secret=SECRET, chunk_rows=args.chunk_rows)
+        after = os.times()
+        cpu = after.user + after.system - before.user - before.system
+        worker_cpu = (after.children_user + after.children_system
+                      - before.children_user - before.children_system)
+        with store.read() as session:
+            stored = session.scalar(select(func.count()).select_from(HealthEvent))
+        backend = store.dialect
+    rate = report.rows / report.seconds
+    print(f"pipeline        {report.rows:>10,} rows  {report.seconds:7.2f} s  "
+          f"{rate:>10,.0f} rows/s  µs CPU/row: {cpu / report.rows * 1e6:.1f} "
+          f"in this process, {worker_cpu / report.rows * 1e6:.1f} in the worker  "
+          f"(accepted {report.accepted:,}, duplicate "
+          f"{report.duplicate:,}, bounded {report.bounded:,}, rejected {report.rejected:,};"
+          f" stored {stored:,})  load {_load()}")
+    return rate, backend
 
 
 def _load() -> str:
