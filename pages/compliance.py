@@ -8,6 +8,7 @@ from dashboard.components import compliance as views
 from dashboard.components.badges import budget_meter, privacy_badge
 from dashboard.components.charts import release_frame
 from dashboard.components.errors import guarded
+from dashboard.components.levels import level_select
 from dashboard.context import page_context
 from privacy import AuditFilter, BudgetFilter, ConsentFilter, ExportFilter, ReleaseFilter
 
@@ -140,7 +141,6 @@ if tabs["Bias check"].open:
         st.caption("A differentially private release of one metric by gender and age group, "
                    "to check programmes for unequal outcomes. It spends your privacy budget "
                    "once; viewing it again is free.")
-        role = catalog.roles[principal.role]
         metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products
                    if p.kind == "metric_set" for m in p.metrics}
         keys = list(metrics)
@@ -151,10 +151,7 @@ if tabs["Bias check"].open:
                              format_func=lambda k: f"{metrics[k][1].title} — "
                                                    f"{metrics[k][0].title}")
         product, metric = metrics[key]
-        level = middle.selectbox("Privacy level", role.privacy_levels, key="bias_level",
-                                 index=role.privacy_levels.index(role.default_level)
-                                 if role.default_level in role.privacy_levels else 0,
-                                 format_func=lambda lv: catalog.policy.levels[lv].title)
+        level = level_select(middle, gate, principal, key="bias_level")
         span = right.slider("Months", min_value=1, value=3, key="bias_months",
                             max_value=12 if product.published_series else 3)
         with guarded():

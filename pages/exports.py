@@ -7,12 +7,12 @@ import streamlit as st
 from dashboard.components.badges import budget_meter
 from dashboard.components.errors import guarded, show_error
 from dashboard.components.exports import download_panel, export_list, link_url
+from dashboard.components.levels import level_select
 from dashboard.context import page_context
 from privacy import DownloadLink, Query, RecordQuery, VeilError
 
 gate, principal = page_context("exports")
 catalog = gate.catalog
-role = catalog.roles[principal.role]
 st.title("Exports")
 st.caption("Exports are built in the background through the privacy gate, with the same rules "
            "as the pages. Each names its purpose; who exported what, when and why is on record.")
@@ -43,10 +43,7 @@ if product.kind == "metric_set":
     left, middle, right = st.columns(3)
     metric = left.selectbox("Metric", [m.id for m in product.metrics],
                             format_func=lambda m: product.metric(m).title)
-    level = middle.selectbox("Privacy level", role.privacy_levels,
-                             index=role.privacy_levels.index(role.default_level)
-                             if role.default_level in role.privacy_levels else 0,
-                             format_func=lambda lv: catalog.policy.levels[lv].title)
+    level = level_select(middle, gate, principal)
     longest = catalog.policy.max_series_months if product.published_series else 3
     months = right.slider("Months", min_value=1, value=min(12, longest), max_value=longest)
     by = st.selectbox("Break down by", ["month only", "state", "district", "age_bucket",

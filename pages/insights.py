@@ -7,12 +7,12 @@ import streamlit as st
 from dashboard.components.badges import budget_meter, privacy_badge
 from dashboard.components.charts import insight_chart
 from dashboard.components.errors import guarded
+from dashboard.components.levels import level_select
 from dashboard.context import page_context
 from privacy import Query
 
 gate, principal = page_context("insights")
 catalog = gate.catalog
-role = catalog.roles[principal.role]
 st.title("Cross-vertical insights")
 st.caption("Two metrics from different verticals, joined at district level. Each side is a "
            "differentially private release; the comparison is computed from those releases.")
@@ -33,10 +33,7 @@ y_key = right.selectbox("Compared with", others, format_func=label,
 y_product, y_metric = metrics[y_key]
 left, right = st.columns(2)
 months = left.slider("Months", min_value=3, max_value=12, value=6)
-level = right.selectbox("Privacy level", role.privacy_levels,
-                        index=role.privacy_levels.index(role.default_level)
-                        if role.default_level in role.privacy_levels else 0,
-                        format_func=lambda lv: catalog.policy.levels[lv].title)
+level = level_select(right, gate, principal)
 queries = [Query(**{**Query.trailing(product=p.id, metric=m.id, level=level, months=months,
                                      today=date.today()).__dict__,
                     "group_by": ("month", "district")})

@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard.components.badges import budget_meter, privacy_badge
 from dashboard.components.errors import guarded
+from dashboard.components.levels import level_select
 from dashboard.components.maps import map_frame, release_map
 from dashboard.context import page_context
 from privacy import Query
@@ -27,10 +28,7 @@ geo = left.selectbox("Areas", ["district", "h3_cell"],
 months = Query.trailing(product=product.id, metric=metric.id, level=role.default_level,
                         months=12, today=date.today()).months
 month = middle.selectbox("Month", list(reversed(months)), format_func=lambda m: f"{m:%B %Y}")
-level = right.selectbox("Privacy level", role.privacy_levels,
-                        index=role.privacy_levels.index(role.default_level)
-                        if role.default_level in role.privacy_levels else 0,
-                        format_func=lambda lv: catalog.policy.levels[lv].title)
+level = level_select(right, gate, principal)
 query = Query(product=product.id, metric=metric.id, level=level, start=month, end=month,
               group_by=("month", geo))
 

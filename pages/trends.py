@@ -13,12 +13,12 @@ from dashboard.components.charts import (
     trend_chart,
 )
 from dashboard.components.errors import guarded
+from dashboard.components.levels import level_select
 from dashboard.context import page_context
 from privacy import Query
 
 gate, principal = page_context("trends")
 catalog = gate.catalog
-role = catalog.roles[principal.role]
 tenant = catalog.tenant(principal.tenant)
 names = ({s.code: s.name for s in catalog.states} | {d.code: d.name for d in catalog.districts})
 st.title("Trends")
@@ -31,10 +31,7 @@ product, metric = metrics[choice]
 left, middle, right = st.columns(3)
 mode = left.radio("Show", ["Whole tenant", "Compare areas", "Compare with a year earlier"],
                   horizontal=False)
-level = middle.selectbox("Privacy level", role.privacy_levels,
-                         index=role.privacy_levels.index(role.default_level)
-                         if role.default_level in role.privacy_levels else 0,
-                         format_func=lambda lv: catalog.policy.levels[lv].title)
+level = level_select(middle, gate, principal)
 months = right.slider("Months", min_value=3, value=12,
                       max_value=catalog.policy.max_series_months if product.published_series
                       else 3)

@@ -121,3 +121,58 @@ def test_trends_marks_a_kpi_definition_change_and_shows_its_history(demo_env):
     assert [a["text"] for a in layout.get("annotations", [])] == ["KPI v2"]
     text = " ".join(m.value for m in at.markdown)
     assert "**v2** · from 01 Jul 2025" in text and "**v1**" in text
+
+
+@pytest.fixture
+def own_demo_env(demo_var, tmp_path, monkeypatch):
+    """A private copy of the demo store, for a test that changes tenant settings."""
+    import shutil
+
+    var = tmp_path / "var"
+    shutil.copytree(demo_var, var)
+    monkeypatch.setenv("VEIL_VAR_DIR", str(var))
+    monkeypatch.setenv("VEIL_DEMO_MODE", "1")
+    monkeypatch.delenv("VEIL_DATABASE_URL", raising=False)
+    return var
+
+
+def _switch_off(var, *levels: str, tenant: str = "kigali-east") -> None:
+    from data.config import load_settings
+    from privacy import open_gate
+
+    gate = open_gate(load_settings({"VEIL_VAR_DIR": str(var), "VEIL_DEMO_MODE": "1"}))
+    try:
+        admin = Principal(subject=f"tenant.admin@{tenant}.demo", display_name="admin",
+                          role="tenant_admin", tenant=tenant, source="demo")
+        current = gate.admin.effective(tenant).settings
+        changed = type(current)(k=current.k, budgets=dict(current.budgets),
+                                levels=dict(current.levels),
+                                disabled_levels=current.disabled_levels | set(levels))
+        assert gate.admin.change_settings(admin, changed, reason="test").status == "active"
+    finally:
+        gate.close()
+
+
+@pytest.mark.parametrize("page", ["trends", "map", "insights", "exports"])
+def test_a_level_the_tenant_switched_off_is_not_offered(own_demo_env, page):
+    """A policy maker may release at dp_low, dp_medium and dp_high; once the tenant switches
+    dp_low off, the pages offer only the other two (the gate would refuse dp_low anyway)."""
+    at = _open(page, "policy_maker")
+    [before] = [box for box in at.selectbox if box.label == "Privacy level"]
+    assert len(before.options) == 3
+    _switch_off(own_demo_env, "dp_low")
+    at = _open(page, "policy_maker")
+    [after] = [box for box in at.selectbox if box.label == "Privacy level"]
+    assert len(after.options) == 2 and before.options[0] not in after.options
+    assert after.value == "dp_medium" and not at.exception
+
+
+def test_a_role_with_every_level_switched_off_is_told_so(own_demo_env):
+    """A researcher releases at dp_medium or dp_high: with both switched off the map page says
+    why and stops before any release."""
+    _switch_off(own_demo_env, "dp_medium", "dp_high")
+    at = _open("map", "researcher")
+    assert not at.exception
+    assert any("switched off every privacy level" in w.value for w in at.warning)
+    assert not [box for box in at.selectbox if box.label == "Privacy level"]
+    assert not at.get("deck_gl_json_chart")

@@ -1,0 +1,38 @@
+"""The privacy-level choice every release page offers, as the tenant's settings allow it.
+
+A page offers the role's levels (``roles.toml``) minus those the tenant's administrators have
+switched off (``gate.admin.effective``); the gate refuses a switched-off level anyway, so this
+only keeps a choice off the page that could never be released. It never decides anything the
+gate does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from privacy import Gate, Principal
+
+__all__ = ["level_select"]
+
+
+def level_select(container: Any, gate: Gate, principal: Principal, *,
+                 key: str | None = None) -> str:
+    """A select box of the levels ``principal`` may release at now; the role's default first
+    choice when it is allowed. Stops the page with a note when none is left."""
+    catalog = gate.catalog
+    role = catalog.roles[principal.role]
+    off = gate.admin.effective(principal.tenant).settings.disabled_levels
+    levels = [level for level in role.privacy_levels if level not in off]
+    if not levels:
+        container.warning("Your organisation has switched off every privacy level your role "
+                          "releases at. An administrator can switch one back on.")
+        st.stop()
+    return container.selectbox(
+        "Privacy level", levels, key=key,
+        index=levels.index(role.default_level) if role.default_level in levels else 0,
+        format_func=lambda level: catalog.policy.levels[level].title,
+        help=(f"Switched off for your organisation: "
+              f"{', '.join(catalog.policy.levels[level].title for level in sorted(off))}."
+              if off & set(role.privacy_levels) else None))
