@@ -58,11 +58,15 @@ class CheckedChunk:
     — the insert order, which feeds the (tenant, subject, day) index in key order — with each
     one's source ``positions`` and exact UTC time (``ats``, epoch seconds) in step.
     ``rejected`` holds the rules' refusals in source order. The rest is prepared for the
-    store's checks: ``keys`` (the event ids, sorted, for index-ordered lookups), ``subjects``
-    (sorted, distinct) with each one's earliest event time in ``first_ats``, ``subject_days``
-    ("pseudonym|day", sorted, distinct), ``crowded`` (subject-day-type groups with two or more
-    events here, and how many), and ``repeated`` (indexes into ``events`` whose id occurs more
-    than once).
+    store's checks: ``subjects`` (sorted, distinct) with the index of each one's first event in
+    ``first_rows`` and its earliest event time in ``first_ats``, ``subject_days`` (the distinct
+    "pseudonym|day" keys, sorted, as one JSON array: the store reads them as one parameter),
+    ``crowded`` (subject-day-type groups with two or more events here, and how many), and
+    ``repeated`` (indexes into ``events`` whose id occurs more than once).
+
+    Whatever the storing process only hands to the store is prepared here as the store takes
+    it, and nothing it can derive cheaply is sent: a large file is checked in a worker process
+    (below), and what the storing process does per event is what limits ingestion.
     """
 
     rows: int = 0
@@ -72,10 +76,10 @@ class CheckedChunk:
     positions: list[int] = field(default_factory=list)
     ats: list[float] = field(default_factory=list)
     rejected: list[tuple[int, Rejection, str]] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
     subjects: list[str] = field(default_factory=list)
+    first_rows: list[int] = field(default_factory=list)
     first_ats: list[float] = field(default_factory=list)
-    subject_days: list[str] = field(default_factory=list)
+    subject_days: str = "[]"
     crowded: dict[tuple[str, str, str], int] = field(default_factory=dict)
     repeated: list[int] = field(default_factory=list)
 
@@ -126,28 +130,27 @@ def _prepared(chunk: CheckedChunk, source: FileSource | None) -> CheckedChunk:
     chunk.positions = [chunk.positions[i] for i in order]
     ats = chunk.ats = [chunk.ats[i] for i in order]
     keys = list(map(itemgetter(_KEY), events))
-    chunk.keys = sorted(keys)
     if len(set(keys)) != n:
         seen = Counter(keys)
         chunk.repeated = [i for i, key in enumerate(keys) if seen[key] > 1]
     subjects = list(map(itemgetter(_SUBJECT), events))
-    first: dict[str, float] = {}
-    for subject, at in zip(subjects, ats):
-        known = first.get(subject)
-        if known is None or at < known:
-            first[subject] = at
-    chunk.subjects = list(first)  # events are sorted by subject, so these are too
-    chunk.first_ats = list(first.values())
+    # Events are sorted by subject: each subject's events are one run.
+    starts = [0, *(i for i in range(1, n) if subjects[i] != subjects[i - 1])]
+    ends = [*starts[1:], n]
+    chunk.subjects = [subjects[i] for i in starts]
+    chunk.first_rows = starts
+    chunk.first_ats = [ats[start] if end - start == 1 else min(ats[start:end])
+                       for start, end in zip(starts, ends)]
     # Events of one subject-day are neighbours in this order.
     days = list(map("|".join, zip(subjects, map(itemgetter(_DAY), events))))
     same = [i for i in range(1, n) if days[i] == days[i - 1]]
     if same:
-        chunk.subject_days = list(dict.fromkeys(days))
+        chunk.subject_days = json.dumps(list(dict.fromkeys(days)))
         members = sorted({*same, *(i - 1 for i in same)})
         groups = Counter((subjects[i], events[i][_DAY], events[i][_TYPE]) for i in members)
         chunk.crowded = {group: count for group, count in groups.items() if count > 1}
     else:
-        chunk.subject_days = days
+        chunk.subject_days = json.dumps(days)
     return chunk
 
 

@@ -316,7 +316,7 @@ class _Run:
             with self.store.write.begin() as session:
                 self.bulk.begin(session)
                 outcome = self._decide_and_insert(session, chunk)
-                self._write(session, outcome, rows=chunk.rows, last=chunk.last)
+                self._write(session, chunk, outcome)
                 self.consent_cache.chunk_written(session)
         except self.store_errors as exc:
             self.consent_cache.forget()
@@ -354,18 +354,20 @@ class _Run:
         PostgreSQL (which always reads them first). The run then reads them first for the rest
         of its chunks: a source that re-sends one chunk's events usually re-sends the next.
         """
-        if self.optimistic and chunk.events:
+        events = chunk.events
+        if self.optimistic and events:
             outcome = self._decided(session, chunk, stored=set())
-            accepted = outcome.accepted
+            refused = outcome.refused
             others: list[str] = []
-            if len(accepted) < len(chunk.events):
-                kept = set(map(_KEY, accepted))
-                others = sorted({key for key in chunk.keys if key not in kept})
+            if refused:  # the ids only refused events carry (a repeated id may be accepted)
+                kept = {events[i][0] for i in chunk.repeated if i not in refused}
+                others = sorted({events[i][0] for i in refused} - kept)
             if not (others and self._existing_events(session, others)) \
-                    and _insert_new_events(session, self.table, accepted):
+                    and _insert_new_events(session, self.table, outcome.accepted):
                 return outcome
             self.optimistic = False
-        stored = self._existing_events(session, chunk.keys) if chunk.events else set()
+        stored = (self._existing_events(session, sorted(map(_KEY, events))) if events
+                  else set())
         outcome = self._decided(session, chunk, stored=stored)
         if outcome.accepted:
             # In the chunk's order, (pseudonym, time): the subject index takes its inserts in
@@ -381,7 +383,7 @@ class _Run:
             outcome.reject(position, why, raw)
         if chunk.events:
             granted = self._consent(session, chunk.subjects)
-            counts = self._daily_counts(session, chunk.subject_days)
+            counts = self._daily_counts(session, chunk)
             _admit(chunk, outcome, stored=stored, granted=granted, counts=counts,
                    bound=self.bound, vertical=self.rules.spec.vertical)
         outcome.settle()
@@ -401,19 +403,18 @@ class _Run:
                          f"ON e.event_id = k.value")
         return {key for (key,) in sql.run(session, statement, (sql.values(keys),))}
 
-    def _consent(self, session: Session, pseudonyms: list[str]) -> dict[str, float]:
-        """pseudonym → epoch seconds since which consent is granted (absent: no consent), for
-        ``pseudonyms`` (sorted). Answers the embedded store gave for earlier chunks of this run
-        are reused while nothing else has been committed to it (``_ConsentCache``)."""
+    def _consent(self, session: Session, pseudonyms: list[str]) -> Mapping[str, float | None]:
+        """pseudonym → epoch seconds since which consent is granted (absent or None: no
+        consent), for at least ``pseudonyms`` (sorted). Answers the embedded store gave for
+        earlier chunks of this run are reused while nothing else has been committed to it
+        (``_ConsentCache``, whose answers are returned as they are)."""
         if not pseudonyms:
             return {}
         cache = self.consent_cache
-        if not cache.valid(session):
-            return cache.fill(self._read_consent(session, pseudonyms), pseudonyms)
-        missing = cache.missing(pseudonyms)
-        if missing:
-            cache.fill(self._read_consent(session, missing), missing)
-        return cache.granted(pseudonyms)
+        missing = cache.missing(pseudonyms) if cache.valid(session) else pseudonyms
+        granted = self._read_consent(session, missing) if missing else {}
+        cache.fill(granted, missing)
+        return cache.answers if cache.enabled else granted
 
     def _read_consent(self, session: Session, pseudonyms: list[str]) -> dict[str, float]:
         sql, p = self.sql, self.sql.p
@@ -441,11 +442,12 @@ class _Run:
         return granted
 
     def _daily_counts(self, session: Session,
-                      subject_days: list[str]) -> dict[tuple[str, str, str], int]:
-        """Stored events per (pseudonym, day, event type) for exactly the given subject-days
+                      chunk: CheckedChunk) -> dict[tuple[str, str, str], int]:
+        """Stored events per (pseudonym, day, event type) for exactly the chunk's subject-days
         ("pseudonym|day", sorted): one index seek per subject-day on (tenant, pseudonym, day),
         never a subject's history. Groups without stored events are absent."""
-        if not subject_days:
+        subject_days = chunk.subject_days
+        if subject_days == "[]":
             return {}
         table, p = self.table, self.sql.p
         if self.sql.postgres:
@@ -455,7 +457,7 @@ class _Run:
                 f"JOIN {table} AS e ON e.tenant_id = {p} AND e.pseudonym = k.pseudonym "
                 f"AND e.day = k.day WHERE e.product_id = {p} "
                 f"GROUP BY e.pseudonym, e.day, e.event_type")
-            pairs = [key.split("|") for key in subject_days]
+            pairs = [key.split("|") for key in json.loads(subject_days)]
             params: tuple = ([pseudonym for pseudonym, _ in pairs], [day for _, day in pairs],
                              self.rules.tenant, self.rules.product)
         else:
@@ -466,24 +468,23 @@ class _Run:
                 f"ON e.tenant_id = {p} AND e.pseudonym = substr(k.value, 1, 32) "
                 f"AND e.day = substr(k.value, 34) WHERE e.product_id = {p} "
                 f"GROUP BY e.pseudonym, e.day, e.event_type")
-            params = (json.dumps(subject_days), self.rules.tenant, self.rules.product)
+            params = (subject_days, self.rules.tenant, self.rules.product)
         return {(pseudonym, day if isinstance(day, str) else day.isoformat(), event_type): n
                 for pseudonym, day, event_type, n in self.sql.run(session, statement, params)}
 
     # --- writes --------------------------------------------------------------------------------
 
-    def _write(self, session: Session, outcome: _Outcome, *, rows: int, last: int) -> None:
+    def _write(self, session: Session, chunk: CheckedChunk, outcome: _Outcome) -> None:
+        rows, last = chunk.rows, chunk.last
         now = _utcnow()
         stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
         accepted = outcome.accepted
         tenant, product = self.rules.tenant, self.rules.product
         if accepted:  # (the events themselves are in: _decide_and_insert)
             # Subjects seen earlier in this run are known to exist; the rest are inserted
-            # if missing, with the district and time of their first event here (the first of
-            # theirs in this order; the dict keeps the last value it is given, hence reversed).
-            known = self.subjects_seen
-            first = dict(zip(map(_SUBJECT, reversed(accepted)), reversed(accepted)))
-            new = sorted(item for item in first.items() if item[0] not in known)
+            # if missing, with the district and time of their first accepted event here (the
+            # first of theirs in the chunk's order).
+            new = _first_accepted(chunk, outcome.refused, skip=self.subjects_seen)
             self.sql.insert(session, _SUBJECTS, ("tenant_id", "pseudonym", "district",
                                                   "created_at"),
                             [(tenant, pseudonym, row[9], row[5]) for pseudonym, row in new],
@@ -519,13 +520,33 @@ class _Run:
 _KEY, _SUBJECT, _MONTH = itemgetter(0), itemgetter(4), itemgetter(7)
 
 
+def _first_accepted(chunk: CheckedChunk, refused: set[int],
+                    skip: set[str]) -> list[tuple[str, tuple]]:
+    """(pseudonym, first accepted event) of each subject of the chunk not in ``skip`` that has
+    an accepted event, in pseudonym order (``refused``: indexes of the events not accepted)."""
+    events = chunk.events
+    if not refused:
+        return [(subject, events[i]) for subject, i in zip(chunk.subjects, chunk.first_rows)
+                if subject not in skip]
+    ends = [*chunk.first_rows[1:], len(events)]
+    found = []
+    for subject, i, end in zip(chunk.subjects, chunk.first_rows, ends):
+        if subject in skip:
+            continue
+        while i < end and i in refused:
+            i += 1
+        if i < end:
+            found.append((subject, events[i]))
+    return found
+
+
 def _admit(chunk: CheckedChunk, outcome: _Outcome, *, stored: set[str],
-           granted: dict[str, float], counts: dict[tuple[str, str, str], int], bound: int,
-           vertical: str) -> None:
+           granted: Mapping[str, float | None], counts: dict[tuple[str, str, str], int],
+           bound: int, vertical: str) -> None:
     """Decide a chunk's valid events: duplicate, no consent, over the bound, or accepted.
 
     ``stored``: the chunk's event ids already in the store; ``granted``: pseudonym → epoch
-    seconds since which consent is granted; ``counts``: stored events per (pseudonym, day,
+    seconds since which consent is granted (absent or None: not granted); ``counts``: stored events per (pseudonym, day,
     event type), for at least every group of a subject with consent (absent: none stored).
 
     The rule is sequential — events are decided one by one in source order (``_decide_each``)
@@ -558,6 +579,7 @@ def _admit(chunk: CheckedChunk, outcome: _Outcome, *, stored: set[str],
                             stored=stored, granted=granted, counts=counts, bound=bound,
                             vertical=vertical)
                if careful else set())
+    outcome.refused = refused
     outcome.accepted = ([row for i, row in enumerate(events) if i not in refused]
                         if refused else events)
     if outcome.results is not None:
@@ -566,7 +588,7 @@ def _admit(chunk: CheckedChunk, outcome: _Outcome, *, stored: set[str],
 
 
 def _decide_each(order: list[int], chunk: CheckedChunk, outcome: _Outcome, *,
-                 stored: set[str], granted: dict[str, float],
+                 stored: set[str], granted: Mapping[str, float | None],
                  counts: dict[tuple[str, str, str], int], bound: int, vertical: str) -> set[int]:
     """Decide the events at ``order`` (indexes into ``chunk.events``, in source order) one by
     one; returns the indexes not admitted. Updates ``counts`` with the admitted events."""
@@ -769,17 +791,11 @@ class _ConsentCache:
         answers = self.answers
         return [pseudonym for pseudonym in pseudonyms if pseudonym not in answers]
 
-    def fill(self, granted: dict[str, float], asked: list[str]) -> dict[str, float]:
-        """Record the answers for ``asked``; returns ``granted``."""
+    def fill(self, granted: dict[str, float], asked: list[str]) -> None:
+        """Record the answers for ``asked`` (``granted``: those with consent, and since when)."""
         self.reads += len(asked)
         if self.enabled:
             self.answers.update((pseudonym, granted.get(pseudonym)) for pseudonym in asked)
-        return granted
-
-    def granted(self, pseudonyms: list[str]) -> dict[str, float]:
-        answers = self.answers
-        return {pseudonym: since for pseudonym in pseudonyms
-                if (since := answers[pseudonym]) is not None}
 
 
 class _BulkSettings:
@@ -908,6 +924,7 @@ class _Outcome:
 
     results: list[RowResult] | None = None
     accepted: list[tuple] = field(default_factory=list)  # stored rows, in insert order
+    refused: set[int] = field(default_factory=set)  # indexes of the valid events not accepted
     quarantine: list[tuple[int, str, str]] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)

@@ -96,6 +96,24 @@ def test_ingestion_writes_the_subject_and_marks_the_month(store, catalog):
     assert months == {date(2025, 3, 1), date(2025, 4, 1)}
 
 
+def test_a_subject_row_takes_its_first_accepted_event_not_a_refused_one(store, catalog):
+    """The subject's earliest event here came before its consent and is refused: the Subject
+    row takes the district and time of the first event that was stored. A subject none of
+    whose events is stored gets no row."""
+    grant(store, catalog, "person-1", at=datetime(2025, 3, 10, tzinfo=UTC))
+    report = ingest(store, catalog, [
+        event(1, timestamp="2025-03-04T10:07:30Z"),  # before the grant: no consent
+        event(2, timestamp="2025-03-12T09:20:00Z", lat=..., lng=..., district="KGL-GAS"),
+        event(3, timestamp="2025-03-14T09:20:00Z"),
+        event(4, subject="person-2"),
+    ])
+    assert (report.accepted, report.rejected) == (2, 2)
+    with store.read() as session:
+        subjects = {s.pseudonym: (s.district, s.created_at)
+                    for s in session.scalars(select(Subject))}
+    assert subjects == {pseudonym(SECRET, "person-1"): ("KGL-GAS", datetime(2025, 3, 12, 9, 15))}
+
+
 def test_an_event_id_seen_before_is_a_duplicate_counted_and_skipped(store, catalog):
     """Within a batch and across batches, a repeated event id is stored once."""
     grant(store, catalog, "person-1")
@@ -209,11 +227,11 @@ def test_a_run_that_fails_mid_file_resumes_after_its_last_chunk(store, catalog, 
     original = pipeline_module._Run._write
     calls = {"n": 0}
 
-    def failing_write(self, session, outcome, *, rows, last):
+    def failing_write(self, session, chunk, outcome):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("power cut (simulated)")
-        return original(self, session, outcome, rows=rows, last=last)
+        return original(self, session, chunk, outcome)
 
     monkeypatch.setattr(pipeline_module._Run, "_write", failing_write)
     with pytest.raises(RuntimeError, match="power cut"):

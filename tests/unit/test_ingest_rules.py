@@ -339,6 +339,24 @@ def test_ordinary_metadata_values_are_not_mistaken_for_pii(rules, value):
     assert isinstance(rules.check(row(metadata={"info": value})), Event)
 
 
+def test_a_metadata_verdict_kept_for_one_row_is_never_given_to_a_different_object(rules):
+    """Clean metadata objects are remembered by their items; a later object that differs in a
+    value, a key, a type or by nesting is judged afresh."""
+    clean = {"device": "tablet-7", "app_version": "2.3.1"}
+    assert isinstance(rules.check(row(metadata=dict(clean))), Event)
+    assert isinstance(rules.check(row(metadata=dict(clean))), Event)  # from the kept verdict
+    for metadata, code in [
+        ({"device": "+250 788 123 456", "app_version": "2.3.1"}, "PII value"),
+        ({"device": "tablet-7", "app_version": "2.3.1", "email": "x"}, "PII key"),
+        ({"device": "tablet-7", "app_version": 250788123456}, "PII value"),
+        ({"device": ["tablet-7", "jane@example.org"], "app_version": "2.3.1"}, "PII value"),
+        ({"device": {"owner": "jane@example.org"}, "app_version": "2.3.1"}, "PII value"),
+    ]:
+        assert rejected(rules.check(row(metadata=metadata))).code == code, metadata
+    assert isinstance(rules.check(row(metadata={"app_version": "2.3.1", "device": "tablet-7"})),
+                      Event)
+
+
 def test_a_uuid_event_id_is_not_mistaken_for_a_phone_number(rules):
     """Event ids are hashed, never stored, so their digits are harmless."""
     assert isinstance(rules.check(row(event_id="550e8400-e29b-41d4-a716-446655440000")), Event)
