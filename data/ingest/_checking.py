@@ -26,7 +26,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import compress
+from operator import eq, itemgetter, ne
 from typing import Any
 
 from data.ingest._pii import redacted_copy
@@ -124,26 +125,35 @@ def _prepared(chunk: CheckedChunk, source: FileSource | None) -> CheckedChunk:
     if not n:
         return chunk
     # (pseudonym, time) order with ties in source order, sorting on one string per event
-    # (much faster than on tuples); NUL sorts before any character of a pseudonym.
-    order = sorted(range(n), key=[f"{row[_SUBJECT]}\0{row[_TS]}" for row in events].__getitem__)
-    events = chunk.events = [events[i] for i in order]
-    chunk.positions = [chunk.positions[i] for i in order]
-    ats = chunk.ats = [chunk.ats[i] for i in order]
+    # (much faster than on tuples); NUL sorts before any character of a pseudonym. This runs
+    # for every chunk of a large file, so its loops are C's (map, compress, itemgetter).
+    sort_keys = list(map("\0".join, zip(map(itemgetter(_SUBJECT), events),
+                                          map(itemgetter(_TS), events))))
+    order = sorted(range(n), key=sort_keys.__getitem__)
+    if n > 1:
+        reorder = itemgetter(*order)
+        events = chunk.events = list(reorder(events))
+        chunk.positions = list(reorder(chunk.positions))
+        ats = chunk.ats = list(reorder(chunk.ats))
+    else:
+        ats = chunk.ats
     keys = list(map(itemgetter(_KEY), events))
     if len(set(keys)) != n:
         seen = Counter(keys)
         chunk.repeated = [i for i, key in enumerate(keys) if seen[key] > 1]
     subjects = list(map(itemgetter(_SUBJECT), events))
     # Events are sorted by subject: each subject's events are one run.
-    starts = [0, *(i for i in range(1, n) if subjects[i] != subjects[i - 1])]
-    ends = [*starts[1:], n]
-    chunk.subjects = [subjects[i] for i in starts]
+    starts = [0, *compress(range(1, n), map(ne, subjects[1:], subjects))]
+    chunk.subjects = list(itemgetter(*starts)(subjects)) if len(starts) > 1 else [subjects[0]]
     chunk.first_rows = starts
-    chunk.first_ats = [ats[start] if end - start == 1 else min(ats[start:end])
-                       for start, end in zip(starts, ends)]
+    if len(starts) == n:  # one event per subject: its time is the earliest
+        chunk.first_ats = list(ats)
+    else:
+        chunk.first_ats = [ats[start] if end - start == 1 else min(ats[start:end])
+                           for start, end in zip(starts, [*starts[1:], n])]
     # Events of one subject-day are neighbours in this order.
     days = list(map("|".join, zip(subjects, map(itemgetter(_DAY), events))))
-    same = [i for i in range(1, n) if days[i] == days[i - 1]]
+    same = list(compress(range(1, n), map(eq, days[1:], days)))
     if same:
         chunk.subject_days = json.dumps(list(dict.fromkeys(days)))
         members = sorted({*same, *(i - 1 for i in same)})

@@ -580,8 +580,7 @@ def _admit(chunk: CheckedChunk, outcome: _Outcome, *, stored: set[str],
                             vertical=vertical)
                if careful else set())
     outcome.refused = refused
-    outcome.accepted = ([row for i, row in enumerate(events) if i not in refused]
-                        if refused else events)
+    outcome.accepted = _without(events, refused) if refused else events
     if outcome.results is not None:
         outcome.results.extend(RowResult(position, ACCEPTED)
                                for i, position in enumerate(chunk.positions) if i not in refused)
@@ -634,6 +633,17 @@ def _decide_each(order: list[int], chunk: CheckedChunk, outcome: _Outcome, *,
             counts[key] = used + 1
             admitted.add(row[0])
     return refused
+
+
+def _without(items: list, dropped: set[int]) -> list:
+    """``items`` without the (few) indexes in ``dropped``, copied slice by slice."""
+    kept: list = []
+    start = 0
+    for i in sorted(dropped):
+        kept += items[start:i]
+        start = i + 1
+    kept += items[start:]
+    return kept
 
 
 def _rows_of(events: list[tuple], subject: str) -> range:

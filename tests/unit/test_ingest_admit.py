@@ -24,6 +24,7 @@ from data.ingest._pipeline import (
     RowResult,
     _admit,
     _deidentified_copy,
+    _first_accepted,
     _Outcome,
 )
 from data.ingest._rules import Rejection
@@ -131,3 +132,11 @@ def test_admitting_a_chunk_decides_every_event_as_one_by_one_does(case):
     assert outcome.quarantine == expected.quarantine
     assert (outcome.counts, outcome.reasons) == (expected.counts, expected.reasons)
     assert outcome.accepted == expected.accepted
+    # Each subject's row is made from its first accepted event in the insert order.
+    first: dict[str, tuple] = {}
+    for row in expected.accepted:
+        first.setdefault(row[4], row)
+    assert _first_accepted(chunk, outcome.refused, skip=set()) == sorted(first.items())
+    skip = set(list(first)[:1])
+    assert _first_accepted(chunk, outcome.refused, skip=skip) == sorted(
+        item for item in first.items() if item[0] not in skip)
