@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -183,6 +184,10 @@ def main() -> None:
                                                     path, subjects)
             with fresh_store(args.postgres, work / f"raw-{attempt}", secret=SECRET) as store:
                 raw_rows, raw_seconds = bench_raw(store, catalog, path, args.chunk_rows)
+            # Each attempt's stores go before the next: a few GB of old files left to the page
+            # cache and writeback would tax the later attempts.
+            for name in (f"pipeline-{attempt}", f"raw-{attempt}"):
+                shutil.rmtree(work / name, ignore_errors=True)
             raw_rate = raw_rows / raw_seconds
             print(f"raw bulk insert {raw_rows:>10,} rows  {raw_seconds:7.2f} s  "
                   f"{raw_rate:>10,.0f} rows/s  load {_load()}")
