@@ -37,6 +37,9 @@ from data.engine import open_store
 from data.models import CubeMonthly, HealthEvent, ProductVersion
 from privacy import Gate, Principal, Query
 
+#: a fixed as-of day: the same benchmark data whatever the calendar says
+DEMO_AS_OF = date(2026, 11, 1)
+
 NOW = datetime(2026, 11, 15, 12, 0)  # fixed: the demo data ends in October 2026
 
 
@@ -139,7 +142,7 @@ def main() -> None:
         from data.materialize import materialize
 
         started = time.perf_counter()
-        report = generate(store, catalog, size=args.size, secret=settings.secret)
+        report = generate(store, catalog, size=args.size, as_of=DEMO_AS_OF, secret=settings.secret)
         materialize(store, catalog)
         print(f"generated {report.events:,} events in {time.perf_counter() - started:.1f} s")
     with store.read() as session:

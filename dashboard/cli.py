@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 
+from data import clock
 from data.bootstrap import init_store
 from data.catalog import load_catalog
 from data.config import load_settings
@@ -55,8 +56,9 @@ def _cmd_demo(args, settings) -> None:
     store = open_store(settings)
     init_store(store, catalog, demo_accounts=True, role_mappings=mappings)
     started = time.perf_counter()
+    as_of = args.as_of or clock.today()
     report = generate(store, catalog, size=args.size, seed=args.seed, secret=settings.secret,
-                      progress=_progress)
+                      as_of=as_of, progress=_progress)
     loaded = time.perf_counter() - started
     results = materialize(store, catalog)
     from privacy import open_gate
@@ -67,7 +69,8 @@ def _cmd_demo(args, settings) -> None:
     finally:
         gate.close()
     total = time.perf_counter() - started
-    print(f"demo data ({args.size}, seed {args.seed}): {report.events:,} events loaded in "
+    print(f"demo data ({args.size}, seed {args.seed}, {report.start:%d %b %Y} – "
+          f"{report.end:%d %b %Y}): {report.events:,} events loaded in "
           f"{loaded:.1f} s; {sum(r.rows for r in results):,} cube rows; "
           f"{len(published)} donor snapshots published; total {total:.1f} s")
 
@@ -108,15 +111,22 @@ def _cmd_budgets(args, settings) -> None:
               f"{row.window_start:%Y-%m}  ε {row.spent:g} of {row.cap:g}")
 
 
+def _latest_query(gate, *, tenant: str, product: str, metric: str, level: str, months: int,
+                  group_by: tuple[str, ...] = ("month",)):
+    """The ``months`` latest complete months with data of the tenant's product (never the
+    calendar's: an empty or partial month is not published as data)."""
+    from privacy import Principal
+
+    publisher = Principal(subject=f"publication@{tenant}", display_name="Publication",
+                          role="publisher", tenant=tenant, source="system")
+    return gate.data_clock(publisher, product=product).query(
+        metric=metric, level=level, months=months, group_by=group_by)
+
+
 def publish_defaults(gate, *, months: int = 12, level: str = "dp_high",
-                     requested_by: str = "veil publish", today=None) -> list:
+                     requested_by: str = "veil publish") -> list:
     """Publish the default donor snapshots: every count metric of every published series,
-    by state, over the last ``months`` complete months, for every tenant."""
-    from datetime import date
-
-    from privacy import Query
-
-    today = today or date.today()
+    by state, over the ``months`` latest complete months with data, for every tenant."""
     releases = []
     for tenant in gate.catalog.tenants:
         for product in gate.catalog.products:
@@ -125,18 +135,16 @@ def publish_defaults(gate, *, months: int = 12, level: str = "dp_high",
             for metric in product.metrics:
                 if metric.measure != "count":
                     continue
-                query = Query.trailing(product=product.id, metric=metric.id, level=level,
-                                       months=months, today=today)
-                query = Query(**{**query.__dict__, "group_by": ("month", "state")})
+                query = _latest_query(gate, tenant=tenant.id, product=product.id,
+                                      metric=metric.id, level=level, months=months,
+                                      group_by=("month", "state"))
                 releases.append(gate.publish(tenant=tenant.id, query=query,
                                              requested_by=requested_by))
     return releases
 
 
 def _cmd_publish(args, settings) -> None:
-    from datetime import date
-
-    from privacy import Query, open_gate
+    from privacy import open_gate
 
     gate = open_gate(settings)
     try:
@@ -146,10 +154,9 @@ def _cmd_publish(args, settings) -> None:
         else:
             if not (args.tenant and args.metric):
                 raise VeilError("veil publish --product needs --tenant and --metric too")
-            query = Query.trailing(product=args.product, metric=args.metric, level=args.level,
-                                   months=args.months, today=date.today())
-            if args.by:
-                query = Query(**{**query.__dict__, "group_by": ("month", args.by)})
+            query = _latest_query(gate, tenant=args.tenant, product=args.product,
+                                  metric=args.metric, level=args.level, months=args.months,
+                                  group_by=("month", args.by) if args.by else ("month",))
             releases = [gate.publish(tenant=args.tenant, query=query,
                                      requested_by=f"cli:{args.requested_by}")]
         for release in releases:
@@ -439,6 +446,15 @@ _INGESTION_COMMANDS = {"ingest": _cmd_ingest, "consent": _cmd_consent, "source":
                        "serve-api": _cmd_serve_api, "freshness": _cmd_freshness}
 
 
+def _iso_date(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="veil", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -446,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate deterministic demo data and build the cubes")
     demo.add_argument("--size", choices=("small", "medium", "large"), default="small")
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--as-of", type=_iso_date, default=None, metavar="YYYY-MM-DD",
+                      help="generate two years of events up to the day before this date "
+                           "(default: today, UTC); the same seed and as-of day give the same "
+                           "data")
     mat = sub.add_parser("materialize", help="rebuild aggregate cubes (changed months only, "
                                              "unless --full)")
     mat.add_argument("--tenant")

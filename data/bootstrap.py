@@ -9,12 +9,13 @@ the versioned role mappings file (``data.role_mappings``), applied here when it 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from argon2 import PasswordHasher
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from data import clock
 from data.catalog import Catalog
 from data.engine import Store
 from data.geo import geography
@@ -41,7 +42,8 @@ def demo_username(role: str, tenant_id: str) -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Naive UTC now, from the one clock (``data.clock``)."""
+    return clock.utcnow()
 
 
 def init_store(store: Store, catalog: Catalog, *, demo_accounts: bool,

@@ -210,6 +210,10 @@ class Policy:
     interval_confidence: float
     exports: ExportPolicy
     delta: float = 1e-7
+    #: α: the most often an area with no events may be released with a value of its own. Each
+    #: hierarchy level releases a unit only when its noisy count reaches max(k, t_α), where
+    #: t_α is the smallest integer with P(noise ≥ t_α) ≤ α for that level's mechanism.
+    empty_cell_rate: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -443,6 +447,7 @@ def _load_policy(f: _File) -> Policy:
         interval_confidence=confidence,
         exports=_load_exports(f),
         delta=_delta(f, defaults),
+        empty_cell_rate=_empty_cell_rate(f, defaults),
     )
 
 
@@ -510,6 +515,14 @@ def _delta(f: _File, defaults: dict) -> float:
     if not 0 < delta < 1e-3:
         raise f.fail("defaults.delta", f"must be in (0, 0.001), got {delta}")
     return delta
+
+
+def _empty_cell_rate(f: _File, defaults: dict) -> float:
+    rate = f.get(defaults, "empty_cell_rate", "defaults", float)
+    # above 0.1 a map of a thousand empty cells would show a hundred as active
+    if not 0 < rate <= 0.1:
+        raise f.fail("defaults.empty_cell_rate", f"must be in (0, 0.1], got {rate}")
+    return rate
 
 
 def _load_tenants(f: _File, state_codes: set[str]) -> tuple[TenantSpec, ...]:

@@ -5,8 +5,8 @@ pseudonyms only), consent history with withdrawals, per-vertical events for ever
 product, and beneficiary registrations; plus ``demo_digest``, a content hash of those tables
 that proves determinism through the database.
 
-It must never store a raw subject id (only ``hmac-sha256(secret, raw)[:32]``), never depend on
-today's date or on global random state (same seed + size + secret → identical rows), never
+It must never store a raw subject id (only ``hmac-sha256(secret, raw)[:32]``), never read the
+clock or global random state (same seed + size + secret + as-of day → identical rows), never
 exceed a product's per-subject daily contribution bound, and never build aggregates: cubes are
 ``data.materialize``'s job, and the caller runs it after ``generate``.
 
@@ -31,7 +31,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from itertools import islice, repeat
 from types import MappingProxyType
 from typing import Any
@@ -61,18 +61,12 @@ __all__ = [
     "DemoReport",
     "Progress",
     "SIZES",
-    "WINDOW_END",
-    "WINDOW_START",
     "demo_digest",
+    "demo_window",
     "generate",
     "pseudonym",
 ]
 
-#: The two-year window every demo event falls in. Fixed, so that the demo never depends on the
-#: day it is generated.
-WINDOW_START = date(2024, 11, 1)
-WINDOW_END = date(2026, 10, 31)
-_N_DAYS = (WINDOW_END - WINDOW_START).days + 1
 _SLOTS_PER_DAY = 96  # 15-minute buckets
 
 #: Target number of events (all tenants, all products) per size, before contribution bounding
@@ -111,6 +105,8 @@ class DemoReport:
 
     size: str
     seed: int
+    start: date  # first day of the events' window
+    end: date    # last day of the events' window (the day before the as-of day)
     tables: Mapping[str, int]
     tenants: Mapping[str, Mapping[str, int]]
     products: Mapping[str, int]
@@ -121,9 +117,26 @@ class DemoReport:
         return sum(self.tables[m.__tablename__] for m in VERTICAL_EVENT_MODELS.values())
 
     def __repr__(self) -> str:
-        return (f"DemoReport(size={self.size!r}, seed={self.seed}, events={self.events:,}, "
+        return (f"DemoReport(size={self.size!r}, seed={self.seed}, "
+                f"window={self.start.isoformat()}..{self.end.isoformat()}, "
+                f"events={self.events:,}, "
                 f"subjects={self.tables['subjects']:,}, "
                 f"registrations={self.tables['registrations']:,}, seconds={self.seconds:.2f})")
+
+
+def demo_window(as_of: date) -> tuple[date, date]:
+    """The days a demo generated on ``as_of`` covers: two years up to the day before.
+
+    It starts on the first day of the month 23 months before the last day's month, so the
+    demo holds 23 complete months and the (possibly partial) month of its last day. The caller
+    names the day (``veil demo`` takes today unless ``--as-of`` pins it): the generator never
+    reads the clock, so a pinned as-of day gives the same rows a year later.
+    """
+    if not isinstance(as_of, date) or isinstance(as_of, datetime):
+        raise InvalidInput(f"as_of must be a date, got {as_of!r}")
+    last = as_of - timedelta(days=1)
+    index = last.year * 12 + last.month - 1 - 23
+    return date(index // 12, index % 12 + 1, 1), last
 
 
 # --- product profiles ------------------------------------------------------------------------
@@ -240,6 +253,8 @@ class _Calendar:
     once and indexing is far cheaper than formatting millions of datetimes.
     """
 
+    start: date  # the first day of the window
+    n_days: int  # days in the window
     month: np.ndarray  # calendar month 1..12
     weekday: np.ndarray  # 0 = Monday
     day_of_month: np.ndarray
@@ -248,13 +263,16 @@ class _Calendar:
     ts_str: np.ndarray  # index: day * 96 + slot
 
 
-def _calendar() -> _Calendar:
-    days = [WINDOW_START + timedelta(days=i) for i in range(_N_DAYS)]
+def _calendar(as_of: date) -> _Calendar:
+    start, last = demo_window(as_of)
+    n_days = (last - start).days + 1
+    days = [start + timedelta(days=i) for i in range(n_days)]
     day_str = np.array([d.isoformat() for d in days], dtype=object)
     month_str = np.array([d.replace(day=1).isoformat() for d in days], dtype=object)
     clock = [f" {s // 4:02d}:{(s % 4) * 15:02d}:00.000000" for s in range(_SLOTS_PER_DAY)]
     ts_str = np.array([d + c for d in day_str for c in clock], dtype=object)
     return _Calendar(
+        start=start, n_days=n_days,
         month=np.array([d.month for d in days]),
         weekday=np.array([d.weekday() for d in days]),
         day_of_month=np.array([d.day for d in days]),
@@ -335,6 +353,7 @@ class _Subjects:
     withdraw_vertical: np.ndarray  # index into _VERTICALS, -1 = never withdraws
     withdraw_day: np.ndarray
     withdraw_slot: np.ndarray
+    n_days: int  # days in the demo window
 
     def __len__(self) -> int:
         return len(self.pseudonyms)
@@ -342,7 +361,7 @@ class _Subjects:
     def active_until(self, vertical: str) -> np.ndarray:
         """Day (exclusive) until which each subject may have events in ``vertical``."""
         v = _VERTICALS.index(vertical)
-        return np.where(self.withdraw_vertical == v, self.withdraw_day, _N_DAYS)
+        return np.where(self.withdraw_vertical == v, self.withdraw_day, self.n_days)
 
 
 def _weights(domain: Sequence[str], weights: Mapping[str, float]) -> np.ndarray:
@@ -353,7 +372,7 @@ def _weights(domain: Sequence[str], weights: Mapping[str, float]) -> np.ndarray:
 
 
 def _make_subjects(rng: np.random.Generator, catalog: Catalog, geo: _Geo, tenant: TenantSpec,
-                   count: int, secret: str) -> _Subjects:
+                   count: int, secret: str, n_days: int) -> _Subjects:
     district_index = {code: i for i, code in enumerate(geo.district_codes)}
     districts = catalog.districts_of(tenant.id)
     d_weights = np.array([d.weight for d in districts], dtype=float)
@@ -368,11 +387,11 @@ def _make_subjects(rng: np.random.Generator, catalog: Catalog, geo: _Geo, tenant
     # Most people are already in the programmes when the window opens; the rest join over time.
     existing = rng.random(count) < 0.55
     first_day = np.where(existing, rng.integers(0, 45, count),
-                         rng.integers(0, _N_DAYS - 30, count))
+                         rng.integers(0, n_days - 30, count))
     first_slot = rng.integers(*_CONSENT_SLOTS, count)
     withdraws = rng.random(count) < _WITHDRAWAL_RATE
     withdraw_vertical = np.where(withdraws, rng.integers(0, len(_VERTICALS), count), -1)
-    room = _N_DAYS - first_day - 1
+    room = n_days - first_day - 1
     withdraw_day = first_day + 1 + np.floor(rng.random(count) * room).astype(np.int64)
     withdraw_slot = rng.integers(28, 80, count)
     pseudonyms = np.array(
@@ -381,7 +400,7 @@ def _make_subjects(rng: np.random.Generator, catalog: Catalog, geo: _Geo, tenant
         tenant=tenant.id, pseudonyms=pseudonyms, district=home, cell=cell, age=age,
         gender=gender, activity=activity, first_day=first_day, first_slot=first_slot,
         withdraw_vertical=withdraw_vertical, withdraw_day=withdraw_day,
-        withdraw_slot=withdraw_slot,
+        withdraw_slot=withdraw_slot, n_days=n_days,
     )
 
 
@@ -400,7 +419,7 @@ class _ProductPlan:
 
 def _plan(catalog: Catalog, cal: _Calendar, product: ProductSpec) -> _ProductPlan:
     profile = _PROFILES.get(product.id) or _generic_profile(product)
-    t = np.arange(_N_DAYS) / (_N_DAYS - 1)
+    t = np.arange(cal.n_days) / (cal.n_days - 1)
     weights = np.array(profile.months)[cal.month - 1]
     weights = weights * np.where(cal.weekday >= 5, profile.weekend, 1.0)
     weights = weights * np.where(cal.day_of_month <= 5, profile.month_start_boost, 1.0)
@@ -474,7 +493,7 @@ def _draw_chunk(rng: np.random.Generator, plan: _ProductPlan, subjects: _Subject
 
     # Contribution bound: keep at most max_events_per_subject_per_day per subject and day. The
     # chunk holds whole subjects, so bounding inside it is bounding overall.
-    key = idx.astype(np.int64) * _N_DAYS + day
+    key = idx.astype(np.int64) * cal.n_days + day
     order = np.lexsort((slot, key))
     key_sorted = key[order]
     first = np.ones(n, dtype=bool)
@@ -495,7 +514,7 @@ def _draw_values(rng: np.random.Generator, plan: _ProductPlan, cal: _Calendar, d
     model = plan.profile.value
     lo, hi = plan.bounds
     n = len(day)
-    t = day / (_N_DAYS - 1)
+    t = day / (cal.n_days - 1)
     offsets = np.zeros(n)
     if category is not None and plan.categories is not None and model.by_category:
         table = np.array([model.by_category.get(c, 0.0) for c in plan.categories])
@@ -594,10 +613,11 @@ def _event_rows(chunk: _Chunk, first_number: int, plan: _ProductPlan, subjects: 
 
 
 def generate(store: Store, catalog: Catalog, *, size: str = "small", seed: int = 7,
-             secret: str, progress: Progress | None = None) -> DemoReport:
+             secret: str, as_of: date, progress: Progress | None = None) -> DemoReport:
     """Replace the demo tenants' records with freshly generated ones; return what was loaded.
 
-    Deterministic: the same ``size``, ``seed`` and ``secret`` give identical rows. Runs in one
+    The events cover ``demo_window(as_of)``: two years up to the day before ``as_of``.
+    Deterministic: the same ``size``, ``seed``, ``secret`` and ``as_of`` give identical rows. Runs in one
     write transaction, so readers see the old demo or the new one, never half of each. Does not
     build cubes: run ``data.materialize.materialize`` afterwards.
     """
@@ -607,8 +627,9 @@ def generate(store: Store, catalog: Catalog, *, size: str = "small", seed: int =
         raise InvalidInput(f"demo seed must be a non-negative integer, got {seed!r}")
     if not secret:
         raise InvalidInput("a secret is required to key the demo subjects' pseudonyms")
+    window = demo_window(as_of)
     started = time.perf_counter()
-    run = _Run(catalog=catalog, seed=seed, size=size, secret=secret,
+    run = _Run(catalog=catalog, seed=seed, size=size, secret=secret, as_of=as_of,
                progress=progress or (lambda stage, done, total: None))
     try:
         with store.write.begin() as session:
@@ -624,7 +645,7 @@ def generate(store: Store, catalog: Catalog, *, size: str = "small", seed: int =
             f"Loading the {size} demo data failed and was rolled back, so the store is "
             f"unchanged: {exc}"
         ) from exc
-    return DemoReport(size=size, seed=seed, tables=MappingProxyType(run.tables),
+    return DemoReport(size=size, seed=seed, start=window[0], end=window[1], tables=MappingProxyType(run.tables),
                       tenants=MappingProxyType(run.per_tenant),
                       products=MappingProxyType(run.per_product),
                       seconds=time.perf_counter() - started)
@@ -633,11 +654,11 @@ def generate(store: Store, catalog: Catalog, *, size: str = "small", seed: int =
 class _Run:
     """One generation: the shared lookup tables, the plan per product, and running counts."""
 
-    def __init__(self, *, catalog: Catalog, seed: int, size: str, secret: str,
+    def __init__(self, *, catalog: Catalog, seed: int, size: str, secret: str, as_of: date,
                  progress: Progress):
         self.catalog, self.seed, self.size, self.secret = catalog, seed, size, secret
         self.progress = progress
-        self.cal = _calendar()
+        self.cal = _calendar(as_of)
         self.geo = _geo(catalog, seed)
         self.ages = np.array(catalog.domains["age_bucket"], dtype=object)
         self.genders = np.array(catalog.domains["gender"], dtype=object)
@@ -681,7 +702,7 @@ class _Run:
             tenant_events = SIZES[self.size] * tenant.demo_scale / total_scale
             count = max(50, round(tenant_events / _EVENTS_PER_SUBJECT))
             subjects = _make_subjects(self.rng(1, t_index), self.catalog, self.geo, tenant,
-                                      count, self.secret)
+                                      count, self.secret, self.cal.n_days)
             counts = [
                 _event_counts(self.rng(2, t_index, p_index), plan, subjects, self.catalog,
                               tenant_events * plan.profile.share / share_total)
@@ -831,7 +852,7 @@ def _registrations(rng: np.random.Generator, subjects: _Subjects, catalog: Catal
     n = len(chosen)
     day = subjects.first_day[chosen]
     slot = rng.integers(32, 68, n)
-    t = day / (_N_DAYS - 1)
+    t = day / (cal.n_days - 1)
     # A verification backlog: recent registrations are more often still unverified (~15%).
     unverified = rng.random(n) < 0.08 + 0.25 * t
     ages = catalog.domains["age_bucket"]
@@ -839,7 +860,7 @@ def _registrations(rng: np.random.Generator, subjects: _Subjects, catalog: Catal
     age_lo, age_hi = bounds[subjects.age[chosen], 0], bounds[subjects.age[chosen], 1]
     age_days = np.floor((age_lo + rng.random(n) * (age_hi - age_lo)) * 365.25).astype(np.int64)
     age_days = np.maximum(age_days, 1)  # born at least the day before being registered
-    birth = (np.datetime64(WINDOW_START.isoformat(), "D") + day - age_days)
+    birth = (np.datetime64(cal.start.isoformat(), "D") + day - age_days)
     birth_str = np.datetime_as_string(birth, unit="D").tolist()
     household = np.clip(1 + rng.poisson(3.2, n), 1, 14)
     agents = _agent_codes(catalog, geo)

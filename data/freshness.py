@@ -19,10 +19,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from data import clock
 from data.catalog import Catalog
 from data.models import VERTICAL_EVENT_MODELS, CubePending, JobRun, ProductVersion
 
-__all__ = ["Freshness", "freshness"]
+__all__ = ["Freshness", "freshness", "newest_events"]
 
 
 @dataclass(frozen=True)
@@ -61,19 +62,20 @@ def _hours(now: datetime, then: datetime | None) -> float | None:
 
 
 def freshness(session: Session, catalog: Catalog, *, tenant: str | None = None,
-              now: datetime | None = None) -> list[Freshness]:
-    """Freshness of every metric product for every tenant (or the one given)."""
+              product: str | None = None, now: datetime | None = None) -> list[Freshness]:
+    """Freshness of every metric product (or the one given) for every tenant (or the one)."""
     if now is None:
-        checked = datetime.now(UTC).replace(tzinfo=None)
+        checked = clock.utcnow()
     elif now.tzinfo is not None:
         checked = now.astimezone(UTC).replace(tzinfo=None)
     else:
         checked = now  # naive times are UTC throughout the store
     tenants = [t.id for t in catalog.tenants] if tenant is None else [catalog.tenant(tenant).id]
+    product_id = None if product is None else catalog.product(product).id
     out = []
     for tenant_id in tenants:
         for product in catalog.products:
-            if product.kind != "metric_set":
+            if product.kind != "metric_set" or product_id not in (None, product.id):
                 continue
             version = session.get(ProductVersion, (tenant_id, product.id))
             newest = _newest_event(session, tenant_id, product.id, product.vertical)
@@ -108,6 +110,17 @@ def freshness(session: Session, catalog: Catalog, *, tenant: str | None = None,
                 last_job_status=job.status if job else None,
                 last_job_error=job.error if job else None,
                 checked_at=checked, breaches=tuple(breaches)))
+    return out
+
+
+def newest_events(session: Session, catalog: Catalog, *, tenant: str) -> dict[str, datetime]:
+    """The newest event time of each metric product of ``tenant`` that has any."""
+    out = {}
+    for product in catalog.products:
+        if product.kind == "metric_set":
+            newest = _newest_event(session, tenant, product.id, product.vertical)
+            if newest is not None:
+                out[product.id] = newest
     return out
 
 

@@ -5,7 +5,8 @@ from datetime import date, timedelta
 import streamlit as st
 
 from dashboard.components import compliance as views
-from dashboard.components.badges import budget_meter, privacy_badge
+from dashboard.components.badges import budget_meter, privacy_badge, spend_button
+from dashboard.components.clock import data_as_of, months_slider
 from dashboard.components.charts import release_frame
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
@@ -14,7 +15,7 @@ from privacy import AuditFilter, BudgetFilter, ConsentFilter, ExportFilter, Rele
 
 gate, principal = page_context("compliance")
 catalog = gate.catalog
-today = date.today()
+today = gate.today()  # the audit and budget records' calendar (not the data's)
 st.title("Compliance")
 st.caption(f"Records of {catalog.tenant(principal.tenant).name} only. Each section you open is "
            f"itself recorded in the audit log.")
@@ -152,16 +153,23 @@ if tabs["Bias check"].open:
                                                    f"{metrics[k][0].title}")
         product, metric = metrics[key]
         level = level_select(middle, gate, principal, key="bias_level")
-        span = right.slider("Months", min_value=1, value=3, key="bias_months",
-                            max_value=12 if product.published_series else 3)
+        with guarded():
+            clock = gate.data_clock(principal, product=product.id)
+        span = months_slider(right, longest=min(12, clock.longest()), default=3,
+                             key="bias_months")
+        data_as_of(clock)
+        if span is None:
+            st.stop()
         with guarded():
             query = gate.compliance.bias_query(principal, product=product.id,
                                                metric=metric.id, months=span, level=level)
             preview = gate.preview(principal, query)
-            budget_meter(gate.budget(principal, product=product.id), preview)
+            budget = gate.budget(principal, product=product.id)
+            budget_meter(budget, preview)
         if not preview.reused:
-            if st.button(f"Release the bias-check dataset (costs ε {preview.epsilon.value:g})",
-                         type="primary", key="bias_release"):
+            if spend_button(f"Release the bias-check dataset (costs ε {preview.epsilon.value:g})",
+                            costs=[preview.epsilon.value], budgets=[budget],
+                            key="bias_release"):
                 with guarded(), st.spinner("Releasing through the privacy gate…"):
                     gate.release(principal, query)
                 st.rerun()  # redraw from the stored release with the updated budget

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard.components.badges import privacy_badge
+from dashboard.components.clock import data_as_of
 from dashboard.components.charts import release_frame, series_chart, trend_chart
 from dashboard.components.errors import guarded
 from dashboard.context import page_context
@@ -26,6 +27,12 @@ def _label(release) -> str:
 
 release = st.selectbox("Series", releases, format_func=_label)
 product = catalog.product(release.product)
+with guarded():
+    clock = gate.data_clock(principal, product=product.id)
+data_as_of(clock)
+st.caption(f"This snapshot covers {release.query.start:%B %Y} – {release.query.end:%B %Y}"
+           f"{' (a partial month at its end)' if release.query.end == clock.partial else ''}, "
+           f"published {release.created_at:%d %b %Y}.")
 metric = product.metric(release.query.metric)
 names = {s.code: s.name for s in catalog.states} | {d.code: d.name for d in catalog.districts}
 if len(release.query.group_by) > 1:

@@ -1,15 +1,14 @@
 """Exports: request a file through the privacy gate, follow its progress, download it by link."""
 
-from datetime import date
-
 import streamlit as st
 
 from dashboard.components.badges import budget_meter
+from dashboard.components.clock import data_as_of, months_slider
 from dashboard.components.errors import guarded, show_error
 from dashboard.components.exports import download_panel, export_list, link_url
 from dashboard.components.levels import level_select
 from dashboard.context import page_context
-from privacy import DownloadLink, Query, RecordQuery, VeilError
+from privacy import DownloadLink, RecordQuery, VeilError
 
 gate, principal = page_context("exports")
 catalog = gate.catalog
@@ -44,14 +43,16 @@ if product.kind == "metric_set":
     metric = left.selectbox("Metric", [m.id for m in product.metrics],
                             format_func=lambda m: product.metric(m).title)
     level = level_select(middle, gate, principal)
-    longest = catalog.policy.max_series_months if product.published_series else 3
-    months = right.slider("Months", min_value=1, value=min(12, longest), max_value=longest)
+    with guarded():
+        clock = gate.data_clock(principal, product=product.id)
+    months = months_slider(right, longest=clock.longest(), default=12)
+    data_as_of(clock)
+    if months is None:
+        st.stop()
     by = st.selectbox("Break down by", ["month only", "state", "district", "age_bucket",
                                         "gender", "category"])
-    query = Query.trailing(product=product.id, metric=metric, level=level, months=months,
-                           today=date.today())
-    if by != "month only":
-        query = Query(**{**query.__dict__, "group_by": ("month", by)})
+    query = clock.query(metric=metric, level=level, months=months,
+                        group_by=("month",) if by == "month only" else ("month", by))
     if gate.exports.may_request_umbrella(principal):
         umbrella = st.toggle("All tenants (umbrella export: runs after two platform "
                              "administrators approve it; each tenant's budget pays its part)")

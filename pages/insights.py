@@ -1,10 +1,9 @@
 """Cross-vertical insights: two verticals' metrics by district, and how they move together."""
 
-from datetime import date
-
 import streamlit as st
 
-from dashboard.components.badges import budget_meter, privacy_badge
+from dashboard.components.badges import budget_meter, privacy_badge, spend_button
+from dashboard.components.clock import data_as_of, months_slider
 from dashboard.components.charts import insight_chart
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
@@ -31,23 +30,46 @@ y_key = right.selectbox("Compared with", others, format_func=label,
                         index=next((i for i, k in enumerate(others)
                                     if metrics[k][0].vertical == "social_protection"), 0))
 y_product, y_metric = metrics[y_key]
+with guarded():
+    clocks = [gate.data_clock(principal, product=p.id) for p in (x_product, y_product)]
+for product, clock in zip((x_product, y_product), clocks):
+    data_as_of(clock, title=product.title)
+# Both series cover the same months: those up to the earlier of their latest complete months.
+ends = [c.latest_complete for c in clocks]
+if None in ends:
+    st.info("One of the two products has no complete month of data yet.")
+    st.stop()
+end = min(ends)
+longest = min(12, *(c.max_months for c in clocks),
+              *(len([m for m in c.months() if m <= end]) for c in clocks))
 left, right = st.columns(2)
-months = left.slider("Months", min_value=3, max_value=12, value=6)
+months = months_slider(left, longest=longest, default=12, key="insight_months")
+if months is None:
+    st.stop()
 level = level_select(right, gate, principal)
-queries = [Query(**{**Query.trailing(product=p.id, metric=m.id, level=level, months=months,
-                                     today=date.today()).__dict__,
-                    "group_by": ("month", "district")})
+# One value per district for the whole window (not per month): a district's window total is
+# large enough to stand on its own where its monthly counts would be rolled up.
+queries = [Query.ending(product=p.id, metric=m.id, level=level, months=months, end=end,
+                        group_by=("month", "district"), period="window")
            for p, m in ((x_product, x_metric), (y_product, y_metric))]
+
+if len(catalog.districts_of(principal.tenant)) < 3:
+    # Known before spending anything: a correlation needs at least three districts.
+    st.info("A correlation needs at least three districts; your programme has fewer, so "
+            "this page cannot produce one. Nothing was spent.")
+    st.stop()
 
 with guarded():
     previews = [gate.preview(principal, q) for q in queries]
-    for product, preview in zip((x_product, y_product), previews):
-        budget_meter(gate.budget(principal, product=product.id), preview)
+    budgets = [gate.budget(principal, product=product.id) for product in (x_product, y_product)]
+    for budget, preview in zip(budgets, previews):
+        budget_meter(budget, preview)
 if not all(p.reused for p in previews):
     cost = " and ".join(f"ε {p.epsilon.value:g} on {prod.title}"
                         for p, prod in zip(previews, (x_product, y_product)))
     st.info("This comparison has not been released yet; afterwards it is free to view again.")
-    if st.button(f"Compare (costs {cost})", type="primary"):
+    if spend_button(f"Compare (costs {cost})", costs=[p.epsilon.value for p in previews],
+                    budgets=budgets):
         with guarded(), st.spinner("Releasing both series through the privacy gate…"):
             gate.insight(principal, *queries)
         st.rerun()

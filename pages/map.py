@@ -1,19 +1,17 @@
 """Map: a metric for one month by H3 cell or district; small areas drawn at their parent."""
 
-from datetime import date
-
 import streamlit as st
 
-from dashboard.components.badges import budget_meter, privacy_badge
+from dashboard.components.badges import budget_meter, privacy_badge, spend_button
+from dashboard.components.clock import data_as_of
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
-from dashboard.components.maps import map_frame, release_map
+from dashboard.components.maps import map_frame, map_legend, release_map
 from dashboard.context import page_context
 from privacy import Query
 
 gate, principal = page_context("map")
 catalog = gate.catalog
-role = catalog.roles[principal.role]
 geography = gate.geography
 st.title("Map")
 
@@ -22,23 +20,40 @@ metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products if p.kind == "metr
 choice = st.selectbox("Metric", list(metrics),
                       format_func=lambda key: f"{metrics[key][1].title} — {metrics[key][0].title}")
 product, metric = metrics[choice]
+with guarded():
+    clock = gate.data_clock(principal, product=product.id)
+data_as_of(clock)
+months = list(reversed(clock.months(include_partial=True)))
+if not months:
+    st.info("There is no data for this product yet.")
+    st.stop()
 left, middle, right = st.columns(3)
 geo = left.selectbox("Areas", ["district", "h3_cell"],
                      format_func={"district": "Districts", "h3_cell": "H3 cells (~5 km²)"}.get)
-months = Query.trailing(product=product.id, metric=metric.id, level=role.default_level,
-                        months=12, today=date.today()).months
-month = middle.selectbox("Month", list(reversed(months)), format_func=lambda m: f"{m:%B %Y}")
+
+
+def month_label(month) -> str:
+    if month == clock.partial:
+        return f"{month:%B %Y} (partial, to {clock.as_of.day} {clock.as_of:%b})"
+    return f"{month:%B %Y}"
+
+
+# The latest complete month by default; the partial one only when chosen, and labelled so.
+month = middle.selectbox("Month", months, format_func=month_label,
+                         index=1 if months[0] == clock.partial and len(months) > 1 else 0)
 level = level_select(right, gate, principal)
 query = Query(product=product.id, metric=metric.id, level=level, start=month, end=month,
               group_by=("month", geo))
 
 with guarded():
     preview = gate.preview(principal, query)
-    budget_meter(gate.budget(principal, product=product.id), preview)
+    budget = gate.budget(principal, product=product.id)
+    budget_meter(budget, preview)
 if not preview.reused:
     st.info("This map has not been released yet. Releasing it spends the budget shown above; "
             "afterwards it is free for you and your colleagues.")
-    if st.button(f"Show map (costs ε {preview.epsilon.value:g})", type="primary"):
+    if spend_button(f"Show map (costs ε {preview.epsilon.value:g})",
+                    costs=[preview.epsilon.value], budgets=[budget]):
         with guarded(), st.spinner("Releasing through the privacy gate…"):
             gate.release(principal, query)
         st.rerun()
@@ -54,12 +69,22 @@ districts = catalog.districts_of(principal.tenant)
 centre = (sum(d.lat for d in districts) / len(districts),
           sum(d.lng for d in districts) / len(districts))
 st.pydeck_chart(release_map(frame, centre=centre), height=520)
-st.caption(":material/palette: darker = more · amber = small area counted in a larger area · "
-           "grey = suppressed (fewer than k people in the whole tenant)")
+st.caption(f":material/palette: {map_legend(release)}")
 totals = release.totals()[(f"{month:%Y-%m}",)]
-st.metric(f"{catalog.tenant(principal.tenant).name} total", f"{totals.total:,.0f}",
-          help="Parts shown on the map plus small areas counted only in the total; "
-               "post-processed so that they add up.")
+tenant_name = catalog.tenant(principal.tenant).name
+if totals.released:
+    st.metric(f"{tenant_name} total", f"{totals.total:,.0f}",
+              help=f"{round(release.confidence * 100)}% interval {totals.lower:,.0f} – "
+                   f"{totals.upper:,.0f}. Estimated from the whole tenant's own measurement "
+                   f"(never from the areas drawn); the areas on the map plus the small areas "
+                   f"counted only here add up to it.")
+    st.caption(f"{tenant_name} total {totals.total:,.0f} "
+               f"({round(release.confidence * 100)}% interval {totals.lower:,.0f} – "
+               f"{totals.upper:,.0f}); areas shown {totals.parts:,.0f}, small areas counted "
+               f"only in the total {totals.remainder:,.0f}.")
+else:
+    st.metric(f"{tenant_name} total", "too few to show",
+              help="The whole tenant's count for this month is under the release threshold.")
 privacy_badge(release)
 with st.expander("Table view of this map"):
     table = frame.drop(columns=["hex"]).drop_duplicates(subset=["area", "status", "label"])

@@ -1,21 +1,23 @@
 """Trends: a metric's monthly series for your tenant, with 95% intervals; compare areas or years."""
 
-from datetime import date
+import dataclasses
 
 import streamlit as st
 
-from dashboard.components.badges import budget_meter, privacy_badge
+from dashboard.components.badges import budget_meter, privacy_badge, spend_button
 from dashboard.components.charts import (
     mark_definition_changes,
     period_chart,
+    period_frame,
     release_frame,
     series_chart,
     trend_chart,
 )
+from dashboard.components.clock import data_as_of, months_slider, partial_toggle
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
 from dashboard.context import page_context
-from privacy import Query
+from privacy import add_months
 
 gate, principal = page_context("trends")
 catalog = gate.catalog
@@ -28,15 +30,24 @@ metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products if p.kind == "metr
 choice = st.selectbox("Metric", list(metrics),
                       format_func=lambda key: f"{metrics[key][1].title} — {metrics[key][0].title}")
 product, metric = metrics[choice]
+with guarded():
+    clock = gate.data_clock(principal, product=product.id)
+data_as_of(clock)
 left, middle, right = st.columns(3)
 mode = left.radio("Show", ["Whole tenant", "Compare areas", "Compare with a year earlier"],
                   horizontal=False)
 level = level_select(middle, gate, principal)
-months = right.slider("Months", min_value=3, value=12,
-                      max_value=catalog.policy.max_series_months if product.published_series
-                      else 3)
-base = Query.trailing(product=product.id, metric=metric.id, level=level, months=months,
-                      today=date.today())
+partial = partial_toggle(right, clock, key="trends_partial")
+# A year-earlier comparison needs both windows inside the data: 12 months fewer to choose from.
+longest = clock.longest(include_partial=partial) - (12 if mode.endswith("year earlier") else 0)
+if mode.endswith("year earlier") and longest < 1:
+    st.info("There is not yet a year of data before the latest month to compare with.")
+    st.stop()
+months = months_slider(right, longest=longest, default=12, key="trends_months")
+if months is None:
+    st.stop()
+base = clock.query(metric=metric.id, level=level, months=months, include_partial=partial)
+partial_months = {f"{clock.partial:%Y-%m}"} if partial and clock.partial else set()
 
 areas: list[str] = []
 if mode == "Compare areas":
@@ -46,10 +57,10 @@ if mode == "Compare areas":
                else [d.code for d in catalog.districts_of(principal.tenant)])
     areas = st.multiselect("Up to five areas", options, default=options[:min(3, len(options))],
                            max_selections=5, format_func=lambda c: names.get(c, c))
-    queries = [Query(**{**base.__dict__, "group_by": ("month", geo)})]
+    queries = [dataclasses.replace(base, group_by=("month", geo))]
 elif mode == "Compare with a year earlier":
-    earlier = Query(**{**base.__dict__, "start": base.start.replace(year=base.start.year - 1),
-                       "end": base.end.replace(year=base.end.year - 1)})
+    earlier = dataclasses.replace(base, start=add_months(base.start, -12),
+                                  end=add_months(base.end, -12))
     queries = [base, earlier]
 else:
     queries = [base]
@@ -57,12 +68,12 @@ else:
 with guarded():
     previews = [gate.preview(principal, q) for q in queries]
     cost = sum(p.epsilon.value for p in previews)
-    budget_meter(gate.budget(principal, product=product.id), previews[0] if len(previews) == 1
-                 else None)
+    budget = gate.budget(principal, product=product.id)
+    budget_meter(budget, previews[0] if len(previews) == 1 else None)
 if not all(p.reused for p in previews):
     st.info("Nothing has been released for this view yet. Releasing it spends the privacy "
             "budget shown above; the same view is free afterwards, for you and your colleagues.")
-    if st.button(f"Show trend (costs ε {cost:g})", type="primary"):
+    if spend_button(f"Show trend (costs ε {cost:g})", costs=[cost], budgets=[budget]):
         with guarded(), st.spinner("Releasing through the privacy gate…"):
             for q in queries:
                 gate.release(principal, q)
@@ -75,12 +86,13 @@ chart_col, kpi_col = st.columns([3, 1])
 with chart_col:
     if mode == "Compare areas":
         figure = series_chart(releases[0], title=f"{metric.title}, monthly", unit=metric.title,
-                              names=names, only=areas)
+                              names=names, only=areas, partial=partial_months)
     elif mode == "Compare with a year earlier":
         figure = period_chart(releases[0], releases[1], title=f"{metric.title}, monthly",
-                              unit=metric.title)
+                              unit=metric.title, partial=partial_months)
     else:
-        figure = trend_chart(releases[0], title=f"{metric.title}, monthly", unit=metric.title)
+        figure = trend_chart(releases[0], title=f"{metric.title}, monthly", unit=metric.title,
+                             partial=partial_months)
     if mode != "Compare with a year earlier":
         mark_definition_changes(figure, metric, releases[0].query)
     st.plotly_chart(figure, width="stretch")
@@ -92,5 +104,11 @@ with kpi_col:
 for release in releases:
     privacy_badge(release)
 with st.expander("Table of the released values"):
-    for release in releases:
-        st.dataframe(release_frame(release), hide_index=True, width="stretch")
+    if mode == "Compare with a year earlier":
+        st.caption(f"{metric.title}: each month of {releases[0].query.start:%b %Y} – "
+                   f"{releases[0].query.end:%b %Y} beside the same month a year earlier")
+        st.dataframe(period_frame(releases[0], releases[1]), hide_index=True, width="stretch")
+    else:
+        st.caption(f"{metric.title}, {releases[0].query.start:%b %Y} – "
+                   f"{releases[0].query.end:%b %Y}")
+        st.dataframe(release_frame(releases[0]), hide_index=True, width="stretch")

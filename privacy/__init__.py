@@ -40,7 +40,8 @@ from privacy._gate import Gate
 from privacy._insights import Insight, InsightPoint
 from privacy._local import LocalEstimate, LocalRandomizer, estimate_local
 from privacy._records import RecordPage, RecordQuery
-from privacy._values import BudgetStatus, Cell, Epsilon, Preview, Principal, Query, Release
+from privacy._values import (BudgetStatus, Cell, DataClock, Epsilon, Preview, Principal, Query,
+                             Release, add_months)
 
 __all__ = [
     "AccessDenied",
@@ -48,6 +49,7 @@ __all__ = [
     "BudgetStatus",
     "Cell",
     "ConfigError",
+    "DataClock",
     "DownloadLink",
     "Epsilon",
     "ExportFile",
@@ -69,6 +71,7 @@ __all__ = [
     "StoreError",
     "VeilBug",
     "VeilError",
+    "add_months",
     "Settings",
     "estimate_local",
     "load_settings",

@@ -886,9 +886,11 @@ class Compliance:
                                                  "months": months, "level": level}):
             if not isinstance(months, int) or isinstance(months, bool) or months < 1:
                 raise InvalidInput(f"months must be an integer >= 1, got {months!r}")
-            query = Query.trailing(product=product, metric=metric, level=level, months=months,
-                                   today=self._today())
-            query = dataclasses.replace(query, group_by=("month", *BIAS_DIMENSIONS))
+            # the latest complete months with data, never the calendar's (an empty month
+            # would spend ε on pure noise)
+            query = self._gate.data_clock(principal, product=product).query(
+                metric=metric, level=level, months=months,
+                group_by=("month", *BIAS_DIMENSIONS))
         return query
 
 

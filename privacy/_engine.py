@@ -4,30 +4,46 @@ Owns turning true aggregates (from the cube, already tenant-scoped) into release
 reads the store and never decides who may ask; the gate does both.
 
 Roll-up ("coarsen, don't suppress"): every key of the public key set at the finest geography is
-measured once (zero-filled: a declared area with no data gets noise, not absence). A cell whose
-*noisy* count is under k is merged with its unresolved siblings into its parent area; the parent
-is recomputed from that union and measured once more; and so on up to the top (the whole
-tenant), which measures its full total, so every leftover small cell is counted in it
-(status "total"). Only a whole tenant-month under k is suppressed: coverage is 100% otherwise. Each hierarchy level is one measurement of a vector whose L1
-sensitivity is the product's per-person-per-day bound, because a person-day's events fall into
-disjoint cells at every level. The level's ε is split across the possible levels *before* looking
-at the data (``split_epsilon``), so what a query costs never depends on the data.
+measured once (zero-filled: a declared area with no data gets noise, not absence). A unit is
+released with its own value only when its *noisy* count reaches its level's threshold
+τ = max(k, t_α), t_α the smallest integer that a unit with no events reaches with probability at
+most α (the policy's ``empty_cell_rate``): so noise alone rarely paints an empty area as active.
+A cell under τ is merged with its unresolved siblings into its parent area; the parent is
+recomputed from that union and measured once more; and so on up to the top (the whole tenant),
+which measures its full total for every month, so every leftover small cell is counted in it
+(status "total"). Only a whole tenant-month under the top's τ is suppressed: coverage is 100%
+otherwise.
+
+Totals are estimated from measurements, never from the selection: the top's value combines its
+own noisy count with the sum of *all* finest-level noisy counts (inverse-variance weights), both
+unbiased; the released parts are then scaled down where they add up to more, so stored cells are
+hierarchy-consistent (parts ≤ total, non-negative) and every viewer sees the same numbers.
+
+Each hierarchy level is one measurement of a vector whose L1 sensitivity is the product's
+per-person-per-day bound, because a person-day's events fall into disjoint cells at every level.
+The level's ε is split across the possible levels *before* looking at the data
+(``split_epsilon``), so what a query costs never depends on the data; thresholds, estimates and
+scaling are post-processing of the noisy counts and cost nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
-from statistics import NormalDist
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from statistics import NormalDist
+
+import numpy as np
 
 from data.errors import VeilBug
 
 from privacy._mechanisms import CountMechanism, SumMechanism
 from privacy._values import Cell
 
-__all__ = ["Level", "Measured", "release_cells", "split_epsilon"]
+__all__ = ["Level", "Measured", "release_cells", "split_epsilon", "thresholds"]
 
 #: A key of the public key set: (month, geo code, *other dimension values).
 Key = tuple[str, ...]
@@ -63,48 +79,86 @@ def split_epsilon(epsilon: float, levels: int) -> list[float]:
     return [epsilon / 2] + [rest] * (levels - 1)
 
 
+def thresholds(measured: Sequence[Measured], *, k: int, empty_cell_rate: float) -> list[int]:
+    """The release threshold τ of each level: max(k, t_α) for its count noise, k without noise.
+
+    t_α is the smallest integer a unit with no events reaches with probability ≤ α
+    (``empty_cell_rate``). It depends on the mechanisms alone, never on the data, so cutting at
+    it is post-processing of the noisy counts and costs no ε.
+    """
+    return [max(k, m.count.threshold(empty_cell_rate)) if m.count else k for m in measured]
+
+
 def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
                   levels: Sequence[Level], measured: Sequence[Measured], k: int,
-                  measure: str, bounds: tuple[float, float] | None) -> list[Cell]:
-    """Release every key: noisy cells ≥ k, rolled-up children with their parent, or suppressed."""
+                  measure: str, bounds: tuple[float, float] | None,
+                  empty_cell_rate: float) -> list[Cell]:
+    """Release every key: noisy cells ≥ τ, rolled-up children with their parent, or suppressed.
+
+    The top's value is an estimate of the stratum's total from measurements only (never from
+    which parts were selected); released parts are then scaled down, where they exceed it, to
+    fit under it, so parts + remainder = total in the stored cells.
+    """
     if len(levels) != len(measured):
         raise VeilBug("one set of mechanisms per hierarchy level is required")
+    cuts = thresholds(measured, k=k, empty_cell_rate=empty_cell_rate)
     cells: list[Cell] = []
     destination: dict[Key, str] = {}
     # Units at the current level: key → (true count, true sum, leaf keys merged into it).
     units: dict[Key, tuple[int, float, tuple[Key, ...]]] = {
         key: (*truth.get(key, (0, 0.0)), (key,)) for key in keys}
-    # Full totals of each top-level area per month and other dimensions.
+    # Full totals of each top-level area per month and other dimensions, and its code.
     top: dict[Key, tuple[int, float]] = {}
+    top_code: dict[Key, str] = {}
     for key in keys:
         n, s = truth.get(key, (0, 0.0))
-        stratum = (key[0], "", *key[2:])
+        stratum = _stratum(key)
         tn, ts = top.get(stratum, (0, 0.0))
         top[stratum] = (tn + n, ts + s)
+        if stratum not in top_code:
+            code = key[1]
+            for level in levels[:-1]:
+                code = level.parent(code)
+            top_code[stratum] = code
+    # Per stratum: the sum of *every* finest-level noisy count and how many there are. The key
+    # set is public and measured in full, so this sum is an unbiased estimate of the total too.
+    finest: dict[Key, tuple[int, int]] = {}
     for index, (level, mechanisms) in enumerate(zip(levels, measured)):
         is_top = level.parent is None
         if is_top and index:
-            # The top measures the whole area, not just the leftovers it received.
-            units = {unit: (*top[(unit[0], "", *unit[2:])], leaves)
-                     for unit, (_, _, leaves) in units.items()}
+            # The top measures the whole area, not just the leftovers it received, and does so
+            # for every stratum (its ε is spent either way): the total is always estimated.
+            leftovers = {_stratum(unit): leaves for unit, (_, _, leaves) in units.items()}
+            units = {(stratum[0], top_code[stratum], *stratum[2:]):
+                     (*totals, leftovers.get(stratum, ())) for stratum, totals in top.items()}
         ordered = list(units)
         counts = [units[u][0] for u in ordered]
         noisy_counts = mechanisms.count(counts) if mechanisms.count else counts
         sums = [units[u][1] for u in ordered]
         noisy_sums = (mechanisms.total(sums) if mechanisms.total
                       else sums) if measure != "count" else sums
+        if index == 0:
+            for unit, noisy_n in zip(ordered, noisy_counts):
+                total, many = finest.get(_stratum(unit), (0, 0))
+                finest[_stratum(unit)] = (total + noisy_n, many + 1)
         carried: dict[Key, tuple[int, float, tuple[Key, ...]]] = {}
         for unit, noisy_n, noisy_s in zip(ordered, noisy_counts, noisy_sums):
             n, s, leaves = units[unit]
-            if noisy_n >= k:
+            if noisy_n >= cuts[index]:
+                members = tuple(leaf[1] for leaf in leaves)
                 if index == 0:
                     cells.append(_cell(unit, noisy_n, noisy_s, mechanisms, measure, bounds,
                                        status="noisy" if mechanisms.count else "exact",
                                        members=()))
+                elif is_top and measure == "count":
+                    sum_n, many = finest[_stratum(unit)]
+                    cells.append(_total_cell(unit, noisy_n, sum_n, many, measured[0].count,
+                                             mechanisms.count, members=members))
                 else:
                     cells.append(_cell(unit, noisy_n, noisy_s, mechanisms, measure, bounds,
                                        status="total" if is_top else "rollup",
-                                       members=tuple(leaf[1] for leaf in leaves)))
+                                       members=members))
+                if index:
                     for leaf in leaves:
                         destination[leaf] = unit[1]
                 continue
@@ -116,8 +170,8 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
             pn, ps, pleaves = carried.get(parent, (0, 0.0, ()))
             carried[parent] = (pn + n, ps + s, pleaves + leaves)
         units = carried
-        if not units:
-            break
+    if measure == "count":
+        cells = _fit_parts_to_totals(cells)
     scale = measured[0].count.scale if measured[0].count else None
     for key in keys:
         where = destination.get(key)
@@ -130,6 +184,103 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
     cells.sort(key=lambda c: (c.status in ("rollup", "total"), order.get(c.key, len(order)),
                               c.key))
     return cells
+
+
+def _stratum(key: Key) -> Key:
+    """The top-level unit a key belongs to: its month and other dimensions, no area."""
+    return (key[0], "", *key[2:])
+
+
+def _total_cell(key: Key, noisy_top: int, sum_finest: int, many: int,
+                fine: CountMechanism | None, top: CountMechanism | None, *,
+                members: tuple[str, ...]) -> Cell:
+    """The stratum's total: the inverse-variance mean of its two unbiased measurements.
+
+    One is the top's own noisy count, the other the sum of all ``many`` finest-level noisy
+    counts (the whole zero-filled key set, released or not: post-processing). Neither depends
+    on which parts passed a threshold, so the estimate is unbiased. The interval is exact for
+    this estimator (its distribution is computed from the mechanisms), not a normal guess.
+    """
+    if top is None or fine is None:  # no noise: the measured total is exact
+        return Cell(key=key, value=float(noisy_top), lower=float(noisy_top),
+                    upper=float(noisy_top), noise_scale=None, status="total",
+                    members=members, n=float(noisy_top))
+    weight = _top_weight(top, fine, many)
+    value = weight * noisy_top + (1 - weight) * sum_finest
+    half = _combined_half_width(top, fine, many, top.confidence)
+    return Cell(key=key, value=value, lower=max(value - half, 0.0), upper=value + half,
+                noise_scale=top.scale, status="total", members=members, n=value)
+
+
+def _top_weight(top: CountMechanism, fine: CountMechanism, many: int) -> float:
+    sum_variance = many * fine.variance
+    return sum_variance / (top.variance + sum_variance)
+
+
+@cache
+def _combined_half_width(top: CountMechanism, fine: CountMechanism, many: int,
+                         confidence: float) -> float:
+    """Smallest h with P(|w·X + (1 − w)·S| ≤ h) ≥ confidence, X the top's noise and S the sum
+    of ``many`` independent finest-level noises (its mass by FFT convolution)."""
+    weight = _top_weight(top, fine, many)
+    low, mass = fine.pmf()
+    reach = -low
+    sd = math.sqrt(many * fine.variance)
+    span = min(many * reach, reach + int(40 * sd) + 1)
+    size = 1 << (2 * span + 1).bit_length()
+    padded = np.zeros(size)
+    for x, p in zip(range(low, reach + 1), mass):
+        padded[x % size] += p
+    summed = np.clip(np.fft.irfft(np.fft.rfft(padded) ** many, n=size), 0.0, None)
+    summed = np.concatenate([summed[size - span:], summed[:span + 1]])  # values -span..span
+    cdf = np.concatenate([[0.0], np.cumsum(summed)])  # cdf[i] = P(S < i - span)
+    top_low, top_mass = top.pmf()
+    xs = np.arange(top_low, top_low + len(top_mass), dtype=float)
+    px = np.asarray(top_mass)
+
+    def coverage(h: float) -> float:
+        # P(-h ≤ w·x + (1-w)·S ≤ h) for each top value x, then averaged over x
+        upper = np.floor((h - weight * xs) / (1 - weight) + 1e-9)
+        lower = np.ceil((-h - weight * xs) / (1 - weight) - 1e-9)
+        hi = np.clip(upper + span + 1, 0, 2 * span + 1).astype(int)
+        lo = np.clip(lower + span, 0, 2 * span + 1).astype(int)
+        return float(np.sum(px * np.clip(cdf[hi] - cdf[lo], 0.0, None)))
+
+    below, above = 0.0, weight * -top_low + (1 - weight) * span
+    for _ in range(60):
+        middle = (below + above) / 2
+        if coverage(middle) >= confidence:
+            above = middle
+        else:
+            below = middle
+    return above
+
+
+def _fit_parts_to_totals(cells: list[Cell]) -> list[Cell]:
+    """Scale a stratum's released parts down where they add up to more than its total.
+
+    Post-processing: parts stay non-negative, sum to at most the total, and the total is never
+    moved. A part's interval keeps its honest bounds and only widens to reach its new value.
+    """
+    totals = {_stratum(c.key): c.value for c in cells if c.status == "total"}
+    parts: dict[Key, float] = defaultdict(float)
+    for cell in cells:
+        if cell.status != "total" and cell.value is not None and _stratum(cell.key) in totals:
+            parts[_stratum(cell.key)] += cell.value
+    factors = {stratum: max(totals[stratum], 0.0) / known
+               for stratum, known in parts.items() if known > max(totals[stratum], 0.0)}
+    if not factors:
+        return cells
+    out = []
+    for cell in cells:
+        factor = factors.get(_stratum(cell.key))
+        if factor is None or cell.status == "total" or cell.value is None:
+            out.append(cell)
+            continue
+        value = cell.value * factor
+        out.append(dataclasses.replace(cell, value=value, n=value,
+                                       lower=min(cell.lower, value)))
+    return out
 
 
 def _cell(key: Key, noisy_n: int, noisy_s: float, mechanisms: Measured, measure: str,

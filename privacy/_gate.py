@@ -17,7 +17,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +27,7 @@ from data.catalog import Catalog, ProductSpec, RoleSpec
 from data.engine import Store
 from data.catalog import MetricSpec
 from data.errors import AccessDenied, BudgetExhausted, QueryRefused, VeilBug, VeilError
+from data.freshness import freshness, newest_events
 from data.geo import geography
 from data.models import CubeMonthly, ProductVersion, ReleasePeriod, SubjectConsent
 from data.models import Release as ReleaseRow
@@ -40,10 +41,11 @@ from privacy._audit import audit, audit_in
 from privacy._budget import Ledger
 from privacy._records import RecordPage, RecordQuery, read_records
 from privacy._insights import Insight, correlate
-from privacy._engine import Level, Measured, release_cells, split_epsilon
+from privacy._engine import Level, Measured, release_cells, split_epsilon, thresholds
 from privacy._mechanisms import discrete_gaussian, discrete_laplace, float_laplace
 from privacy._sensitivity import count_sensitivity, guarantee_text, sum_sensitivity
-from privacy._values import BudgetStatus, Cell, Epsilon, Preview, Principal, Query, Release
+from privacy._values import (BudgetStatus, Cell, DataClock, Epsilon, Preview, Principal, Query,
+                             Release, Threshold, add_months)
 
 __all__ = ["DIMENSIONS", "Gate"]
 
@@ -145,6 +147,58 @@ class Gate:
         return self._ledger.status(tenant=principal.tenant, principal=principal.subject,
                                    product=self._catalog.product(product).id,
                                    cap=cap, today=self._clock().date())
+
+    # --- the data's clock --------------------------------------------------------------------
+
+    def data_clock(self, principal: Principal, *, product: str) -> DataClock:
+        """How far the principal's tenant's data of ``product`` reaches, and the window limit.
+
+        Pages default to windows ending at its latest complete month, so nothing shown ages
+        with the calendar. Spends nothing; operational metadata only.
+        """
+        self._role(principal)
+        spec = self._catalog.product(product)
+        if spec.kind != "metric_set":
+            raise QueryRefused(f"{spec.id} is a {spec.kind}, not a metric set")
+        with self._store.read() as session:
+            [fresh] = freshness(session, self._catalog, tenant=principal.tenant,
+                                product=spec.id, now=self._clock())
+            # The months releases can read are the cube's; the days are the record store's.
+            first, last = session.execute(
+                select(func.min(CubeMonthly.period), func.max(CubeMonthly.period))
+                .where(CubeMonthly.tenant_id == principal.tenant,
+                       CubeMonthly.product_id == spec.id)).one()
+            # The tenant's data has reached the newest day any of its sources reached: a
+            # product with no event on that month's last days (a weekend, a quiet source) still
+            # has that month complete, as long as its own data reaches into the month.
+            reached = newest_events(session, self._catalog, tenant=principal.tenant)
+        limit = self.max_months(spec.id)
+        if first is None:
+            return DataClock(tenant=principal.tenant, product=spec.id, as_of=None, newest=None,
+                             first_month=None, max_months=limit, breaches=fresh.breaches)
+        # Events newer than the cube are not data a release can read yet (the freshness
+        # breaches say they wait for `veil materialize`); a cube whose raw events are gone
+        # counts as covering its last month.
+        cube_end = add_months(last, 1) - timedelta(days=1)
+        event = reached.get(spec.id)
+        newest = min(event.date(), cube_end) if event is not None else cube_end
+        as_of = max([newest, *(min(e.date(), cube_end) if p == spec.id else e.date()
+                               for p, e in reached.items())])
+        return DataClock(tenant=principal.tenant, product=spec.id, as_of=as_of, newest=newest,
+                         first_month=first, max_months=limit, breaches=fresh.breaches)
+
+    def today(self) -> date:
+        """The calendar day by the gate's clock: budget windows and audit periods follow it."""
+        return self._clock().date()
+
+    def max_months(self, product: str) -> int:
+        """The most months one query of ``product`` may cover (public policy, no data)."""
+        spec = self._catalog.product(product)
+        policy = self._catalog.policy
+        if spec.published_series:
+            return policy.max_series_months
+        # A monthly query on a non-series product may cover the months of one ad-hoc window.
+        return max(1, (policy.max_window_days + 31) // 31)
 
     # --- releases ----------------------------------------------------------------------------
 
@@ -285,7 +339,8 @@ class Gate:
                     product=plan.product.id)
         new_cells = self._compute(principal, query, plan, months=missing) if missing else []
         fresh: dict[str, list] = {period_keys[month]: [] for month in missing}
-        label_to_key = {month.isoformat()[:7]: period_keys[month] for month in missing}
+        labels = query.periods
+        label_to_key = {labels[month]: period_keys[month] for month in missing}
         for cell in new_cells:
             fresh[label_to_key[cell.key[0]]].append(cell.to_json())
         cells_json = [c for key in period_keys.values()
@@ -362,19 +417,31 @@ class Gate:
         geo = self._check_dimensions(principal, role, product, query)
         self._check_window(product, query)
         levels = _GEO_LEVELS[_GEO_LEVELS.index(geo):]
-        confidence = self._catalog.policy.interval_confidence
         if not level.noisy:
-            measured = tuple(Measured(count=None, total=None) for _ in levels)
+            measured = self._mechanisms(product, metric, 0.0, len(levels))
             return _Plan(product=product, metric=metric, geo=geo, levels=levels,
                          measured=measured, epsilon=Epsilon(0.0),
                          mechanism="none (exact counts, k-threshold)", settings=settings,
                          cap=cap, **applied)
-        measured, charged = [], 0.0
-        for share in split_epsilon(applied["level_epsilon"], len(levels)):
+        measured = self._mechanisms(product, metric, applied["level_epsilon"], len(levels))
+        charged = sum(m.count.epsilon + (m.total.epsilon if m.total else 0.0) for m in measured)
+        mechanism = measured[0].count.name + (
+            f" + {measured[0].total.name}" if measured[0].total else "")
+        return _Plan(product=product, metric=metric, geo=geo, levels=levels,
+                     measured=measured, epsilon=Epsilon(charged), mechanism=mechanism,
+                     settings=settings, cap=cap, **applied)
+
+    def _mechanisms(self, product: ProductSpec, metric: MetricSpec, epsilon: float,
+                    levels: int) -> tuple[Measured, ...]:
+        """The mechanisms of each geography level for a level ε (0: exact, no noise)."""
+        if epsilon <= 0:
+            return tuple(Measured(count=None, total=None) for _ in range(levels))
+        confidence = self._catalog.policy.interval_confidence
+        measured = []
+        for share in split_epsilon(epsilon, levels):
             if metric.measure == "count":
-                count = self._count_mechanism(product, metric, share)
-                measured.append(Measured(count=count, total=None))
-                charged += count.epsilon
+                measured.append(Measured(count=self._count_mechanism(product, metric, share),
+                                         total=None))
             else:
                 # Half for the count that drives the k-threshold and the mean's denominator,
                 # half for the clamped sum.
@@ -383,12 +450,21 @@ class Gate:
                 total = float_laplace(sensitivity=sum_sensitivity(product, metric),
                                       epsilon=share / 2, confidence=confidence)
                 measured.append(Measured(count=count, total=total))
-                charged += count.epsilon + total.epsilon
-        mechanism = measured[0].count.name + (
-            f" + {measured[0].total.name}" if measured[0].total else "")
-        return _Plan(product=product, metric=metric, geo=geo, levels=levels,
-                     measured=tuple(measured), epsilon=Epsilon(charged), mechanism=mechanism,
-                     settings=settings, cap=cap, **applied)
+        return tuple(measured)
+
+    def _thresholds(self, product: ProductSpec, query: Query, *, k: int,
+                    level_epsilon: float) -> tuple[Threshold, ...]:
+        """The release threshold of each geography level of ``query`` (public: mechanisms only)."""
+        geo = next((d for d in query.group_by[1:] if d in _GEO_LEVELS), "tenant")
+        levels = _GEO_LEVELS[_GEO_LEVELS.index(geo):]
+        level = self._catalog.policy.levels.get(query.level)
+        noisy = level.noisy if level is not None else level_epsilon > 0
+        measured = self._mechanisms(product, product.metric(query.metric),
+                                    level_epsilon if noisy else 0.0, len(levels))
+        cuts = thresholds(measured, k=k, empty_cell_rate=self._catalog.policy.empty_cell_rate)
+        return tuple(Threshold(level=name, count=cut,
+                               empty_cell_rate=m.count.tail(cut) if m.count else 0.0)
+                     for name, cut, m in zip(levels, cuts, measured))
 
     def _release_settings(self, settings: SettingsVersion, product: ProductSpec,
                           level: str) -> dict:
@@ -464,16 +540,15 @@ class Gate:
 
     def _check_window(self, product: ProductSpec, query: Query) -> None:
         policy = self._catalog.policy
-        months = len(query.months)
+        months, longest = len(query.months), self.max_months(product.id)
+        if months <= longest:
+            return
         if product.published_series:
-            if months > policy.max_series_months:
-                raise QueryRefused(f"{product.id} series are limited to {policy.max_series_months}"
-                                   f" months per query, asked for {months}")
-        elif months * 31 > policy.max_window_days + 31:
-            # A monthly query on a non-series product may cover the months of one ad-hoc window.
-            raise QueryRefused(f"{product.id} is not a published series: ad-hoc queries may "
-                               f"cover at most {policy.max_window_days} days, asked for "
-                               f"{months} months")
+            raise QueryRefused(f"{product.id} series are limited to {longest} months per "
+                               f"query, asked for {months}")
+        raise QueryRefused(f"{product.id} is not a published series: ad-hoc queries may "
+                           f"cover at most {policy.max_window_days} days ({longest} months), "
+                           f"asked for {months} months")
 
     def _data_version(self, session, tenant: str, product: ProductSpec) -> int:
         version = session.scalar(select(ProductVersion.data_version).where(
@@ -513,6 +588,8 @@ class Gate:
                      plan: _Plan) -> dict[date, str]:
         """The key of each atomic period of the series: the query without its window."""
         atomic = query.canonical()
+        if query.period == "window":  # the whole window is the one atomic period
+            return {query.start: self._key(principal, data_version, plan, atomic=atomic)}
         del atomic["start"], atomic["end"]
         return {month: self._key(principal, data_version, plan, atomic=atomic,
                                  month=month.isoformat())
@@ -529,7 +606,8 @@ class Gate:
         query = Query(product=q["product"], metric=q["metric"],
                       start=date.fromisoformat(q["start"]), end=date.fromisoformat(q["end"]),
                       level=q["level"], group_by=tuple(q["group_by"]),
-                      filters=tuple(tuple(f) for f in q["filters"]))
+                      filters=tuple(tuple(f) for f in q["filters"]),
+                      period=q.get("period", "month"))
         # k and ε as the tenant's settings made them (the release is keyed by them)
         product = dataclasses.replace(product, k=k)
         return Release(
@@ -541,11 +619,34 @@ class Gate:
             data_version=row.data_version, digest=row.digest, created_at=row.created_at,
             guarantee=guarantee_text(product, level_epsilon, delta=self._catalog.policy.delta),
             published=row.published,
-            measure=product.metric(query.metric).measure)
+            measure=product.metric(query.metric).measure,
+            thresholds=self._thresholds(product, query, k=k, level_epsilon=level_epsilon),
+            empty_cell_bound=self._catalog.policy.empty_cell_rate)
 
     def _compute(self, principal: Principal, query: Query, plan: _Plan, *,
                  months: list[date]) -> list[Cell]:
         """Aggregate the cube for ``months`` and release it through the engine."""
+        keys, truth = self._aggregate(principal, query, plan, months=months)
+        return self._engine(principal, plan, keys=keys, truth=truth)
+
+    def _engine(self, principal: Principal, plan: _Plan, *, keys: list[tuple[str, ...]],
+                truth: dict[tuple[str, ...], tuple[int, float]]) -> list[Cell]:
+        """Release the true aggregates of the public key set (noise, thresholds, roll-up)."""
+        return release_cells(
+            keys=keys, truth=truth, levels=self._levels(principal, plan), measured=plan.measured,
+            k=plan.k, measure=plan.metric.measure, bounds=plan.metric.value_bounds,
+            empty_cell_rate=self._catalog.policy.empty_cell_rate)
+
+    def _aggregate(self, principal: Principal, query: Query, plan: _Plan, *,
+                   months: list[date]) -> tuple[list[tuple[str, ...]],
+                                                dict[tuple[str, ...], tuple[int, float]]]:
+        """The public key set for the periods starting at ``months`` and the cube's true
+        aggregates by key."""
+        labels = query.periods
+        keys_of = [labels[month] for month in months]
+        if query.period == "window":  # one period: every month of the window, one label
+            months = list(query.months)
+            labels = dict.fromkeys(months, keys_of[0])
         dims = [d for d in query.group_by[1:] if d not in _GEO_LEVELS]
         geo_column = (None if plan.geo == "tenant"
                       else getattr(CubeMonthly, DIMENSIONS[plan.geo]))
@@ -572,7 +673,7 @@ class Gate:
         truth: dict[tuple[str, ...], tuple[int, float]] = {}
         with self._store.read() as session:
             for row in session.execute(statement):
-                month = row[0].isoformat()[:7]
+                month = labels[row[0]]
                 rest = [str(v) for v in row[1:len(columns)]]
                 if geo_column is None:
                     rest.insert(0, principal.tenant)
@@ -582,14 +683,11 @@ class Gate:
                 key = (month, *rest)
                 n, total = truth.get(key, (0, 0.0))
                 truth[key] = (n + int(row[-2]), total + float(row[-1] or 0.0))
-        keys = self._keys(principal, query, plan, months, dims)
-        return release_cells(
-            keys=keys, truth=truth, levels=self._levels(principal, plan), measured=plan.measured,
-            k=plan.k, measure=plan.metric.measure, bounds=plan.metric.value_bounds)
+        return self._keys(principal, query, plan, keys_of, dims), truth
 
-    def _keys(self, principal: Principal, query: Query, plan: _Plan, months: list[date],
+    def _keys(self, principal: Principal, query: Query, plan: _Plan, periods: list[str],
               dims: list[str]) -> list[tuple[str, ...]]:
-        """The public key set: months × declared areas × declared categories, after filters."""
+        """The public key set: periods × declared areas × declared categories, after filters."""
         domains = self._domains(principal, plan.product)
         filters = dict(query.filters)
         if plan.geo == "tenant":
@@ -600,7 +698,7 @@ class Gate:
                 candidates = candidates + tuple(unplaced(d) for d in domains["district"])
             areas = tuple(a for a in candidates if self._area_matches(a, plan.geo, filters))
         dim_values = [((filters[d],) if d in filters else domains[d]) for d in dims]
-        return [(m.isoformat()[:7], area, *combo) for m in months for area in areas
+        return [(period, area, *combo) for period in periods for area in areas
                 for combo in itertools.product(*dim_values)]
 
     def _area_matches(self, code: str, level: str, filters: dict[str, str]) -> bool:

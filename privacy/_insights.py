@@ -2,8 +2,9 @@
 
 Owns post-processing only: it takes two releases that already passed the gate and never
 touches the store. A district joins the comparison when both releases show it with its own
-value in every month of the window (rolled-up and suppressed districts have no value of their
-own and are left out, and counted as such). The interval of the correlation comes from a
+value in every period of the window — one period when the series are window totals, as the
+insights page asks for (rolled-up and suppressed districts have no value of their own and are
+left out, and counted as such). The interval of the correlation comes from a
 bootstrap that resamples districts and redraws each value within its released noise, its spread
 centred on the estimate — a simulation on public numbers, not a release, so NumPy's generator
 is fine here.
@@ -47,8 +48,9 @@ class Insight:
 
 
 def _by_district(release: Release) -> tuple[dict[str, tuple[float, float]], set[str]]:
-    """Window sums per district with their noise variance; districts lacking a month excluded."""
-    months = {m.isoformat()[:7] for m in release.query.months}
+    """Window sums per district with their noise variance; districts lacking a period excluded
+    (a window release has one period per district: the whole window)."""
+    months = set(release.query.periods.values())
     sums: dict[str, list[tuple[float, float]]] = {}
     lacking: set[str] = set()
     for cell in release.cells:
@@ -73,8 +75,8 @@ def _by_district(release: Release) -> tuple[dict[str, tuple[float, float]], set[
 def correlate(x: Release, y: Release) -> Insight:
     if x.query.group_by != ("month", "district") or y.query.group_by != ("month", "district"):
         raise QueryRefused("cross-vertical insights join two district series")
-    if x.query.months != y.query.months:
-        raise QueryRefused("both series must cover the same months")
+    if x.query.months != y.query.months or x.query.period != y.query.period:
+        raise QueryRefused("both series must cover the same months, by the same period")
     xs, x_lacking = _by_district(x)
     ys, y_lacking = _by_district(y)
     joined = sorted(set(xs) & set(ys))

@@ -42,6 +42,54 @@ class CountMechanism:
         q = math.exp(-1.0 / self.scale)
         return 2 * q / (1 - q) ** 2
 
+    def tail(self, t: int) -> float:
+        """P(noise ≥ t), exactly: how often a unit whose true count is 0 reaches t."""
+        if self.kind == "gaussian":
+            mass = _discrete_gaussian_mass(self.scale)
+            centre = len(mass) // 2
+            return float(sum(mass[max(centre + t, 0):]))
+        q = math.exp(-1.0 / self.scale)
+        # P(X = x) = (1 - q) / (1 + q) · q^|x|, so P(X ≥ t) = q^t / (1 + q) for t ≥ 1
+        return q ** t / (1 + q) if t >= 1 else 1.0 - q ** (1 - t) / (1 + q)
+
+    def threshold(self, rate: float) -> int:
+        """The smallest integer t with P(noise ≥ t) ≤ ``rate``: a data-independent cut-off.
+
+        A unit with no events has a noisy count ≥ t with probability at most ``rate``; it
+        depends on the mechanism alone, so cutting at it is post-processing and costs no ε.
+        """
+        if not 0 < rate < 0.5:
+            raise ValueError(f"rate must be in (0, 0.5), got {rate}")
+        if self.kind == "gaussian":
+            t = 1
+        else:
+            q = math.exp(-1.0 / self.scale)
+            t = max(1, math.ceil(math.log(rate * (1 + q)) / math.log(q)) - 1)
+        while self.tail(t) > rate:  # exact from here on, whatever the float log said
+            t += 1
+        while t > 1 and self.tail(t - 1) <= rate:
+            t -= 1
+        return t
+
+    def pmf(self) -> tuple[int, list[float]]:
+        """The noise's probability mass as (lowest value, masses), tails below 1e-15 cut."""
+        if self.kind == "gaussian":
+            mass = _discrete_gaussian_mass(self.scale)
+            return -(len(mass) // 2), list(mass)
+        q = math.exp(-1.0 / self.scale)
+        reach = int(math.ceil(15 * math.log(10) * self.scale)) + 1  # q^reach < 1e-15
+        norm = (1 - q) / (1 + q)
+        return -reach, [norm * q ** abs(x) for x in range(-reach, reach + 1)]
+
+
+@cache
+def _discrete_gaussian_mass(scale: float) -> tuple[float, ...]:
+    """Normalised masses of the discrete Gaussian of σ = scale on -R..R (R = 12σ + 2)."""
+    reach = int(12 * scale) + 2
+    mass = [math.exp(-(x * x) / (2 * scale * scale)) for x in range(-reach, reach + 1)]
+    norm = sum(mass)
+    return tuple(m / norm for m in mass)
+
 
 @dataclass(frozen=True)
 class SumMechanism:

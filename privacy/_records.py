@@ -19,6 +19,7 @@ from datetime import date, datetime
 
 from sqlalchemy import Select, func, or_, select
 
+from data import clock
 from data.catalog import Catalog, FieldSpec, ProductSpec, RoleSpec
 from data.engine import Store
 from data.errors import AccessDenied, InvalidInput, QueryRefused, VeilBug
@@ -252,7 +253,7 @@ def _generalise(value, target: str | None):
     if target == "month" and isinstance(value, (date, datetime)):
         return value.strftime("%Y-%m")
     if target == "age_bucket" and isinstance(value, date):
-        today = date.today()
+        today = clock.today()
         age = today.year - value.year - ((today.month, today.day) < (value.month, value.day))
         for upper, bucket in ((5, "0-5"), (12, "6-12"), (18, "13-18"), (35, "19-35"),
                               (60, "36-60")):

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from data.errors import InvalidInput
 
-__all__ = ["BudgetStatus", "Cell", "Epsilon", "Preview", "Principal", "Query", "Release",
-           "Totals"]
+__all__ = ["BudgetStatus", "Cell", "DataClock", "Epsilon", "Preview", "Principal", "Query",
+           "Release", "Threshold", "Totals", "add_months"]
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,24 @@ def _month_start(day: date) -> date:
     return day.replace(day=1)
 
 
+def add_months(month: date, count: int) -> date:
+    """The first day of the month ``count`` months after ``month``'s (before, if negative)."""
+    index = month.year * 12 + month.month - 1 + count
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _last_day(month: date) -> date:
+    return add_months(month, 1) - timedelta(days=1)
+
+
 @dataclass(frozen=True)
 class Query:
     """A request for a monthly metric series of one product, within the principal's tenant.
 
     ``filters`` are (dimension, value) pairs on public dimensions, e.g. (("state", "KGL"),).
     ``start`` and ``end`` are the first days of the first and last month, both included.
+    ``period`` is ``"month"`` (one value per month) or ``"window"`` (one value for the whole
+    window per area: the window is then the query's one period, labelled "YYYY-MM..YYYY-MM").
     """
 
     product: str
@@ -69,6 +81,7 @@ class Query:
     level: str
     group_by: tuple[str, ...] = ("month",)
     filters: tuple[tuple[str, str], ...] = ()
+    period: str = "month"
 
     def __post_init__(self):
         if self.start != _month_start(self.start) or self.end != _month_start(self.end):
@@ -86,18 +99,31 @@ class Query:
         dims = [d for d, _ in self.filters]
         if len(set(dims)) != len(dims):
             raise InvalidInput(f"each dimension may be filtered once, got {self.filters!r}")
+        if self.period not in ("month", "window"):
+            raise InvalidInput(f"period must be 'month' or 'window', got {self.period!r}")
+
+    @classmethod
+    def ending(cls, *, product: str, metric: str, level: str, months: int, end: date,
+               group_by: tuple[str, ...] = ("month",),
+               filters: tuple[tuple[str, str], ...] = (), period: str = "month") -> Query:
+        """The ``months`` calendar months up to and including ``end``'s month."""
+        if isinstance(months, bool) or not isinstance(months, int) or months < 1:
+            raise InvalidInput(f"months must be an integer >= 1, got {months!r}")
+        last = _month_start(end)
+        return cls(product=product, metric=metric, level=level, group_by=group_by,
+                   filters=filters, start=add_months(last, -(months - 1)), end=last,
+                   period=period)
 
     @classmethod
     def trailing(cls, *, product: str, metric: str, level: str, months: int, today: date,
                  filters: tuple[tuple[str, str], ...] = ()) -> Query:
-        """The ``months`` complete calendar months before ``today``'s month."""
-        if months < 1:
-            raise InvalidInput(f"months must be >= 1, got {months}")
-        last = today.year * 12 + today.month - 2          # index of the previous month
-        first = last - (months - 1)
-        return cls(product=product, metric=metric, level=level, filters=filters,
-                   start=date(first // 12, first % 12 + 1, 1),
-                   end=date(last // 12, last % 12 + 1, 1))
+        """The ``months`` complete calendar months before ``today``'s month.
+
+        Pages use ``DataClock.query`` instead: its window ends at the latest complete month
+        *with data*, which does not move with the calendar.
+        """
+        return cls.ending(product=product, metric=metric, level=level, months=months,
+                          end=add_months(_month_start(today), -1), filters=filters)
 
     @property
     def months(self) -> tuple[date, ...]:
@@ -105,12 +131,20 @@ class Query:
         out, current = [], self.start
         while current <= self.end:
             out.append(current)
-            current = (current.replace(year=current.year + 1, month=1) if current.month == 12
-                       else current.replace(month=current.month + 1))
+            current = add_months(current, 1)
         return tuple(out)
+
+    @property
+    def periods(self) -> dict[date, str]:
+        """The query's atomic periods: first month → label of the cells' first key part."""
+        if self.period == "window":
+            return {self.start: f"{self.start.isoformat()[:7]}..{self.end.isoformat()[:7]}"}
+        return {month: month.isoformat()[:7] for month in self.months}
 
     def canonical(self) -> dict:
         data = asdict(self)
+        if self.period == "month":
+            del data["period"]  # monthly queries keep the keys they always had
         data["start"], data["end"] = self.start.isoformat(), self.end.isoformat()
         data["group_by"] = list(self.group_by)
         data["filters"] = sorted([list(f) for f in self.filters])
@@ -172,31 +206,71 @@ class Release:
     guarantee: str = field(default="")
     published: bool = False
     measure: str = "count"
+    #: per geography level, finest first: the release threshold and its exact empty-cell rate
+    thresholds: tuple[Threshold, ...] = ()
+    #: α, the policy's bound on ``empty_cell_rate`` when this release was made
+    empty_cell_bound: float = 0.0
 
     def totals(self) -> dict[tuple[str, ...], Totals]:
         """Hierarchy-consistent, non-negative totals per stratum (month and other dimensions).
 
-        Post-processing only (no privacy cost): the parts are the cells released below the top
-        (areas and roll-ups); where the top measured its whole total, the small areas counted
-        only there get the remainder max(total − parts, 0), and the total is raised to the
-        parts if noise put it below them, so that parts + remainder = total exactly.
+        The total is the top cell's value: an estimate from measurements (the top's own noisy
+        count, combined with the sum of every finest-level noisy count), never raised to the
+        released parts. The engine already scaled the parts to fit under it, so here the small
+        areas counted only in the total get the remainder, total − parts ≥ 0. A stratum whose
+        top was not released (its noisy count under the top's threshold) has no measured
+        total: ``released`` is False and the total is what the parts show. Display only: a
+        total that noise put below 0 is shown as 0 (the stored cell keeps the estimate).
         """
         if self.measure != "count":
             raise InvalidInput("totals() adds counts; sums and means are not additive here")
         parts: dict[tuple[str, ...], float] = {}
         tops: dict[tuple[str, ...], float] = {}
+        bounds: dict[tuple[str, ...], tuple[float | None, float | None]] = {}
+        strata: set[tuple[str, ...]] = set()
         for cell in self.cells:
             stratum = (cell.key[0], *cell.key[2:])
-            if cell.status == "total":
+            strata.add(stratum)
+            # the top: a "total" cell, or the one cell of a query by month (no geography)
+            if cell.status == "total" or (cell.key[1] == self.tenant and cell.value is not None):
                 tops[stratum] = max(cell.value or 0.0, 0.0)
+                bounds[stratum] = (cell.lower, cell.upper)
             elif cell.value is not None:
                 parts[stratum] = parts.get(stratum, 0.0) + max(cell.value, 0.0)
         out = {}
-        for stratum in set(parts) | set(tops):
+        for stratum in strata:
             known = parts.get(stratum, 0.0)
-            remainder = max(tops[stratum] - known, 0.0) if stratum in tops else 0.0
-            out[stratum] = Totals(total=known + remainder, parts=known, remainder=remainder)
+            if stratum not in tops:
+                out[stratum] = Totals(total=known, parts=known, remainder=0.0,
+                                      released=stratum in parts)
+                continue
+            # float rounding only: the engine fitted the parts under the total
+            known = min(known, tops[stratum])
+            lower, upper = bounds[stratum]
+            out[stratum] = Totals(total=tops[stratum], parts=known,
+                                  remainder=tops[stratum] - known,
+                                  lower=None if lower is None else max(lower, 0.0), upper=upper)
         return out
+
+    @property
+    def empty_cell_rate(self) -> float:
+        """How often an area with no activity is shown with a value of its own, at most: the
+        largest exact rate over the levels (0 without noise)."""
+        return max((t.empty_cell_rate for t in self.thresholds), default=0.0)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The release threshold of one geography level of a release (public: no data in it)."""
+
+    level: str             # h3_cell | district | state | tenant
+    count: int             # τ = max(k, t_α): a unit is released when its noisy count ≥ τ
+    empty_cell_rate: float  # exact P(noise ≥ τ): how often a unit with no events reaches τ
+
+    def __post_init__(self):
+        if self.count < 1 or not 0 <= self.empty_cell_rate <= 1:
+            raise InvalidInput(f"a threshold is a count >= 1 and a rate in [0, 1], got "
+                               f"{self.count} and {self.empty_cell_rate}")
 
 
 @dataclass(frozen=True)
@@ -204,6 +278,12 @@ class Totals:
     total: float       # = parts + remainder
     parts: float       # sum of the released cells below the top
     remainder: float   # small areas counted only in the top total
+    #: False when the stratum's total was not released (under the top's threshold): then
+    #: ``total`` is only what the released parts show (0 when nothing was released)
+    released: bool = True
+    #: the released total's 95% interval (None when the total was not released)
+    lower: float | None = None
+    upper: float | None = None
 
 
 @dataclass(frozen=True)
@@ -230,3 +310,101 @@ class BudgetStatus:
     @property
     def remaining(self) -> Epsilon:
         return Epsilon(max(self.cap.value - self.spent.value, 0.0))
+
+
+@dataclass(frozen=True)
+class DataClock:
+    """How far a tenant's data of one product reaches, and which windows the gate accepts.
+
+    Pages build their default windows from this, never from the calendar: the latest
+    *complete* month with data is the default end, so an empty or partial month is never shown
+    as data unless the user asks for it (and then it is marked partial). Operational metadata
+    only (the newest event's day, as on the compliance page); it holds no released value.
+    """
+
+    tenant: str
+    product: str
+    #: the day the tenant's data has reached (its newest event of any product); None: no data
+    as_of: date | None
+    #: this product's newest event's day; None when it has no data
+    newest: date | None
+    #: the first month with data of this product; None when it has no data
+    first_month: date | None
+    #: the most months one query of this product may cover (the gate's public limit)
+    max_months: int
+    #: freshness SLO breaches in plain words (empty: fresh)
+    breaches: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.max_months < 1:
+            raise InvalidInput(f"max_months must be >= 1, got {self.max_months}")
+        if not (self.as_of is None) == (self.newest is None) == (self.first_month is None):
+            raise InvalidInput("as_of, newest and first_month are all set or all None")
+        if self.newest is not None and not self.first_month <= self.newest <= self.as_of:
+            raise InvalidInput(f"expected first_month <= newest <= as_of, got "
+                               f"{self.first_month} / {self.newest} / {self.as_of}")
+
+    @property
+    def latest_complete(self) -> date | None:
+        """The first day of the latest month that the data covers to its last day and that
+        this product has data in (a stalled source's empty months are never "complete")."""
+        if self.as_of is None:
+            return None
+        month = _month_start(self.as_of)
+        end = month if self.as_of == _last_day(month) else add_months(month, -1)
+        end = min(end, _month_start(self.newest))
+        return end if end >= self.first_month else None
+
+    @property
+    def partial(self) -> date | None:
+        """The month the data reaches into but does not cover yet, when this product has data
+        in it (None otherwise)."""
+        if self.as_of is None or self.as_of == _last_day(_month_start(self.as_of)):
+            return None
+        month = _month_start(self.as_of)
+        return month if _month_start(self.newest) == month else None
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.breaches)
+
+    def months(self, *, include_partial: bool = False) -> tuple[date, ...]:
+        """Every month with data, oldest first: complete months, then the partial one if asked."""
+        if self.first_month is None:
+            return ()
+        last = self.partial if include_partial and self.partial else self.latest_complete
+        if last is None:
+            return ()
+        out, current = [], self.first_month
+        while current <= last:
+            out.append(current)
+            current = add_months(current, 1)
+        return tuple(out)
+
+    def longest(self, *, include_partial: bool = False) -> int:
+        """The longest window a page may offer: the gate's limit or the data's extent."""
+        return min(self.max_months, len(self.months(include_partial=include_partial)))
+
+    def query(self, *, metric: str, level: str, months: int, include_partial: bool = False,
+              group_by: tuple[str, ...] = ("month",),
+              filters: tuple[tuple[str, str], ...] = ()) -> Query:
+        """The ``months`` latest months with data (complete ones unless ``include_partial``),
+        shortened to what the data covers and the gate accepts (``longest``)."""
+        available = self.months(include_partial=include_partial)
+        if not available:
+            raise InvalidInput(f"{self.product} has no complete month of data for "
+                               f"{self.tenant} yet")
+        return Query.ending(product=self.product, metric=metric, level=level,
+                            months=min(months, len(available), self.max_months),
+                            end=available[-1],
+                            group_by=group_by, filters=filters)
+
+    def describe(self) -> str:
+        """"Data as of 5 Dec 2026", plainly, with what is complete."""
+        if self.as_of is None:
+            return "No data yet."
+        complete = self.latest_complete
+        text = f"Data as of {self.as_of.day} {self.as_of:%b %Y}"
+        if complete is not None:
+            text += f" · latest complete month {complete:%B %Y}"
+        return text

@@ -1,12 +1,22 @@
-"""Privacy badge and budget meter: what protected this number, and what it cost."""
+"""Privacy badge, budget meter and spend button: what protected this number, what it cost,
+and whether the budget can still pay for it.
+
+The spend button only mirrors the gate's rule (``spent + ε <= cap``) to disable a control the
+user cannot use; the gate still decides and still raises BudgetExhausted on its own.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import streamlit as st
 
 from privacy import BudgetStatus, Preview, Release
 
-__all__ = ["budget_meter", "privacy_badge"]
+__all__ = ["budget_meter", "privacy_badge", "short_of_budget", "spend_button"]
+
+# The ledger's slack: floating-point sums of ε may exceed the cap by rounding alone.
+_SLACK = 1e-9
 
 
 def privacy_badge(release: Release) -> None:
@@ -29,3 +39,40 @@ def budget_meter(status: BudgetStatus, preview: Preview | None = None) -> None:
         label += (" · this view is free (stored release)" if preview.reused
                   else f" · this view costs ε {preview.epsilon.value:g}")
     st.progress(fraction, text=label)
+
+
+def short_of_budget(*, costs: float | Sequence[float],
+                    budgets: Sequence[BudgetStatus]) -> list[tuple[BudgetStatus, float, float]]:
+    """The budgets that cannot pay, as (status, cost, short by ε); empty when all can.
+
+    ``costs`` is ε per product, one per budget in the same order (a comparison releases on two
+    products at once); a single number is charged to every budget.
+    """
+    listed = ([float(costs)] * len(budgets) if isinstance(costs, (int, float))
+              else [float(c) for c in costs])
+    if len(listed) != len(budgets):
+        raise ValueError(f"one cost per budget: got {len(listed)} costs for "
+                         f"{len(budgets)} budgets")
+    return [(status, cost, cost - status.remaining.value)
+            for status, cost in zip(budgets, listed) if cost > status.remaining.value + _SLACK]
+
+
+def spend_button(label: str, *, costs: float | Sequence[float], budgets: Sequence[BudgetStatus],
+                 key: str | None = None) -> bool:
+    """A primary button that spends budget; disabled, with the shortfall, when it cannot pay.
+
+    ``costs[i]`` is what the click charges ``budgets[i]``. Returns whether it was clicked
+    (never True while disabled).
+    """
+    short = short_of_budget(costs=costs, budgets=budgets)
+    if not short:
+        return st.button(label, type="primary", key=key)
+    reason = "; ".join(
+        f"{status.product}: short by ε {gap:g} (costs ε {cost:g}, ε "
+        f"{status.remaining.value:g} left until {status.window_end:%d %b %Y})"
+        for status, cost, gap in short)
+    st.button(label, type="primary", key=key, disabled=True,
+              help=f"Not enough privacy budget — {reason}")
+    st.caption(f":material/block: Not enough privacy budget — {reason}. Choose a stronger "
+               f"privacy level (smaller ε), a shorter window, or wait for the budget to refresh.")
+    return False

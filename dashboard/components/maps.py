@@ -8,6 +8,7 @@ parent's value in a hatched-looking, lighter style, and the tooltip says so.
 from __future__ import annotations
 
 import json
+import math
 from urllib.parse import quote
 
 import pandas as pd
@@ -15,7 +16,7 @@ import pydeck as pdk
 
 from privacy import Release
 
-__all__ = ["map_frame", "release_map"]
+__all__ = ["map_frame", "map_legend", "release_map"]
 
 _RAMP = [(237, 248, 251), (179, 205, 227), (140, 150, 198), (136, 86, 167), (129, 15, 124)]
 _ROLLED = (255, 196, 0)
@@ -55,6 +56,28 @@ def map_frame(release: Release, *, month: str, cells_of, names: dict[str, str]) 
             rows.append({"hex": h, "area": names.get(code, code), "value": value,
                          "lower": lower, "upper": upper, "status": kind, "label": label})
     return pd.DataFrame(rows)
+
+
+_LEVEL_NAMES = {"h3_cell": "H3 cell", "district": "district", "state": "state",
+                "tenant": "whole tenant"}
+
+
+def map_legend(release: Release) -> str:
+    """The map's caption in plain words: colours, and how often noise paints an empty area."""
+    colours = ("Darker = more · amber = small area counted in a larger area · grey = suppressed "
+               "(too few even in the whole tenant)")
+    if not release.thresholds:
+        return colours
+    finest = release.thresholds[0]
+    area = _LEVEL_NAMES.get(finest.level, finest.level)
+    if release.empty_cell_rate == 0:
+        return (f"{colours}. Exact counts: an area with no activity is never shown as active; "
+                f"each {area} is shown on its own from a count of {finest.count}.")
+    # rounded up, so the caption never promises less than the release delivers
+    percent = math.ceil(release.empty_cell_rate * 1000) / 10
+    return (f"{colours}. An area with no activity is shown as active with probability at most "
+            f"{percent:g}% (noise alone): each {area} is shown on its own only when its noisy "
+            f"count reaches {finest.count}, otherwise it is counted in a larger area.")
 
 
 def release_map(frame: pd.DataFrame, *, centre: tuple[float, float]) -> pdk.Deck:

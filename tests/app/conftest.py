@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from data import clock
 from data.bootstrap import DEMO_PASSWORD, init_store
 from data.catalog import load_catalog
 from data.config import PROJECT_ROOT, load_settings
@@ -15,6 +17,7 @@ from data.engine import open_store
 from data.materialize import materialize
 from dashboard.cli import publish_defaults
 from privacy import open_gate
+from tests.pinned import DEMO_AS_OF, PAGES_NOW
 
 APP = str(PROJECT_ROOT / "dashboard" / "app.py")
 
@@ -26,13 +29,21 @@ def demo_var(tmp_path_factory) -> Path:
     catalog = load_catalog(settings.catalog_dir)
     store = open_store(settings)
     init_store(store, catalog, demo_accounts=True)
-    generate(store, catalog, size="small", seed=7, secret=settings.secret)
+    generate(store, catalog, size="small", seed=7, secret=settings.secret, as_of=DEMO_AS_OF)
     materialize(store, catalog)
     store.dispose()
     gate = open_gate(settings)
     publish_defaults(gate, requested_by="test fixture")  # what `veil demo` does
     gate.close()
     return var
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock(monkeypatch) -> datetime:
+    """The pages' clock (budget windows, audit periods, freshness) stands still at a fixed
+    instant in every AppTest, so no page test depends on the day it runs."""
+    monkeypatch.setattr(clock, "utcnow", lambda: PAGES_NOW)
+    return PAGES_NOW
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from data.materialize import materialize
 from data.role_mappings import load_role_mappings
 from dashboard.cli import publish_defaults
 from privacy import open_gate
+from tests.pinned import DEMO_AS_OF
 
 OIDC_DIR = PROJECT_ROOT / "tests" / "e2e" / "oidc"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -176,7 +177,7 @@ def e2e_var(e2e_tools, e2e_dir, e2e_mappings) -> Path:
     store = open_store(settings)
     init_store(store, catalog, demo_accounts=True,
                role_mappings=load_role_mappings(e2e_mappings, catalog))
-    generate(store, catalog, size="small", seed=7, secret=settings.secret)
+    generate(store, catalog, size="small", seed=7, secret=settings.secret, as_of=DEMO_AS_OF)
     materialize(store, catalog)
     store.dispose()
     gate = open_gate(settings)
@@ -331,7 +332,12 @@ def page(browser, artifacts, request, external_requests):
             route.abort()
 
     context.route("**/*", loopback_only)
+    # A loaded shared machine takes well over 5 s (Playwright's default for expect) to serve a
+    # first page: every wait is for the element, up to 30 s.
     context.set_default_timeout(30_000)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
     yield context.new_page()
     if external_requests:
         folder = artifacts / request.node.name

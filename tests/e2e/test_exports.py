@@ -83,8 +83,8 @@ def test_case_worker_exports_a_masked_list_and_compliance_sees_the_record(
     officer = USERS["colin"]
     sign_in(page, app, officer, shot)
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Compliance").click()
-    expect(page.get_by_role("heading", name="Export records")).to_be_visible(timeout=20_000)
-    expect(page.get_by_text(export_id)).to_be_visible(timeout=20_000)
+    expect(page.get_by_role("heading", name="Export records")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(export_id)).to_be_visible(timeout=60_000)
     expect(page.get_by_text("verification visits next week")).to_be_visible()
     shot("compliance-export-record")
     assert external_requests == []

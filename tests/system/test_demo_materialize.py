@@ -44,6 +44,8 @@ from data.models import (
     SubjectConsent,
 )
 
+from tests.pinned import DEMO_AS_OF
+
 SECRET = "system-test-secret-0123456789"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -93,7 +95,7 @@ def demo(request, tmp_path_factory) -> Iterator[Demo]:
     url = next(databases) if databases else None
     store, catalog = _open(backend, tmp_path_factory.mktemp("veil"), url)
     try:
-        generate(store, catalog, size="small", seed=7, secret=SECRET)
+        generate(store, catalog, size="small", seed=7, secret=SECRET, as_of=DEMO_AS_OF)
         materialize(store, catalog)
         yield Demo(store=store, catalog=catalog, backend=backend)
     finally:
@@ -145,11 +147,11 @@ def _clamp(value: float, bounds: tuple[float, float]) -> float:
 def test_same_seed_gives_identical_rows_and_another_seed_does_not(demo):
     """generate() is a function of (size, seed, secret): proven through the stored rows."""
     first = demo_digest(demo.store)
-    generate(demo.store, demo.catalog, size="small", seed=7, secret=SECRET)
+    generate(demo.store, demo.catalog, size="small", seed=7, secret=SECRET, as_of=DEMO_AS_OF)
     assert demo_digest(demo.store) == first
-    generate(demo.store, demo.catalog, size="small", seed=8, secret=SECRET)
+    generate(demo.store, demo.catalog, size="small", seed=8, secret=SECRET, as_of=DEMO_AS_OF)
     assert demo_digest(demo.store) != first
-    generate(demo.store, demo.catalog, size="small", seed=7, secret=SECRET)
+    generate(demo.store, demo.catalog, size="small", seed=7, secret=SECRET, as_of=DEMO_AS_OF)
     assert demo_digest(demo.store) == first
     materialize(demo.store, demo.catalog)  # regeneration cleared the cubes; rebuild them
 
@@ -161,7 +163,8 @@ def test_regenerating_replaces_the_demo_and_clears_its_cubes(demo):
         before = {(v.tenant_id, v.product_id): v.data_version
                   for v in session.scalars(select(ProductVersion))}
     assert before
-    report = generate(demo.store, demo.catalog, size="small", seed=7, secret=SECRET)
+    report = generate(demo.store, demo.catalog, size="small", seed=7, secret=SECRET,
+                      as_of=DEMO_AS_OF)
     with demo.store.read() as session:
         assert session.scalar(select(func.count()).select_from(Subject)) == \
             report.tables["subjects"]
@@ -178,7 +181,7 @@ def test_both_backends_store_identical_demo_rows(demo, tmp_path):
     """The same seed gives the same rows on this store as on a fresh embedded store."""
     reference, catalog = _open("sqlite", tmp_path, None)
     try:
-        generate(reference, catalog, size="small", seed=7, secret=SECRET)
+        generate(reference, catalog, size="small", seed=7, secret=SECRET, as_of=DEMO_AS_OF)
         assert demo_digest(reference) == demo_digest(demo.store)
     finally:
         reference.dispose()

@@ -493,4 +493,9 @@ def test_events_placed_only_by_district_count_on_an_h3_map(gate, store, catalog)
     cells = {c.key[1]: c for c in release.cells}
     assert cells[cell].value == 30.0
     assert cells["KGL-GAS:unplaced"].value == 12.0 + 250 // 2  # plus the base seed's KGL-GAS
-    assert release.totals()[("2026-06",)].total == 30 + 12 + 250
+    totals = release.totals()[("2026-06",)]
+    # the measured total, never raised to the parts; the parts fit under it
+    assert totals.total == 30 + 12 + 250 == cells["kigali-east"].value
+    assert totals.parts == sum(c.value for c in release.cells
+                               if c.value is not None and c.status != "total")
+    assert totals.parts + totals.remainder == totals.total and totals.remainder >= 0

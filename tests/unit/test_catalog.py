@@ -102,6 +102,8 @@ BAD_EDITS = [
     ("policy.toml", "k = 5", "k = 1", r"key 'defaults\.k': must be >= 2, got 1"),
     ("policy.toml", "interval_confidence = 0.95", "interval_confidence = 95",
      r"defaults\.interval_confidence': must be in \[0\.5, 1\), got 95"),
+    ("policy.toml", "empty_cell_rate = 0.02", "empty_cell_rate = 0.5",
+     r"defaults\.empty_cell_rate': must be in \(0, 0\.1\], got 0\.5"),
     ("geography.toml", "lat = -1.8862", "lat = -181.8862",
      r"geography\.toml: key 'district\[1\]\.lat': must be a latitude in \[-90, 90\]"),
     ("geography.toml", 'state = "NOR"\nlat = -1.5014', 'state = "NRT"\nlat = -1.5014',

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from data.bootstrap import init_store
 from data.catalog import Catalog, load_catalog
 from data.config import load_settings
-from data.demo import WINDOW_END, WINDOW_START, DemoReport, generate, pseudonym
+from data.demo import DemoReport, demo_window, generate, pseudonym
 from data.engine import Store, open_store
 from data.errors import InvalidInput
 from data.models import (
@@ -31,7 +31,10 @@ from data.models import (
     SubjectConsent,
 )
 
+from tests.pinned import DEMO_AS_OF
+
 SECRET = "unit-test-secret-0123456789"
+WINDOW_START, WINDOW_END = demo_window(DEMO_AS_OF)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ def env(tmp_path_factory) -> Iterator[tuple[Store, Catalog]]:
 def demo(env) -> tuple[Store, Catalog, DemoReport, list[tuple[str, int, int]]]:
     store, catalog = env
     calls: list[tuple[str, int, int]] = []
-    report = generate(store, catalog, size="small", seed=7, secret=SECRET,
+    report = generate(store, catalog, size="small", seed=7, secret=SECRET, as_of=DEMO_AS_OF,
                       progress=lambda stage, done, total: calls.append((stage, done, total)))
     return store, catalog, report, calls
 
@@ -75,14 +78,14 @@ def test_unknown_size_is_refused_with_the_allowed_values(env):
     """An unknown size names the sizes that exist."""
     store, catalog = env
     with pytest.raises(InvalidInput, match="'huge'.*small, medium, large"):
-        generate(store, catalog, size="huge", secret=SECRET)
+        generate(store, catalog, size="huge", secret=SECRET, as_of=DEMO_AS_OF)
 
 
 def test_a_secret_is_required(env):
     """Without a secret there is no way to key pseudonyms, so nothing is generated."""
     store, catalog = env
     with pytest.raises(InvalidInput, match="secret"):
-        generate(store, catalog, secret="")
+        generate(store, catalog, secret="", as_of=DEMO_AS_OF)
 
 
 def test_small_size_loads_50_to_80_thousand_events(demo):

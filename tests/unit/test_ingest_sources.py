@@ -87,7 +87,8 @@ _JSON = st.recursive(
     max_leaves=12)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=st.lists(_JSON, min_size=1, max_size=5))
 def test_the_fast_decoder_reads_every_line_as_json_does(tmp_path, values):
     """JSONL lines are decoded by msgspec with json as the fallback: any JSON reads as
