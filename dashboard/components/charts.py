@@ -16,7 +16,7 @@ from datetime import date, timedelta
 import pandas as pd
 import plotly.graph_objects as go
 
-from privacy import Release, VeilBug
+from privacy import Release, VeilBug, add_months
 
 __all__ = ["insight_chart", "mark_definition_changes", "period_chart", "period_frame",
            "release_frame", "rounded_for_display", "series_chart", "trend_chart"]
@@ -102,7 +102,7 @@ def period_frame(current: Release, earlier: Release) -> pd.DataFrame:
     rows = []
     for month in current.query.months:
         this = now.get(month, {})
-        prior_month = _add_months(month, -offset)
+        prior_month = add_months(month, -offset)
         prior = before.get(prior_month, {})
         value, old = this.get("value"), prior.get("value")
         rows.append({
@@ -124,11 +124,6 @@ def _month(key: str | date) -> date:
     if isinstance(key, date):
         return key.replace(day=1)
     return date(int(key[:4]), int(key[5:7]), 1)
-
-
-def _add_months(month: date, count: int) -> date:
-    index = month.year * 12 + month.month - 1 + count
-    return date(index // 12, index % 12 + 1, 1)
 
 
 def _months_between(first: date, second: date) -> int:
@@ -360,7 +355,7 @@ def period_chart(current: Release, earlier: Release, *, title: str, unit: str,
     series = ((earlier, _EARLIER, "dot", -offset), (current, _PALETTE[0], "solid", 0))
     for release, colour, dash, shift in series:
         by_month = _aligned(release)
-        own = [_add_months(m, shift) for m in months]
+        own = [add_months(m, shift) for m in months]
         rows = [by_month.get(m) for m in own]
         span = f"{release.query.start:%b %Y}–{release.query.end:%b %Y}"
         _draw_series(figure, x=months, rows=rows, labels=[f"{m:%b %Y}" for m in own],

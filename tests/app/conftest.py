@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import sqlite3
+from contextlib import closing
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -22,20 +24,32 @@ from tests.pinned import DEMO_AS_OF, PAGES_NOW
 APP = str(PROJECT_ROOT / "dashboard" / "app.py")
 
 
-@pytest.fixture(scope="session")
-def demo_var(tmp_path_factory) -> Path:
-    var = tmp_path_factory.mktemp("demo-var")
+def build_demo(var: Path, *, as_of: date = DEMO_AS_OF) -> Path:
+    """A small demo store in ``var`` generated as of ``as_of``, as `veil demo` builds it."""
     settings = load_settings({"VEIL_VAR_DIR": str(var), "VEIL_DEMO_MODE": "1"})
     catalog = load_catalog(settings.catalog_dir)
     store = open_store(settings)
     init_store(store, catalog, demo_accounts=True)
-    generate(store, catalog, size="small", seed=7, secret=settings.secret, as_of=DEMO_AS_OF)
+    generate(store, catalog, size="small", seed=7, secret=settings.secret, as_of=as_of)
     materialize(store, catalog)
     store.dispose()
     gate = open_gate(settings)
     publish_defaults(gate, requested_by="test fixture")  # what `veil demo` does
     gate.close()
     return var
+
+
+def copy_demo(source: Path, var: Path) -> Path:
+    """A private copy of a demo store, for tests whose releases others must not see."""
+    with closing(sqlite3.connect(source / "veil.db")) as old, \
+            closing(sqlite3.connect(var / "veil.db")) as new:
+        old.backup(new)
+    return var
+
+
+@pytest.fixture(scope="session")
+def demo_var(tmp_path_factory) -> Path:
+    return build_demo(tmp_path_factory.mktemp("demo-var"))
 
 
 @pytest.fixture(autouse=True)

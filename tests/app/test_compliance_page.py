@@ -4,8 +4,6 @@ section through the gate; every other role is refused server-side."""
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from data.config import PROJECT_ROOT, load_settings
 from data.engine import open_store
 from data.models import Export
 from privacy import Principal
-from tests.app.conftest import sign_in
+from tests.app.conftest import copy_demo, sign_in
 
 PAGE = str(PROJECT_ROOT / "pages" / "compliance.py")
 EXPORT_ID = "0c0ffee0-0000-4000-8000-00000000e1d7"
@@ -32,10 +30,7 @@ SECTIONS = {"Export records": "Export records", "Audit log": "Audit log",
 @pytest.fixture(scope="module")
 def compliance_var(demo_var, tmp_path_factory) -> Path:
     """A copy of the shared demo store with one finished export, so other tests never see it."""
-    var = tmp_path_factory.mktemp("compliance-var")
-    with closing(sqlite3.connect(demo_var / "veil.db")) as source, \
-            closing(sqlite3.connect(var / "veil.db")) as target:
-        source.backup(target)
+    var = copy_demo(demo_var, tmp_path_factory.mktemp("compliance-var"))
     store = open_store(load_settings({"VEIL_VAR_DIR": str(var), "VEIL_DEMO_MODE": "1"}))
     with store.write.begin() as session:
         session.add(Export(

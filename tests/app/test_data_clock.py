@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
-from contextlib import closing
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -20,12 +18,9 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.context import PRINCIPAL_KEY, SIGNED_IN_AT_KEY, now
 from data import clock
-from data.bootstrap import init_store
-from data.catalog import load_catalog
 from data.config import PROJECT_ROOT, load_settings
-from data.demo import generate
 from data.engine import open_store
-from data.materialize import materialize
+from tests.app.conftest import build_demo, copy_demo
 from privacy import Epsilon, Principal
 from privacy._budget import Ledger
 from tests.pinned import DEMO_LATEST, PAGES_NOW
@@ -37,11 +32,7 @@ AS_OF_TEXT = "Data as of 31 Oct 2026"
 def clock_var(demo_var, tmp_path_factory) -> Path:
     """A private copy of the shared demo store: these tests release the default views, which
     other page tests expect to release themselves."""
-    var = tmp_path_factory.mktemp("clock-var")
-    with closing(sqlite3.connect(demo_var / "veil.db")) as source, \
-            closing(sqlite3.connect(var / "veil.db")) as target:
-        source.backup(target)
-    return var
+    return copy_demo(demo_var, tmp_path_factory.mktemp("clock-var"))
 
 
 @pytest.fixture
@@ -199,16 +190,7 @@ def test_a_year_later_the_pages_still_show_the_data_and_say_it_is_stale(demo_env
 @pytest.fixture(scope="module")
 def partial_var(tmp_path_factory) -> Path:
     """A small demo generated on 16 Nov 2026: November holds data to the 15th only."""
-    var = tmp_path_factory.mktemp("partial-var")
-    settings = load_settings({"VEIL_VAR_DIR": str(var), "VEIL_DEMO_MODE": "1"})
-    catalog = load_catalog(settings.catalog_dir)
-    store = open_store(settings)
-    init_store(store, catalog, demo_accounts=True)
-    generate(store, catalog, size="small", seed=7, secret=settings.secret,
-             as_of=date(2026, 11, 16))
-    materialize(store, catalog)
-    store.dispose()
-    return var
+    return build_demo(tmp_path_factory.mktemp("partial-var"), as_of=date(2026, 11, 16))
 
 
 @pytest.fixture

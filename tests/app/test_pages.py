@@ -106,6 +106,15 @@ def test_trends_compares_a_window_with_the_year_before(demo_env):
     traces, _ = _trend_traces(at)
     spans = [name for name in traces if "–" in name]
     assert len(spans) == 2 and spans[0] != spans[1]
+    # aligned month by month: both lines share the current window's months, in order
+    current, earlier = (traces[name]["x"] for name in sorted(spans, reverse=True))
+    assert current == earlier and current == sorted(current) and len(current) == 12
+    assert sum("interval" in name for name in traces) == 2  # a band for each year
+    table = at.dataframe[0].value  # one labelled table, each month beside a year earlier
+    assert {"month", "value", "earlier_month", "earlier_value", "change"} <= set(table.columns)
+    assert all(int(m[:4]) - int(e[:4]) == 1 and m[5:] == e[5:]
+               for m, e in zip(table["month"], table["earlier_month"]))
+    assert any("a year earlier" in c.value for c in at.caption)
 
 
 def test_trends_marks_a_kpi_definition_change_and_shows_its_history(demo_env):
