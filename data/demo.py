@@ -127,15 +127,16 @@ class DemoReport:
 def demo_window(as_of: date) -> tuple[date, date]:
     """The days a demo generated on ``as_of`` covers: two years up to the day before.
 
-    It starts on the first day of the month 23 months before the last day's month, so the
-    demo holds 23 complete months and the (possibly partial) month of its last day. The caller
-    names the day (``veil demo`` takes today unless ``--as-of`` pins it): the generator never
-    reads the clock, so a pinned as-of day gives the same rows a year later.
+    It starts on the first day of a month so that the demo holds 24 complete months, followed
+    by the partial month of its last day when that day is not a month's end. The caller names
+    the day (``veil demo`` takes today unless ``--as-of`` pins it): the generator never reads
+    the clock, so a pinned as-of day gives the same rows a year later.
     """
     if not isinstance(as_of, date) or isinstance(as_of, datetime):
         raise InvalidInput(f"as_of must be a date, got {as_of!r}")
     last = as_of - timedelta(days=1)
-    index = last.year * 12 + last.month - 1 - 23
+    complete = (last + timedelta(days=1)).day == 1  # the last day ends its month
+    index = last.year * 12 + last.month - 1 - (23 if complete else 24)
     return date(index // 12, index % 12 + 1, 1), last
 
 

@@ -34,7 +34,8 @@ st.caption(f"This snapshot covers {release.query.start:%B %Y} – {release.query
            f"{' (a partial month at its end)' if release.query.end == clock.partial else ''}, "
            f"published {release.created_at:%d %b %Y}.")
 metric = product.metric(release.query.metric)
-names = {s.code: s.name for s in catalog.states} | {d.code: d.name for d in catalog.districts}
+names = ({s.code: s.name for s in catalog.states} | {d.code: d.name for d in catalog.districts}
+         | {principal.tenant: catalog.tenant(principal.tenant).name})
 if len(release.query.group_by) > 1:
     figure = series_chart(release, title=f"{metric.title} by region", unit=metric.title,
                           names=names)

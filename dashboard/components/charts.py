@@ -253,8 +253,10 @@ def _month_axis(figure: go.Figure, months: Sequence[date], *, title: str) -> Non
     """Ticks on months only: every month up to a year, every third month beyond."""
     first, last = months[0], months[-1]
     figure.update_xaxes(
-        type="date", title=title, tickformat="%b %Y", hoverformat="%b %Y", tick0=first,
-        dtick="M1" if len(months) <= 12 else "M3", ticklabelmode="instant",
+        # month over year on two lines: twelve labels fit unrotated (rotated, the last one
+        # was dropped on a narrow chart)
+        type="date", title=title, tickformat="%b<br>%Y", hoverformat="%b %Y", tick0=first,
+        dtick="M1" if len(months) <= 12 else "M3", ticklabelmode="instant", tickangle=0,
         range=[first - timedelta(days=15), last + timedelta(days=15)], showgrid=False)
 
 

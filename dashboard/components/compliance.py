@@ -339,15 +339,23 @@ def bias_chart(release: Release, *, month: str, order: dict[str, tuple[str, ...]
                            "<extra></extra>")))
         hidden = [a for a, s in zip(ages, shown) if not s]
         if hidden:
+            # Marked at the top of the plot on a hidden axis of its own: a suppressed cell has
+            # no value, and a mark at 0 on the value axis would read as one.
             figure.add_trace(go.Scatter(
-                x=hidden, y=[0] * len(hidden), mode="markers", showlegend=False,
-                marker={"symbol": "x", "color": colour, "size": 9},
+                x=hidden, y=[0.97] * len(hidden), yaxis="y2", mode="markers",
+                showlegend=False, marker={"symbol": "x-thin-open", "color": colour, "size": 9,
+                                          "line": {"width": 2, "color": colour}},
                 hovertemplate=f"{gender}, " + "%{x}: suppressed (fewer than k = "
-                              + f"{release.k} people)<extra></extra>"))
+                              + f"{release.k} people), no value shown<extra></extra>"))
     figure.update_layout(barmode="group", title=f"{unit}, {month}", xaxis_title="Age group",
                          yaxis_title=unit, margin={"t": 48, "l": 8, "r": 8, "b": 8},
                          legend={"orientation": "h", "y": -0.2, "title": {"text": "Gender"}},
-                         xaxis={"categoryorder": "array", "categoryarray": ages})
+                         xaxis={"categoryorder": "array", "categoryarray": ages},
+                         yaxis2={"overlaying": "y", "range": [0, 1], "visible": False,
+                                 "fixedrange": True})
+    figure.add_annotation(text=f"× at the top: suppressed (fewer than k = {release.k})",
+                          xref="paper", yref="paper", x=1, y=1.02, showarrow=False,
+                          xanchor="right", yanchor="bottom", font={"size": 11})
     return figure
 
 

@@ -116,6 +116,8 @@ def test_bias_check_costs_once_then_shows_intervals_and_a_csv(compliance_env):
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     bars = [t for t in spec["data"] if t["type"] == "bar"]
     assert bars and all(t["error_y"]["type"] == "data" for t in bars)
+    # suppressed cells are marked off the value axis, never as a value of 0
+    assert all(t.get("yaxis") == "y2" for t in spec["data"] if t["type"] == "scatter")
     assert "this view is free (stored release)" in at.get("progress")[0].proto.text
     assert at.get("download_button")[0].proto.label == "Download CSV"
 

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -145,11 +145,15 @@ def _clamp(value: float, bounds: tuple[float, float]) -> float:
 
 
 def test_same_seed_gives_identical_rows_and_another_seed_does_not(demo):
-    """generate() is a function of (size, seed, secret): proven through the stored rows."""
+    """generate() is a function of (size, seed, secret, as-of day): proven through the stored
+    rows."""
     first = demo_digest(demo.store)
     generate(demo.store, demo.catalog, size="small", seed=7, secret=SECRET, as_of=DEMO_AS_OF)
     assert demo_digest(demo.store) == first
     generate(demo.store, demo.catalog, size="small", seed=8, secret=SECRET, as_of=DEMO_AS_OF)
+    assert demo_digest(demo.store) != first
+    generate(demo.store, demo.catalog, size="small", seed=7, secret=SECRET,
+             as_of=DEMO_AS_OF + timedelta(days=1))  # another as-of day is other data
     assert demo_digest(demo.store) != first
     generate(demo.store, demo.catalog, size="small", seed=7, secret=SECRET, as_of=DEMO_AS_OF)
     assert demo_digest(demo.store) == first

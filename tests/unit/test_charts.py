@@ -155,7 +155,7 @@ def test_period_chart_refuses_a_grouped_release():
 
 @pytest.mark.parametrize("chart", ["trend", "period", "series"])
 def test_month_axis_ticks_are_months(chart):
-    """Real dates on the first of each month, ticks every month, labelled "%b %Y"."""
+    """Real dates on the first of each month, ticks every month, labelled month over year."""
     current, earlier = _current_and_earlier()
     if chart == "trend":
         figure = trend_chart(current, title="t", unit="people")
@@ -164,7 +164,7 @@ def test_month_axis_ticks_are_months(chart):
     else:
         figure = series_chart(_by_district(), title="t", unit="people", names={})
     axis = figure.layout.xaxis
-    assert (axis.type, axis.tickformat, axis.dtick) == ("date", "%b %Y", "M1")
+    assert (axis.type, axis.tickformat, axis.dtick) == ("date", "%b<br>%Y", "M1")
     assert all(x.day == 1 for t in figure.data for x in t.x if x is not None
                and t.fill is None)
 

@@ -100,3 +100,15 @@ def test_a_window_query_is_one_period():
     with pytest.raises(InvalidInput, match="period must be"):
         Query.ending(product="p", metric="m", level="dp_medium", months=2,
                      end=date(2026, 10, 1), period="week")
+
+
+def test_the_demo_covers_two_complete_years_up_to_the_day_before():
+    """Generated on 1 Nov: Nov 2024 – Oct 2026; on 6 Dec: Dec 2024 – 5 Dec 2026 (24 complete
+    months and the partial December)."""
+    from data.demo import demo_window
+
+    assert demo_window(date(2026, 11, 1)) == (date(2024, 11, 1), date(2026, 10, 31))
+    assert demo_window(date(2026, 12, 6)) == (date(2024, 12, 1), date(2026, 12, 5))
+    assert demo_window(date(2028, 3, 1)) == (date(2026, 3, 1), date(2028, 2, 29))
+    with pytest.raises(InvalidInput, match="as_of must be a date"):
+        demo_window("2026-11-01")
