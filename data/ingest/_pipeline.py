@@ -15,13 +15,15 @@ every rejected row exactly once.
 It must never store an event of a subject without a "granted" consent for the product's
 vertical at the event's time, never store more than the product's
 ``max_events_per_subject_per_day`` events of one event type per subject and UTC day (the privacy
-unit's bound, per metric: every metric counts one event type), and never drop a row silently:
+unit's bound, per metric: every metric counts one event type) — also when several batches of
+one product are ingested at once (see ``_BOUND_LOCK_CLASS``) — and never drop a row silently:
 each ends accepted, duplicate (counted, skipped), bounded (quarantined) or rejected
 (quarantined with its reason and a redacted copy).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -78,6 +80,36 @@ _MAX_ERROR_CHARS = 2_000
 
 #: Progress callback: (bytes done, bytes total, rows done).
 Progress = Callable[[int, int, int], None]
+
+#: The first half of the two-integer key of the PostgreSQL advisory lock a chunk takes before
+#: it reads anything its decisions depend on ("veil" in ASCII; the second half is
+#: ``_bound_lock_key``). The contribution bound is "count what is stored, then insert up to the
+#: bound", and the duplicate check is "read which ids are stored, then insert the rest"; under
+#: READ COMMITTED two transactions doing either at once both see the same stored state and both
+#: insert (issue 14: eight concurrent batches of three events of one person-day, bound 3,
+#: stored 21). So every chunk that stores events of a product takes this transaction-scoped
+#: lock on (tenant, product) first: writers of one product take turns, exactly as SQLite's
+#: ``BEGIN IMMEDIATE`` makes all writers take turns, and each one's reads (a new snapshot per
+#: statement, taken after the lock is granted) see everything the previous holder committed;
+#: the lock goes with the commit or rollback, and a crashed holder's with its connection.
+#: Chosen over the alternatives because it is correct by construction for both checks and
+#: costs one round trip per chunk: locks per hashed subject bucket would let writers of one
+#: product overlap but not make the duplicate check safe (an event id does not determine its
+#: subject), and take up to a bucket count of slots in the server's shared lock table per
+#: chunk; a counter row per subject-day would be a second copy of the counts to keep in step
+#: with every delete, written for every group of every chunk; SERIALIZABLE would abort and
+#: redo whole 50,000-row chunks. Writers of different products (or tenants) do not wait for
+#: each other, short of a 32-bit hash collision, which only makes them take turns. One lock
+#: per transaction, always taken before anything else, so it cannot deadlock with itself.
+_BOUND_LOCK_CLASS = 0x7665696C
+
+
+def _bound_lock_key(tenant: str, product: str) -> int:
+    """The second half of the advisory lock's key: a stable signed 32-bit hash of (tenant,
+    product) (``hash()`` differs between processes)."""
+    digest = hashlib.blake2b(f"{tenant}\x1f{product}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
 
 ACCEPTED, DUPLICATE, BOUNDED, REJECTED = "accepted", "duplicate", "bounded", "rejected"
 NO_CONSENT = "no consent"
@@ -217,6 +249,9 @@ class _Run:
         # The hot path talks to the driver directly (see _Sql): its errors count as store errors.
         self.store_errors = (SQLAlchemyError, store.engine.dialect.loaded_dbapi.Error)
         self.bound = rules.spec.max_events_per_subject_per_day
+        # SQLite needs no lock of its own: BEGIN IMMEDIATE already serialises its writers.
+        self.bound_lock = ((_BOUND_LOCK_CLASS, _bound_lock_key(rules.tenant, rules.product))
+                           if store.dialect == "postgresql" else None)
         self.with_results = with_results
         self.results: list[RowResult] = []
         self.subjects_seen: set[str] = set()
@@ -315,6 +350,10 @@ class _Run:
         try:
             with self.store.write.begin() as session:
                 self.bulk.begin(session)
+                if self.bound_lock is not None and chunk.events:
+                    # Before the first read the decisions depend on: see _BOUND_LOCK_CLASS.
+                    self.sql.run(session, "SELECT pg_advisory_xact_lock(%s, %s)",
+                                 self.bound_lock)
                 outcome = self._decide_and_insert(session, chunk)
                 self._write(session, chunk, outcome)
                 self.consent_cache.chunk_written(session)
