@@ -126,9 +126,20 @@ def _latest_query(gate, *, tenant: str, product: str, metric: str, level: str, m
 def publish_defaults(gate, *, months: int = 12, level: str = "dp_high",
                      requested_by: str = "veil publish") -> list:
     """Publish the default donor snapshots: every count metric of every published series,
-    by state, over the ``months`` latest complete months with data, for every tenant."""
+    by state, over the ``months`` latest complete months with data, for every tenant.
+
+    Then republish, at the publisher's cost, every other published series whose data has
+    changed since (``gate.republishing``: e.g. a rebuild after a consent withdrawal), with
+    its metric, level, grouping, filters and window length over the latest complete months;
+    donors see none of them until this has run.
+    """
+    import dataclasses
+
+    from privacy import Principal
+
     releases = []
     for tenant in gate.catalog.tenants:
+        done = set()
         for product in gate.catalog.products:
             if product.kind != "metric_set" or not product.published_series:
                 continue
@@ -140,6 +151,19 @@ def publish_defaults(gate, *, months: int = 12, level: str = "dp_high",
                                       group_by=("month", "state"))
                 releases.append(gate.publish(tenant=tenant.id, query=query,
                                              requested_by=requested_by))
+                done.add((query.product, query.metric, query.group_by, query.filters))
+        publisher = Principal(subject=f"publication@{tenant.id}", display_name="Publication",
+                              role="publisher", tenant=tenant.id, source="system")
+        for stale in gate.republishing(publisher):
+            if (stale.product, stale.metric, stale.group_by, stale.filters) in done:
+                continue
+            query = gate.data_clock(publisher, product=stale.product).query(
+                metric=stale.metric, level=stale.level, months=len(stale.months),
+                group_by=stale.group_by, filters=stale.filters)
+            if stale.period != query.period:
+                query = dataclasses.replace(query, period=stale.period)
+            releases.append(gate.publish(tenant=tenant.id, query=query,
+                                         requested_by=requested_by))
     return releases
 
 

@@ -16,9 +16,17 @@ st.caption("Snapshots are released once with differential privacy and shown to e
 
 with guarded():
     releases = gate.published(principal)
+    pending = gate.republishing(principal)
+for query in pending:
+    # a snapshot whose data changed (e.g. a consent withdrawal) is never shown stale
+    pending_product = catalog.product(query.product)
+    st.info(f"{pending_product.metric(query.metric).title} — {pending_product.title}: being "
+            f"republished after a data update; its previous numbers are withdrawn.",
+            icon=":material/autorenew:")
 if not releases:
-    st.info("Nothing has been published for your programme yet. Your programme office "
-            "publishes snapshots with `veil publish`.")
+    if not pending:
+        st.info("Nothing has been published for your programme yet. Your programme office "
+                "publishes snapshots with `veil publish`.")
     st.stop()
 
 def _label(release) -> str:

@@ -26,7 +26,8 @@ from data.bootstrap import utcnow
 from data.catalog import Catalog, ProductSpec, RoleSpec
 from data.engine import Store
 from data.catalog import MetricSpec
-from data.errors import AccessDenied, BudgetExhausted, QueryRefused, VeilBug, VeilError
+from data.errors import (AccessDenied, BudgetExhausted, QueryRefused, StoreError, VeilBug,
+                         VeilError)
 from data.freshness import freshness, newest_events
 from data.geo import geography
 from data.models import CubeMonthly, ProductVersion, ReleasePeriod, SubjectConsent
@@ -37,7 +38,7 @@ from privacy._compliance import Compliance
 from privacy._exports import Exports
 from privacy._access import (authenticate_demo, authorize_page, check_role_mappings,
                              resolve_principal)
-from privacy._audit import audit, audit_in
+from privacy._audit import STORE_ERRORS, audit, audit_best_effort, audit_in
 from privacy._budget import Ledger
 from privacy._records import RecordPage, RecordQuery, read_records
 from privacy._insights import Insight, correlate
@@ -86,6 +87,8 @@ class Gate:
         # Without a deployment secret (tests, benchmarks) record pseudonyms are keyed per process.
         self._secret = secret or secrets.token_hex(32)
         self._clock = clock
+        #: data clocks by (tenant, product, data versions), with when they were read
+        self._data_clocks: dict[tuple, tuple[datetime, DataClock]] = {}
         #: Safe exports (D6), compliance reads (D7) and administration (D8): each a part of the
         #: gate with its own module, sharing its store, catalog, ledger and clock.
         self.exports = Exports(self, store, catalog, ledger=self._ledger, secret=self._secret,
@@ -160,9 +163,21 @@ class Gate:
         spec = self._catalog.product(product)
         if spec.kind != "metric_set":
             raise QueryRefused(f"{spec.id} is a {spec.kind}, not a metric set")
+        now = self._clock()
         with self._store.read() as session:
+            # What releases can read changes only with a data version, so the clock is kept
+            # for a minute per (tenant, product, every data version of the tenant): reading the
+            # newest events scans a month of each product's rows (≈30 ms at 1M events).
+            versions = tuple(session.execute(
+                select(ProductVersion.product_id, ProductVersion.data_version)
+                .where(ProductVersion.tenant_id == principal.tenant)
+                .order_by(ProductVersion.product_id)).all())
+            key = (principal.tenant, spec.id, versions)
+            cached = self._data_clocks.get(key)
+            if cached is not None and timedelta(0) <= now - cached[0] < _CLOCK_TTL:
+                return cached[1]
             [fresh] = freshness(session, self._catalog, tenant=principal.tenant,
-                                product=spec.id, now=self._clock())
+                                product=spec.id, now=now)
             # The months releases can read are the cube's; the days are the record store's.
             first, last = session.execute(
                 select(func.min(CubeMonthly.period), func.max(CubeMonthly.period))
@@ -184,8 +199,12 @@ class Gate:
         newest = min(event.date(), cube_end) if event is not None else cube_end
         as_of = max([newest, *(min(e.date(), cube_end) if p == spec.id else e.date()
                                for p, e in reached.items())])
-        return DataClock(tenant=principal.tenant, product=spec.id, as_of=as_of, newest=newest,
-                         first_month=first, max_months=limit, breaches=fresh.breaches)
+        clock = DataClock(tenant=principal.tenant, product=spec.id, as_of=as_of, newest=newest,
+                          first_month=first, max_months=limit, breaches=fresh.breaches)
+        if len(self._data_clocks) > 10_000:  # bound memory: old data versions' entries
+            self._data_clocks.clear()
+        self._data_clocks[key] = (now, clock)
+        return clock
 
     def today(self) -> date:
         """The calendar day by the gate's clock: budget windows and audit periods follow it."""
@@ -205,44 +224,104 @@ class Gate:
     def publish(self, *, tenant: str, query: Query, requested_by: str) -> Release:
         """Release a donor snapshot once, under the tenant's publication identity and budget.
 
-        Donors then read it through ``published`` any number of times at no cost.
+        Donors then read it through ``published`` any number of times at no cost, for as long
+        as its data version is the product's current one.
         """
-        publisher = Principal(subject=f"publication@{tenant}", display_name="Publication",
-                              role="publisher", tenant=tenant, source="system")
+        publisher = self._publisher(tenant)
         release = self.release(publisher, query)
-        with self._store.write.begin() as session:
-            session.get(ReleaseRow, release.id).published = True
-            audit_in(session, principal=requested_by, tenant=tenant, role="publisher",
-                     action="publish", target=f"{query.product}.{query.metric}",
-                     outcome="allowed", detail={"release": release.id,
-                                                "epsilon": release.charged.value})
+        try:
+            with self._store.write.begin() as session:
+                session.get(ReleaseRow, release.id).published = True
+                audit_in(session, principal=requested_by, tenant=tenant, role="publisher",
+                         action="publish", target=f"{query.product}.{query.metric}",
+                         outcome="allowed", detail={"release": release.id,
+                                                    "epsilon": release.charged.value})
+        except STORE_ERRORS as exc:
+            # the release stands (and is reused at no cost when publishing is tried again)
+            raise StoreError(
+                f"The store failed while marking release {release.id} as published "
+                f"({_error_kind(exc)}); donors do not see it yet. Run `veil publish` again: "
+                f"it reuses the release at no further cost.") from exc
         return dataclasses.replace(release, published=True)
 
     def published(self, principal: Principal, *, product: str | None = None) -> list[Release]:
-        """The newest published snapshot per series of the principal's tenant; spends nothing."""
+        """The newest current published snapshot per series of the principal's tenant.
+
+        A snapshot is current while its data version is its product's (``ProductVersion``)
+        and no consent withdrawal awaits a rebuild. Once the data moves on (a rebuild, e.g.
+        after a withdrawal) a series with no current snapshot is left out here, never served
+        stale, and listed by ``republishing`` until `veil publish` republishes it. Spends
+        nothing.
+        """
+        return self._snapshots(principal, product=product)[0]
+
+    def republishing(self, principal: Principal, *, product: str | None = None) -> list[Query]:
+        """The published series of the principal's tenant that are being republished.
+
+        Each is the query of the series' newest snapshot (product, metric, window, grouping,
+        level), whose data has changed since it was published: its numbers are not shown any
+        more (``published`` leaves the series out) until `veil publish` releases it again on
+        the current data. Spends nothing; returns no values.
+        """
+        return self._snapshots(principal, product=product)[1]
+
+    def _snapshots(self, principal: Principal, *,
+                   product: str | None) -> tuple[list[Release], list[Query]]:
+        """Per series: the newest current snapshot, or the query of the newest stale one."""
         self._role(principal)
         statement = (select(ReleaseRow)
                      .where(ReleaseRow.tenant_id == principal.tenant, ReleaseRow.published)
                      .order_by(ReleaseRow.created_at.desc(), ReleaseRow.id))
         if product is not None:
             statement = statement.where(ReleaseRow.product_id == product)
-        with self._store.read() as session:
-            rows = session.scalars(statement).all()
-        newest: dict[str, Release] = {}
+        try:
+            with self._store.read() as session:
+                rows = session.scalars(statement).all()
+                current = self._current_versions(session, principal.tenant)
+        except STORE_ERRORS as exc:
+            raise _store_error(exc, doing="reading the published snapshots") from exc
+        fresh: dict[str, Release] = {}
+        stale: dict[str, ReleaseRow] = {}
         settings: dict[int, SettingsVersion] = {}
         for row in rows:
             q = dict(row.query)
             series = json.dumps([row.product_id, q["metric"], q["group_by"], q["filters"]])
-            if series not in newest:
-                version = settings_version_of(row.policy_version)
-                if version not in settings:
-                    settings[version] = self.admin.at_version(row.tenant_id, version)
-                product = self._catalog.product(row.product_id)
-                applied = self._release_settings(settings[version], product, q["level"])
-                newest[series] = self._to_release(
-                    row, product, charged=Epsilon(0.0), reused=True, k=applied["k"],
-                    level_epsilon=applied["level_epsilon"])
-        return sorted(newest.values(), key=lambda r: (r.product, r.query.metric))
+            if series in fresh:
+                continue
+            if row.data_version != current.get(row.product_id):
+                stale.setdefault(series, row)
+                continue
+            version = settings_version_of(row.policy_version)
+            if version not in settings:
+                settings[version] = self.admin.at_version(row.tenant_id, version)
+            spec = self._catalog.product(row.product_id)
+            applied = self._release_settings(settings[version], spec, q["level"])
+            fresh[series] = self._to_release(
+                row, spec, charged=Epsilon(0.0), reused=True, k=applied["k"],
+                level_epsilon=applied["level_epsilon"])
+        pending = [_query_of(row.query) for series, row in stale.items() if series not in fresh]
+        return (sorted(fresh.values(), key=lambda r: (r.product, r.query.metric)),
+                sorted(pending, key=lambda q: (q.product, q.metric)))
+
+    def _current_versions(self, session, tenant: str) -> dict[str, int]:
+        """The data version a snapshot of each product must have to be served: the product's
+        current one, unless a consent withdrawal is newer than its cube (then none is)."""
+        withdrawn = dict(session.execute(
+            select(SubjectConsent.vertical, func.max(SubjectConsent.changed_at))
+            .where(SubjectConsent.tenant_id == tenant, SubjectConsent.status == "withdrawn")
+            .group_by(SubjectConsent.vertical)).all())
+        vertical = {spec.id: spec.vertical for spec in self._catalog.products}
+        current = {}
+        for version in session.scalars(select(ProductVersion).where(
+                ProductVersion.tenant_id == tenant)):
+            latest = withdrawn.get(vertical.get(version.product_id))
+            if latest is None or version.refreshed_at is None or latest <= version.refreshed_at:
+                current[version.product_id] = version.data_version
+        return current
+
+    def _publisher(self, tenant: str) -> Principal:
+        return Principal(subject=f"publication@{tenant}", display_name="Publication",
+                         role="publisher", tenant=tenant, source="system")
 
     def insight(self, principal: Principal, x: Query, y: Query) -> Insight:
         """Release two district series of different verticals and correlate them (D5).
@@ -288,18 +367,50 @@ class Gate:
             remaining=status.remaining, cap=status.cap)
 
     def release(self, principal: Principal, query: Query) -> Release:
-        """Answer ``query`` for ``principal`` through every privacy rule, or refuse and say why."""
+        """Answer ``query`` for ``principal`` through every privacy rule, or refuse and say why.
+
+        Every failure reaches the caller as a VeilError: a refusal as itself (audited
+        "refused"), a failing store as StoreError (audited "error" if the store still takes
+        the entry). Either way nothing was spent.
+        """
+        target = f"{query.product}.{query.metric}"
         try:
             return self._release(principal, query)
-        except VeilError as exc:
-            audit(self._store, principal=principal.subject, tenant=principal.tenant,
-                  role=principal.role, action="release", target=f"{query.product}.{query.metric}",
-                  outcome="refused", detail={"reason": str(exc), "query": query.canonical()})
+        except STORE_ERRORS as exc:
+            error = _store_error(exc, doing=f"answering this {query.product} query")
+            self._audit_error(principal, action="release", target=target, error=error,
+                              cause=exc, detail={"query": query.canonical()})
+            raise error from exc
+        except StoreError as exc:
+            self._audit_error(principal, action="release", target=target, error=exc,
+                              cause=exc, detail={"query": query.canonical()})
             raise
+        except VeilError as exc:
+            try:
+                audit(self._store, principal=principal.subject, tenant=principal.tenant,
+                      role=principal.role, action="release", target=target,
+                      outcome="refused",
+                      detail={"reason": str(exc), "query": query.canonical()})
+            except STORE_ERRORS as audit_exc:
+                raise _store_error(audit_exc, doing="recording this refusal") from audit_exc
+            raise
+
+    def _audit_error(self, principal: Principal, *, action: str, target: str,
+                     error: VeilError, cause: BaseException, detail: dict) -> None:
+        audit_best_effort(self._store, principal=principal.subject, tenant=principal.tenant,
+                          role=principal.role, action=action, target=target, outcome="error",
+                          detail={"reason": str(error), "error": _error_kind(cause), **detail})
 
     def _release(self, principal: Principal, query: Query) -> Release:
         plan = self._plan(principal, query)
-        for _attempt in range(3):
+        # Storing fails with IntegrityError only when a concurrent release stored the same
+        # series or some of the same periods first (its periods then stand, ours rolled back
+        # with our charge). Each retry re-reads them, so each makes progress: the periods left
+        # to compute shrink, or the series is found stored. A retry that finds nothing new was
+        # no race: that store error is raised as it is.
+        conflict: IntegrityError | None = None
+        before: tuple[int, frozenset[str]] = (0, frozenset())
+        for _attempt in range(_STORE_ATTEMPTS):
             with self._store.read() as session:
                 # One read transaction: data version, consent freshness, stored series, periods.
                 data_version = self._data_version(session, principal.tenant, plan.product)
@@ -313,14 +424,17 @@ class Gate:
                                             level_epsilon=plan.level_epsilon)
                 period_keys = self._period_keys(principal, query, data_version, plan)
                 existing = self._existing_periods(session, period_keys)
+            seen = (data_version, frozenset(existing))
+            if conflict is not None and seen[0] == before[0] and seen[1] <= before[1]:
+                raise conflict
             try:
                 return self._fresh(principal, query, plan, data_version, series_key,
                                    period_keys, existing)
-            except IntegrityError:
-                # A concurrent identical query stored the same series or periods first: its
-                # reservation stands, ours was refunded; answer from what is stored now.
-                continue
-        raise VeilBug(f"could not store or read a release of {query.product} after 3 attempts")
+            except IntegrityError as exc:
+                conflict, before = exc, seen
+        raise QueryRefused(
+            f"Veil is busy: many releases of {query.product} overlapping this one were stored "
+            f"at the same time. Nothing was spent; try again.")
 
     def _fresh(self, principal: Principal, query: Query, plan: _Plan, data_version: int,
                series_key: str, period_keys: dict[date, str],
@@ -602,12 +716,7 @@ class Gate:
 
     def _to_release(self, row: ReleaseRow, product: ProductSpec, *, charged: Epsilon,
                     reused: bool, k: int, level_epsilon: float) -> Release:
-        q = row.query
-        query = Query(product=q["product"], metric=q["metric"],
-                      start=date.fromisoformat(q["start"]), end=date.fromisoformat(q["end"]),
-                      level=q["level"], group_by=tuple(q["group_by"]),
-                      filters=tuple(tuple(f) for f in q["filters"]),
-                      period=q.get("period", "month"))
+        query = _query_of(row.query)
         # k and ε as the tenant's settings made them (the release is keyed by them)
         product = dataclasses.replace(product, k=k)
         return Release(
@@ -725,11 +834,37 @@ class Gate:
 
 
 _UNPLACED = ":unplaced"
+#: how long a data clock is reused while no data version changes (its SLO breaches may lag)
+_CLOCK_TTL = timedelta(seconds=60)
+#: Attempts to store a release against concurrent ones. Each failed attempt means another
+#: release stored part of this one (see ``_release``), so a window of n periods needs at most
+#: n + 1 retries; this bound only guards against a loop, never meets a real race.
+_STORE_ATTEMPTS = 64
 
 
 def unplaced(district: str) -> str:
     """The pseudo-cell of a district's events that carry no H3 cell (placed by district only)."""
     return district + _UNPLACED
+
+
+def _query_of(q: dict) -> Query:
+    """The query a stored release answered, from its canonical form."""
+    return Query(product=q["product"], metric=q["metric"],
+                 start=date.fromisoformat(q["start"]), end=date.fromisoformat(q["end"]),
+                 level=q["level"], group_by=tuple(q["group_by"]),
+                 filters=tuple(tuple(f) for f in q["filters"]), period=q.get("period", "month"))
+
+
+def _error_kind(exc: BaseException) -> str:
+    """The driver's error class, e.g. ``UndefinedTable``: names the failure, carries no SQL."""
+    return type(getattr(exc, "orig", None) or exc).__name__
+
+
+def _store_error(exc: BaseException, *, doing: str) -> StoreError:
+    return StoreError(
+        f"The store failed while {doing} ({_error_kind(exc)}); nothing was spent and nothing "
+        f"was stored. Try again in a moment; if it keeps failing, an operator should check "
+        f"the database (VEIL_DATABASE_URL) and the server's log.")
 
 
 def _contiguous(months: list[date]) -> bool:

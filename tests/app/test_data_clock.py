@@ -285,3 +285,45 @@ def test_the_tenant_total_agrees_on_both_map_levels_and_with_trends(demo_env):
         assert abs(a - b) <= 4 * sigma + 1
     # the parts drawn never exceed the total
     assert cells[0] > 0 and districts[0] > 0
+
+
+# --- donor snapshots follow the data (issue 14) --------------------------------------------------
+
+
+def test_donor_sees_a_withdrawn_snapshot_as_being_republished(demo_var, tmp_path, monkeypatch):
+    """After a consent withdrawal and rebuild, the health snapshots' old numbers are gone from
+    the donor page, which says they are being republished; other series still show."""
+    from sqlalchemy import select
+
+    from data.catalog import load_catalog
+    from data.consent import withdraw_consent
+    from data.models import HealthEvent, SubjectConsent
+
+    var = copy_demo(demo_var, tmp_path)
+    monkeypatch.setenv("VEIL_VAR_DIR", str(var))
+    monkeypatch.setenv("VEIL_DEMO_MODE", "1")
+    monkeypatch.delenv("VEIL_DATABASE_URL", raising=False)
+    settings = load_settings({"VEIL_VAR_DIR": str(var), "VEIL_DEMO_MODE": "1"})
+    store = open_store(settings)
+    try:
+        with store.read() as session:  # a consenting person with vaccinations in the window
+            subject = session.scalars(
+                select(HealthEvent.pseudonym)
+                .join(SubjectConsent, (SubjectConsent.tenant_id == HealthEvent.tenant_id)
+                      & (SubjectConsent.pseudonym == HealthEvent.pseudonym)
+                      & (SubjectConsent.vertical == "health"))
+                .where(HealthEvent.tenant_id == "kigali-east",
+                       HealthEvent.product_id == "health.vaccinations",
+                       HealthEvent.month >= date(2026, 1, 1),
+                       SubjectConsent.status == "granted")
+                .order_by(HealthEvent.pseudonym)).first()
+        withdraw_consent(store, load_catalog(settings.catalog_dir), tenant="kigali-east",
+                         pseudonym=subject, vertical="health")
+    finally:
+        store.dispose()
+    at = _open("donor", "donor")
+    assert not at.exception
+    notes = " ".join(i.value for i in at.info)
+    assert "Doses administered — Vaccinations administered: being republished" in notes
+    [series] = [box for box in at.selectbox if box.label == "Series"]
+    assert not any("Vaccinations" in str(option) for option in series.options)

@@ -94,3 +94,25 @@ def test_window_totals_give_every_district_its_own_value(demo_store, catalog):
     again = gate.insight(_principal(), series("education.attendance", "days_present", "window"),
                          series("social.grants", "disbursements", "window"))
     assert again.x.reused and again.y.reused and again.r == window.r
+
+
+def test_the_clock_is_read_once_per_data_version(demo_store, catalog, monkeypatch):
+    """Reading the newest events scans a month of rows: a page view reuses the clock until a
+    data version changes (or a minute passes)."""
+    import privacy._gate as gate_module
+
+    calls = []
+    real = gate_module.newest_events
+    monkeypatch.setattr(gate_module, "newest_events",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    now = [NOW]
+    gate = Gate(demo_store, catalog, clock=lambda: now[0])
+    first = gate.data_clock(_principal(), product="health.vaccinations")
+    assert gate.data_clock(_principal(), product="health.vaccinations") == first
+    assert len(calls) == 1
+    materialize(demo_store, catalog, tenant="kigali-east", product="social.grants")
+    gate.data_clock(_principal(), product="health.vaccinations")  # another product's version
+    assert len(calls) == 2
+    now[0] += timedelta(minutes=2)
+    gate.data_clock(_principal(), product="health.vaccinations")
+    assert len(calls) == 3

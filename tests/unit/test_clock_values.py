@@ -112,3 +112,23 @@ def test_the_demo_covers_two_complete_years_up_to_the_day_before():
     assert demo_window(date(2028, 3, 1)) == (date(2026, 3, 1), date(2028, 2, 29))
     with pytest.raises(InvalidInput, match="as_of must be a date"):
         demo_window("2026-11-01")
+
+
+def test_a_rehearsal_shifts_the_wall_clock_and_a_bad_shift_fails_closed(monkeypatch):
+    """VEIL_CLOCK_SHIFT_DAYS moves every wall-clock reading; a malformed value is named."""
+    from datetime import datetime, timedelta
+
+    from data import clock
+    from data.errors import ConfigError
+
+    monkeypatch.setenv("VEIL_CLOCK_SHIFT_DAYS", "365")
+    clock._shift.cache_clear()
+    try:
+        assert clock.utcnow() - datetime.now() > timedelta(days=364)
+        monkeypatch.setenv("VEIL_CLOCK_SHIFT_DAYS", "next year")
+        clock._shift.cache_clear()
+        with pytest.raises(ConfigError, match="VEIL_CLOCK_SHIFT_DAYS must be a whole number"):
+            clock.utcnow()
+    finally:
+        monkeypatch.delenv("VEIL_CLOCK_SHIFT_DAYS")
+        clock._shift.cache_clear()
