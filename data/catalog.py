@@ -214,6 +214,9 @@ class Policy:
     #: hierarchy level releases a unit only when its noisy count reaches max(k, t_α), where
     #: t_α is the smallest integer with P(noise ≥ t_α) ≤ α for that level's mechanism.
     empty_cell_rate: float = 0.02
+    #: the most δ one principal may spend on one product per budget window (every role with
+    #: an ε budget); a Gaussian-noise release spends ``delta`` of it once
+    delta_cap: float = 1e-6
 
 
 @dataclass(frozen=True)
@@ -448,6 +451,7 @@ def _load_policy(f: _File) -> Policy:
         exports=_load_exports(f),
         delta=_delta(f, defaults),
         empty_cell_rate=_empty_cell_rate(f, defaults),
+        delta_cap=_delta_cap(f, defaults, delta=_delta(f, defaults)),
     )
 
 
@@ -515,6 +519,17 @@ def _delta(f: _File, defaults: dict) -> float:
     if not 0 < delta < 1e-3:
         raise f.fail("defaults.delta", f"must be in (0, 0.001), got {delta}")
     return delta
+
+
+def _delta_cap(f: _File, defaults: dict, *, delta: float) -> float:
+    cap = f.get(defaults, "delta_cap", "defaults", float, 1e-6)
+    # δ is the chance that the ε bound fails: summed over a window it must stay tiny
+    if not 0 < cap < 1e-3:
+        raise f.fail("defaults.delta_cap", f"must be in (0, 0.001), got {cap}")
+    if cap < delta:
+        raise f.fail("defaults.delta_cap", f"must be >= delta ({delta:g}), or no "
+                                           f"Gaussian-noise release could ever run; got {cap:g}")
+    return cap
 
 
 def _empty_cell_rate(f: _File, defaults: dict) -> float:

@@ -10,7 +10,7 @@ is deliberately *not* a ``VeilError`` so that no handler mistakes a bug for bad 
     ├── InvalidInput         a row, file or argument is malformed
     ├── AccessDenied         role or tenant does not permit the action
     └── QueryRefused         the gate will not answer (k, window, field, level)
-        └── BudgetExhausted  the ε budget cannot cover the request
+        └── BudgetExhausted  the (ε, δ) budget cannot cover the request
 
     VeilBug                  an invariant broke: a defect in Veil, never the user's fault
 """
@@ -56,15 +56,29 @@ class QueryRefused(VeilError):
 class BudgetExhausted(QueryRefused):
     """The privacy budget cannot cover the request; nothing was spent."""
 
-    def __init__(self, *, requested: float, remaining: float, window: str, product: str):
+    def __init__(self, *, requested: float, remaining: float, window: str, product: str,
+                 delta_requested: float = 0.0, delta_remaining: float | None = None):
         self.requested = requested
         self.remaining = remaining
         self.short_by = requested - remaining
+        #: δ asked for and left (Gaussian-noise releases; None when no δ was involved)
+        self.delta_requested = delta_requested
+        self.delta_remaining = delta_remaining
+        self.delta_short_by = (max(delta_requested - delta_remaining, 0.0)
+                               if delta_remaining is not None else 0.0)
+        loss = (f"requested ε={requested:g}, remaining ε={remaining:g}, "
+                f"short by ε={max(self.short_by, 0.0):g}")
+        advice = "Choose a stronger privacy level (smaller ε), reuse a published release, "
+        if delta_requested > 0 and delta_remaining is not None:
+            loss += (f"; requested δ={delta_requested:g}, remaining δ={delta_remaining:g}, "
+                     f"short by δ={self.delta_short_by:g}")
+            if self.delta_short_by > 0 and self.short_by <= 0:
+                # δ is spent once per Gaussian-noise release whatever its ε: a smaller ε
+                # does not help
+                advice = "Reuse a published or earlier release, "
         super().__init__(
-            f"Privacy budget for {product} in {window} cannot cover this query: "
-            f"requested ε={requested:g}, remaining ε={remaining:g}, short by ε={self.short_by:g}. "
-            f"Choose a stronger privacy level (smaller ε), reuse a published release, "
-            f"or wait for the budget to refresh."
+            f"Privacy budget for {product} in {window} cannot cover this query: {loss}. "
+            f"{advice}or wait for the budget to refresh."
         )
 
 

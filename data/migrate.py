@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 
 from data.engine import Store
 
-__all__ = ["current_revision", "head_revision", "upgrade"]
+__all__ = ["current_revision", "downgrade", "head_revision", "upgrade"]
 
 _SCRIPTS = Path(__file__).resolve().parent / "migrations"
 
@@ -32,6 +32,14 @@ def upgrade(store: Store, revision: str = "head") -> None:
     with store.engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def downgrade(store: Store, revision: str) -> None:
+    """Take the store's schema back to ``revision`` (operators' rollback; tests of migrations)."""
+    config = _config()
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
 
 
 def head_revision() -> str:

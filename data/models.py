@@ -328,7 +328,7 @@ class JobRun(Base):
 
 
 class BudgetAccount(Base):
-    """ε budget of one principal for one product in one refresh window."""
+    """ε and δ budget of one principal for one product in one refresh window."""
 
     __tablename__ = "budget_accounts"
     __table_args__ = (
@@ -345,6 +345,9 @@ class BudgetAccount(Base):
     window_end: Mapped[date] = mapped_column(Date)
     cap: Mapped[float] = mapped_column(Float)
     spent: Mapped[float] = mapped_column(Float)  # committed + reserved
+    #: δ cap and δ spent (committed + reserved): Gaussian-noise releases spend δ
+    delta_cap: Mapped[float] = mapped_column(Float, server_default="0")
+    delta_spent: Mapped[float] = mapped_column(Float, server_default="0")
 
 
 class BudgetEntry(Base):
@@ -356,6 +359,7 @@ class BudgetEntry(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("budget_accounts.id"), index=True)
     release_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float, server_default="0")
     state: Mapped[str] = mapped_column(String(16))  # reserved | committed | refunded
     created_at: Mapped[datetime] = mapped_column(DateTime)
     settled_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -377,6 +381,7 @@ class Release(Base):
     data_version: Mapped[int] = mapped_column(Integer)
     mechanism: Mapped[str] = mapped_column(String(64))
     epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float, server_default="0")  # 0: pure ε-DP
     cells: Mapped[list] = mapped_column(JSON)
     digest: Mapped[str] = mapped_column(String(64))
     published: Mapped[bool] = mapped_column(Boolean, default=False)

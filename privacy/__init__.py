@@ -40,8 +40,8 @@ from privacy._gate import Gate
 from privacy._insights import Insight, InsightPoint
 from privacy._local import LocalEstimate, LocalRandomizer, estimate_local
 from privacy._records import RecordPage, RecordQuery
-from privacy._values import (BudgetStatus, Cell, DataClock, Epsilon, Preview, Principal, Query,
-                             Release, add_months)
+from privacy._values import (BudgetStatus, Cell, DataClock, Delta, Epsilon, Preview, Principal,
+                             PrivacyLoss, Query, Release, add_months)
 
 __all__ = [
     "AccessDenied",
@@ -50,6 +50,7 @@ __all__ = [
     "Cell",
     "ConfigError",
     "DataClock",
+    "Delta",
     "DownloadLink",
     "Epsilon",
     "ExportFile",
@@ -63,6 +64,7 @@ __all__ = [
     "PendingApproval",
     "Preview",
     "Principal",
+    "PrivacyLoss",
     "Query",
     "QueryRefused",
     "RecordPage",

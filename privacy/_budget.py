@@ -1,8 +1,8 @@
-"""The durable ε budget ledger: charge within a release's transaction, or reserve → commit /
+"""The durable (ε, δ) budget ledger: charge within a release's transaction, or reserve → commit /
 reserve → refund around a long job.
 
 Owns budget arithmetic in the database. A reservation is one conditional UPDATE
-(``spent + ε <= cap``) so that it is atomic on both stores: SQLite serialises writers
+(``spent + ε <= cap`` and ``delta_spent + δ <= delta_cap``) so that it is atomic on both stores: SQLite serialises writers
 (``BEGIN IMMEDIATE``), and PostgreSQL re-checks the WHERE clause on the newest row version when
 two transactions update the same account. Nothing here lives in memory between calls.
 """
@@ -10,7 +10,8 @@ two transactions update the same account. Nothing here lives in memory between c
 from __future__ import annotations
 
 import calendar
-from datetime import date
+from collections.abc import Callable
+from datetime import date, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -21,12 +22,14 @@ from data.engine import Store
 from data.errors import BudgetExhausted, VeilBug
 from data.models import BudgetAccount, BudgetEntry
 
-from privacy._values import BudgetStatus, Epsilon
+from privacy._values import BudgetStatus, Delta, Epsilon
 
 __all__ = ["Ledger", "window_of"]
 
 # Floating-point sums of ε (e.g. ten times 0.1) may exceed the cap by rounding alone.
 _SLACK = 1e-9
+#: the same for sums of δ (e.g. ten times 1e-7): a billionth of a δ cap of 1e-6
+_DELTA_SLACK = 1e-15
 
 
 def window_of(day: date) -> tuple[date, date]:
@@ -36,11 +39,13 @@ def window_of(day: date) -> tuple[date, date]:
 
 
 class Ledger:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, *, clock: Callable[[], datetime] = utcnow):
         self._store = store
+        self._clock = clock  # stamps entries: the gate's clock, so a pinned gate stamps alike
 
     def _account(self, session: Session, *, tenant: str, principal: str, role: str,
-                 product: str, cap: float, today: date) -> BudgetAccount:
+                 product: str, cap: float, delta_cap: float | None,
+                 today: date) -> BudgetAccount:
         start, end = window_of(today)
         query = select(BudgetAccount).where(
             BudgetAccount.tenant_id == tenant, BudgetAccount.principal == principal,
@@ -52,73 +57,94 @@ class Ledger:
             with session.begin_nested():
                 session.add(BudgetAccount(tenant_id=tenant, principal=principal, role=role,
                                           product_id=product, window_start=start, window_end=end,
-                                          cap=cap, spent=0.0))
+                                          cap=cap, spent=0.0, delta_cap=delta_cap or 0.0,
+                                          delta_spent=0.0))
         except IntegrityError:
             pass  # a concurrent session created it first
         return session.scalars(query).one()
 
     def status(self, *, tenant: str, principal: str, product: str, cap: float,
-               today: date) -> BudgetStatus:
+               today: date, delta_cap: float = 0.0) -> BudgetStatus:
         start, end = window_of(today)
         with self._store.read() as session:
-            spent = session.scalar(select(BudgetAccount.spent).where(
-                BudgetAccount.tenant_id == tenant, BudgetAccount.principal == principal,
-                BudgetAccount.product_id == product, BudgetAccount.window_start == start))
+            spent = session.execute(
+                select(BudgetAccount.spent, BudgetAccount.delta_spent).where(
+                    BudgetAccount.tenant_id == tenant, BudgetAccount.principal == principal,
+                    BudgetAccount.product_id == product,
+                    BudgetAccount.window_start == start)).one_or_none()
+        spent_epsilon, spent_delta = spent if spent is not None else (0.0, 0.0)
         return BudgetStatus(product=product, window_start=start, window_end=end,
-                            cap=Epsilon(cap), spent=Epsilon(spent or 0.0))
+                            cap=Epsilon(cap), spent=Epsilon(spent_epsilon),
+                            delta_cap=Delta(delta_cap), delta_spent=Delta(spent_delta))
 
     def _spend(self, session: Session, *, tenant: str, principal: str, role: str,
-               product: str, epsilon: Epsilon, cap: float, today: date) -> BudgetAccount:
-        """The atomic conditional UPDATE ``spent + ε <= cap``, or BudgetExhausted."""
+               product: str, epsilon: Epsilon, cap: float, delta: Delta,
+               delta_cap: float | None, today: date) -> BudgetAccount:
+        """The atomic conditional UPDATE ``spent + ε <= cap`` (and ``delta_spent + δ <=
+        delta_cap`` when δ > 0), or BudgetExhausted saying which fell short."""
+        if delta.value > 0 and delta_cap is None:
+            raise VeilBug(f"a charge of {delta} needs the window's δ cap")
         account = self._account(session, tenant=tenant, principal=principal, role=role,
-                                product=product, cap=cap, today=today)
+                                product=product, cap=cap, delta_cap=delta_cap, today=today)
+        conditions = [BudgetAccount.spent + epsilon.value <= BudgetAccount.cap + _SLACK]
+        values = {"spent": BudgetAccount.spent + epsilon.value}
+        if delta_cap is not None:
+            # the policy's δ cap as of this charge, like the ε cap (``Admin.cap_in``)
+            values["delta_cap"] = delta_cap
+        if delta.value > 0:
+            conditions.append(BudgetAccount.delta_spent + delta.value <= delta_cap + _DELTA_SLACK)
+            values["delta_spent"] = BudgetAccount.delta_spent + delta.value
         result = session.execute(
-            update(BudgetAccount)
-            .where(BudgetAccount.id == account.id,
-                   BudgetAccount.spent + epsilon.value <= BudgetAccount.cap + _SLACK)
-            .values(spent=BudgetAccount.spent + epsilon.value)
-            .execution_options(synchronize_session=False))
+            update(BudgetAccount).where(BudgetAccount.id == account.id, *conditions)
+            .values(**values).execution_options(synchronize_session=False))
         if result.rowcount != 1:
             session.refresh(account)
             start, end = window_of(today)
             raise BudgetExhausted(
                 requested=epsilon.value, remaining=max(account.cap - account.spent, 0.0),
-                window=f"{start.isoformat()} – {end.isoformat()}", product=product)
+                window=f"{start.isoformat()} – {end.isoformat()}", product=product,
+                delta_requested=delta.value,
+                delta_remaining=(max(delta_cap - account.delta_spent, 0.0)
+                                 if delta_cap is not None else None))
         return account
 
     def reserve(self, *, tenant: str, principal: str, role: str, product: str,
-                epsilon: Epsilon, cap: float, today: date) -> int:
-        """Reserve ε or raise BudgetExhausted; returns the entry id to commit or refund."""
+                epsilon: Epsilon, cap: float, today: date, delta: Delta = Delta(0.0),
+                delta_cap: float | None = None) -> int:
+        """Reserve (ε, δ) or raise BudgetExhausted; returns the entry id to commit or refund."""
         with self._store.write.begin() as session:
             account = self._spend(session, tenant=tenant, principal=principal, role=role,
-                                  product=product, epsilon=epsilon, cap=cap, today=today)
-            entry = BudgetEntry(account_id=account.id, epsilon=epsilon.value, state="reserved",
-                                created_at=utcnow())
+                                  product=product, epsilon=epsilon, cap=cap, delta=delta,
+                                  delta_cap=delta_cap, today=today)
+            entry = BudgetEntry(account_id=account.id, epsilon=epsilon.value,
+                                delta=delta.value, state="reserved", created_at=self._clock())
             session.add(entry)
             session.flush()
             return entry.id
 
     def charge(self, session: Session, *, tenant: str, principal: str, role: str, product: str,
-               epsilon: Epsilon, cap: float, today: date, release_id: str) -> None:
-        """Spend ε inside the caller's transaction, which also stores the release.
+               epsilon: Epsilon, cap: float, today: date, release_id: str,
+               delta: Delta = Delta(0.0), delta_cap: float | None = None) -> None:
+        """Spend (ε, δ) inside the caller's transaction, which also stores the release.
 
         The conditional UPDATE is the reservation and the entry is committed with the release:
         if anything in the transaction fails, the charge rolls back with it. Interactive
         releases use this; long jobs (exports) use reserve → commit / refund instead.
         """
         account = self._spend(session, tenant=tenant, principal=principal, role=role,
-                              product=product, epsilon=epsilon, cap=cap, today=today)
-        now = utcnow()
+                              product=product, epsilon=epsilon, cap=cap, delta=delta,
+                              delta_cap=delta_cap, today=today)
+        now = self._clock()
         session.add(BudgetEntry(account_id=account.id, release_id=release_id,
-                                epsilon=epsilon.value, state="committed", created_at=now,
-                                settled_at=now))
+                                epsilon=epsilon.value, delta=delta.value, state="committed",
+                                created_at=now, settled_at=now))
 
     def commit(self, session: Session, entry_id: int, *, release_id: str) -> None:
         """Mark a reservation spent, inside the caller's transaction that stores the release."""
         entry = session.get(BudgetEntry, entry_id)
         if entry is None or entry.state != "reserved":
             raise VeilBug(f"budget entry {entry_id} is not a live reservation")
-        entry.state, entry.release_id, entry.settled_at = "committed", release_id, utcnow()
+        entry.state, entry.release_id, entry.settled_at = "committed", release_id, self._clock()
 
     def refund(self, entry_id: int) -> None:
         """Give a reservation back; a no-op if it was already settled."""
@@ -126,8 +152,9 @@ class Ledger:
             entry = session.get(BudgetEntry, entry_id)
             if entry is None or entry.state != "reserved":
                 return
-            entry.state, entry.settled_at = "refunded", utcnow()
+            entry.state, entry.settled_at = "refunded", self._clock()
             session.execute(
                 update(BudgetAccount).where(BudgetAccount.id == entry.account_id)
-                .values(spent=BudgetAccount.spent - entry.epsilon)
+                .values(spent=BudgetAccount.spent - entry.epsilon,
+                        delta_spent=BudgetAccount.delta_spent - entry.delta)
                 .execution_options(synchronize_session=False))

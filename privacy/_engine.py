@@ -40,10 +40,10 @@ import numpy as np
 
 from data.errors import VeilBug
 
-from privacy._mechanisms import CountMechanism, SumMechanism
-from privacy._values import Cell
+from privacy._mechanisms import CountMechanism, SumMechanism, composed
+from privacy._values import Cell, Delta, Epsilon, PrivacyLoss
 
-__all__ = ["Level", "Measured", "release_cells", "split_epsilon", "thresholds"]
+__all__ = ["Level", "Measured", "release_cells", "release_loss", "split_epsilon", "thresholds"]
 
 #: A key of the public key set: (month, geo code, *other dimension values).
 Key = tuple[str, ...]
@@ -77,6 +77,28 @@ def split_epsilon(epsilon: float, levels: int) -> list[float]:
         return [epsilon]
     rest = epsilon / 2 / (levels - 1)
     return [epsilon / 2] + [rest] * (levels - 1)
+
+
+def release_loss(measured: Sequence[Measured], *, delta: float) -> PrivacyLoss:
+    """What one release of these mechanisms costs: their OpenDP composition's ``map(d_in)``.
+
+    The counts of all levels are one composition (Gaussian: composed in ρ, converted to (ε, δ)
+    once at ``delta``, so δ is spent once per release, not once per level). Sums and means
+    also measure clamped sums, on another input space (float vectors, their own sensitivity):
+    that second composition is pure ε-DP and adds to the first by basic composition. Depends
+    on the mechanisms only, never on the data.
+    """
+    families = [[m.count for m in measured if m.count is not None],
+                [m.total for m in measured if m.total is not None]]
+    epsilon, spent_delta = 0.0, 0.0
+    for family in families:
+        if not family:
+            continue
+        measurement, d_in = composed(family, delta=delta)
+        loss = measurement.map(d_in)
+        family_epsilon, family_delta = loss if isinstance(loss, tuple) else (loss, 0.0)
+        epsilon, spent_delta = epsilon + family_epsilon, spent_delta + family_delta
+    return PrivacyLoss(Epsilon(epsilon), Delta(spent_delta))
 
 
 def thresholds(measured: Sequence[Measured], *, k: int, empty_cell_rate: float) -> list[int]:

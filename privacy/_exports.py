@@ -7,8 +7,9 @@ Reached as ``gate.exports``. Owns an export from its request to its download::
 
 - **Request.** A product and a query (an aggregate ``Query`` or a ``RecordQuery``), CSV or
   Parquet, a purpose from the policy's coded list (mandatory) and an optional justification.
-  It is checked now as the gate will check it at run time — role, fields, window, and the ε
-  budget through ``gate.preview`` — and refused early, spending nothing.
+  It is checked now as the gate will check it at run time — role, level (aggregates only at a
+  noisy level: the gate releases no exact aggregate), fields, window, and the ε budget through
+  ``gate.preview`` — and refused early, spending nothing.
 - **Worker** (``run_worker``: a thread of the dashboard, or ``veil export-worker``). It claims a
   queued job with a conditional UPDATE and holds it by a lease that every progress update
   renews. Aggregates go through ``gate.release`` (ε charged atomically and the release stored,
@@ -256,13 +257,17 @@ class Exports:
         return {code: p.title for code, p in self._policy.purposes_for(principal.role).items()}
 
     def products(self, principal: Principal) -> tuple[str, ...]:
-        """Products this principal may export: metric sets for roles that spend ε (aggregate
-        exports), the role's operational lists (record exports)."""
+        """Products this principal may export: metric sets for roles that may release
+        aggregates (a noisy level and a budget: ``gate.aggregate_levels``), the role's
+        operational lists (record exports)."""
         role = self._catalog.roles.get(principal.role)
         if role is None or "exports" not in role.pages:
             return ()
+        # switched-off levels count: the page then says they are off rather than hiding the
+        # role's metric sets
+        aggregates = bool(self._gate.aggregate_levels(principal, switched_off=True))
         return tuple(p.id for p in self._catalog.products
-                     if (p.kind == "metric_set" and role.budget_epsilon > 0)
+                     if (p.kind == "metric_set" and aggregates)
                      or p.id in role.record_products)
 
     def may_request_umbrella(self, principal: Principal) -> bool:
@@ -339,9 +344,10 @@ class Exports:
     def _aggregate_scope(self, principal: Principal, role: RoleSpec,
                          request: ExportRequest) -> tuple[str, ...]:
         """Check the query for every tenant it covers, and that each budget covers it now."""
-        if role.budget_epsilon <= 0:
+        if not self._gate.aggregate_levels(principal, switched_off=True):
             raise AccessDenied(f"the {role.title} role exports operational lists only; "
-                               f"aggregate exports need a privacy budget")
+                               f"aggregates leave Veil only with differential-privacy noise, "
+                               f"which needs a noisy privacy level and a budget")
         if request.umbrella:
             if principal.role not in self._policy.umbrella_roles:
                 raise AccessDenied(f"the {role.title} role cannot request umbrella "

@@ -42,11 +42,12 @@ from privacy._audit import STORE_ERRORS, audit, audit_best_effort, audit_in
 from privacy._budget import Ledger
 from privacy._records import RecordPage, RecordQuery, read_records
 from privacy._insights import Insight, correlate
-from privacy._engine import Level, Measured, release_cells, split_epsilon, thresholds
+from privacy._engine import (Level, Measured, release_cells, release_loss, split_epsilon,
+                             thresholds)
 from privacy._mechanisms import discrete_gaussian, discrete_laplace, float_laplace
 from privacy._sensitivity import count_sensitivity, guarantee_text, sum_sensitivity
-from privacy._values import (BudgetStatus, Cell, DataClock, Epsilon, Preview, Principal, Query,
-                             Release, Threshold, add_months)
+from privacy._values import (BudgetStatus, Cell, DataClock, Delta, Epsilon, Preview, Principal,
+                             PrivacyLoss, Query, Release, Threshold, add_months)
 
 __all__ = ["DIMENSIONS", "Gate"]
 
@@ -64,7 +65,7 @@ class _Plan:
     geo: str                          # finest geography of the query
     levels: tuple[str, ...]           # geo levels from the finest up to the tenant
     measured: tuple[Measured, ...]    # mechanisms per level
-    epsilon: Epsilon                  # what a fresh release costs: Σ measurement.map(d_in)
+    epsilon: Epsilon                  # what a fresh release costs: composed.map(d_in) (ε…
     mechanism: str
     settings: SettingsVersion         # the tenant's privacy settings in force (D8)
     k: int                            # the product's k under them
@@ -73,6 +74,7 @@ class _Plan:
     #: what stored releases and periods are keyed by besides the query: the k and ε when the
     #: tenant's settings changed them (empty otherwise, so keys match the catalog's)
     key_settings: dict = dataclasses.field(default_factory=dict)
+    delta: Delta = Delta(0.0)         # …and δ: the policy's δ once for Gaussian noise, else 0
 
 
 class Gate:
@@ -82,7 +84,7 @@ class Gate:
         self.demo_accounts = demo_accounts
         self._store = store
         self._catalog = catalog
-        self._ledger = Ledger(store)
+        self._ledger = Ledger(store, clock=clock)
         self._geography = geography(catalog)
         # Without a deployment secret (tests, benchmarks) record pseudonyms are keyed per process.
         self._secret = secret or secrets.token_hex(32)
@@ -149,7 +151,8 @@ class Gate:
         cap = self.admin.effective(principal.tenant).settings.cap(principal.role)
         return self._ledger.status(tenant=principal.tenant, principal=principal.subject,
                                    product=self._catalog.product(product).id,
-                                   cap=cap, today=self._clock().date())
+                                   cap=cap, delta_cap=self._catalog.policy.delta_cap,
+                                   today=self._clock().date())
 
     # --- the data's clock --------------------------------------------------------------------
 
@@ -219,6 +222,23 @@ class Gate:
         # A monthly query on a non-series product may cover the months of one ad-hoc window.
         return max(1, (policy.max_window_days + 31) // 31)
 
+    def aggregate_levels(self, principal: Principal, *,
+                         switched_off: bool = False) -> tuple[str, ...]:
+        """The privacy levels ``principal`` may release aggregates at now (public policy).
+
+        Only noisy levels: no aggregate leaves exact. They are the role's, minus those its
+        tenant switched off (kept with ``switched_off=True``: the role's right whatever the
+        settings); none for a role without a query budget (it reads published releases, or
+        records only).
+        """
+        role = self._role(principal)
+        settings = self.admin.effective(principal.tenant).settings
+        if settings.cap(role.id) <= 0:
+            return ()
+        policy = self._catalog.policy
+        return tuple(level for level in role.privacy_levels if policy.levels[level].noisy
+                     and (switched_off or level not in settings.disabled_levels))
+
     # --- releases ----------------------------------------------------------------------------
 
     def publish(self, *, tenant: str, query: Query, requested_by: str) -> Release:
@@ -235,7 +255,8 @@ class Gate:
                 audit_in(session, principal=requested_by, tenant=tenant, role="publisher",
                          action="publish", target=f"{query.product}.{query.metric}",
                          outcome="allowed", detail={"release": release.id,
-                                                    "epsilon": release.charged.value})
+                                                    "epsilon": release.charged.value,
+                                                    "delta": release.charged_delta.value})
         except STORE_ERRORS as exc:
             # the release stands (and is reused at no cost when publishing is tried again)
             raise StoreError(
@@ -364,7 +385,8 @@ class Gate:
             mechanism=plan.mechanism,
             noise_scale=main.scale if main else None,
             interval_half_width=main.half_width if main else None,
-            remaining=status.remaining, cap=status.cap)
+            remaining=status.remaining, cap=status.cap,
+            delta=Delta(0.0) if free else plan.delta, remaining_delta=status.remaining_delta)
 
     def release(self, principal: Principal, query: Query) -> Release:
         """Answer ``query`` for ``principal`` through every privacy rule, or refuse and say why.
@@ -441,16 +463,21 @@ class Gate:
                existing: dict[str, list]) -> Release:
         missing = [month for month, key in period_keys.items() if key not in existing]
         epsilon = plan.epsilon if missing else Epsilon(0.0)
+        delta = plan.delta if missing else Delta(0.0)
+        delta_cap = self._catalog.policy.delta_cap
         today = self._clock().date()
         if epsilon.value > 0:
             # Cheap early refusal; the authoritative check is the conditional UPDATE below.
             status = self._ledger.status(tenant=principal.tenant, principal=principal.subject,
-                                         product=plan.product.id, cap=plan.cap, today=today)
-            if status.spent.value + epsilon.value > status.cap.value + 1e-9:
+                                         product=plan.product.id, cap=plan.cap,
+                                         delta_cap=delta_cap, today=today)
+            if (status.spent.value + epsilon.value > status.cap.value + 1e-9
+                    or status.delta_spent.value + delta.value > delta_cap + 1e-15):
                 raise BudgetExhausted(
                     requested=epsilon.value, remaining=status.remaining.value,
                     window=f"{status.window_start.isoformat()} – {status.window_end.isoformat()}",
-                    product=plan.product.id)
+                    product=plan.product.id, delta_requested=delta.value,
+                    delta_remaining=status.remaining_delta.value)
         new_cells = self._compute(principal, query, plan, months=missing) if missing else []
         fresh: dict[str, list] = {period_keys[month]: [] for month in missing}
         labels = query.periods
@@ -467,7 +494,7 @@ class Gate:
             query=query.canonical(),
             policy_version=policy_version(self._catalog.version, plan.settings.version),
             data_version=data_version, mechanism=plan.mechanism, epsilon=epsilon.value,
-            cells=cells_json, digest=_digest(cells), published=False, created_at=self._clock())
+            delta=delta.value, cells=cells_json, digest=_digest(cells), published=False, created_at=self._clock())
         # One transaction: the ε charge, the release and its periods commit together or not at
         # all, so a failure anywhere spends nothing and leaves no half-stored release.
         with self._store.write.begin() as session:
@@ -479,7 +506,8 @@ class Gate:
                 self._ledger.charge(session, tenant=principal.tenant,
                                     principal=principal.subject, role=principal.role,
                                     product=plan.product.id, epsilon=epsilon,
-                                    cap=cap, today=today, release_id=release_id)
+                                    cap=cap, today=today, release_id=release_id,
+                                    delta=delta, delta_cap=delta_cap)
             session.add(row)
             session.flush()  # period rows reference the release
             session.add_all(ReleasePeriod(
@@ -487,7 +515,7 @@ class Gate:
                 tenant_id=principal.tenant, product_id=plan.product.id, period=month,
                 cells=fresh[period_keys[month]]) for month in missing)
         return self._to_release(row, plan.product, charged=epsilon, reused=False, k=plan.k,
-                                level_epsilon=plan.level_epsilon)
+                                level_epsilon=plan.level_epsilon, charged_delta=delta)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -517,6 +545,15 @@ class Gate:
         level = self._catalog.policy.levels.get(query.level)
         if level is None:
             raise QueryRefused(f"unknown privacy level {query.level!r}")
+        if not level.noisy:
+            # An exact count behind a k-threshold is given away by the difference of two
+            # allowed queries (district minus district-and-female): no aggregate leaves exact.
+            raise QueryRefused(
+                f"privacy level {query.level!r} adds no noise, and Veil releases no exact "
+                f"aggregates: two exact counts differenced give away the small groups a "
+                f"threshold hides. Ask at a differential-privacy level "
+                f"({', '.join(self.aggregate_levels(principal)) or 'none open to your role'}); "
+                f"{query.level!r} is for operational lists. Nothing was spent.")
         if query.level not in role.privacy_levels:
             raise AccessDenied(f"the {role.title} role may not request privacy level "
                                f"{query.level!r}; allowed: {list(role.privacy_levels) or 'none'}")
@@ -538,12 +575,12 @@ class Gate:
                          mechanism="none (exact counts, k-threshold)", settings=settings,
                          cap=cap, **applied)
         measured = self._mechanisms(product, metric, applied["level_epsilon"], len(levels))
-        charged = sum(m.count.epsilon + (m.total.epsilon if m.total else 0.0) for m in measured)
+        loss = release_loss(measured, delta=self._catalog.policy.delta)
         mechanism = measured[0].count.name + (
             f" + {measured[0].total.name}" if measured[0].total else "")
         return _Plan(product=product, metric=metric, geo=geo, levels=levels,
-                     measured=measured, epsilon=Epsilon(charged), mechanism=mechanism,
-                     settings=settings, cap=cap, **applied)
+                     measured=measured, epsilon=loss.epsilon, delta=loss.delta,
+                     mechanism=mechanism, settings=settings, cap=cap, **applied)
 
     def _mechanisms(self, product: ProductSpec, metric: MetricSpec, epsilon: float,
                     levels: int) -> tuple[Measured, ...]:
@@ -566,15 +603,28 @@ class Gate:
                 measured.append(Measured(count=count, total=total))
         return tuple(measured)
 
-    def _thresholds(self, product: ProductSpec, query: Query, *, k: int,
-                    level_epsilon: float) -> tuple[Threshold, ...]:
-        """The release threshold of each geography level of ``query`` (public: mechanisms only)."""
+    def _query_mechanisms(self, product: ProductSpec, query: Query, *,
+                          level_epsilon: float) -> tuple[tuple[str, ...], tuple[Measured, ...]]:
+        """The geography levels of ``query`` and their mechanisms (public: no data)."""
         geo = next((d for d in query.group_by[1:] if d in _GEO_LEVELS), "tenant")
         levels = _GEO_LEVELS[_GEO_LEVELS.index(geo):]
         level = self._catalog.policy.levels.get(query.level)
         noisy = level.noisy if level is not None else level_epsilon > 0
-        measured = self._mechanisms(product, product.metric(query.metric),
-                                    level_epsilon if noisy else 0.0, len(levels))
+        return levels, self._mechanisms(product, product.metric(query.metric),
+                                        level_epsilon if noisy else 0.0, len(levels))
+
+    def _query_loss(self, product: ProductSpec, query: Query, *,
+                    level_epsilon: float) -> PrivacyLoss:
+        """What one fresh release of ``query`` costs: the composed (ε, δ) it protects at."""
+        _levels, measured = self._query_mechanisms(product, query, level_epsilon=level_epsilon)
+        if all(m.count is None for m in measured):
+            return PrivacyLoss(Epsilon(0.0))
+        return release_loss(measured, delta=self._catalog.policy.delta)
+
+    def _thresholds(self, product: ProductSpec, query: Query, *, k: int,
+                    level_epsilon: float) -> tuple[Threshold, ...]:
+        """The release threshold of each geography level of ``query`` (public: mechanisms only)."""
+        levels, measured = self._query_mechanisms(product, query, level_epsilon=level_epsilon)
         cuts = thresholds(measured, k=k, empty_cell_rate=self._catalog.policy.empty_cell_rate)
         return tuple(Threshold(level=name, count=cut,
                                empty_cell_rate=m.count.tail(cut) if m.count else 0.0)
@@ -715,7 +765,8 @@ class Gate:
             ReleasePeriod.period_key.in_(list(period_keys.values())))).all())
 
     def _to_release(self, row: ReleaseRow, product: ProductSpec, *, charged: Epsilon,
-                    reused: bool, k: int, level_epsilon: float) -> Release:
+                    reused: bool, k: int, level_epsilon: float,
+                    charged_delta: Delta = Delta(0.0)) -> Release:
         query = _query_of(row.query)
         # k and ε as the tenant's settings made them (the release is keyed by them)
         product = dataclasses.replace(product, k=k)
@@ -726,7 +777,9 @@ class Gate:
             confidence=self._catalog.policy.interval_confidence,
             privacy_unit=product.privacy_unit, policy_version=row.policy_version,
             data_version=row.data_version, digest=row.digest, created_at=row.created_at,
-            guarantee=guarantee_text(product, level_epsilon, delta=self._catalog.policy.delta),
+            delta=Delta(row.delta), charged_delta=charged_delta,
+            guarantee=guarantee_text(product, self._query_loss(product, query,
+                                                               level_epsilon=level_epsilon)),
             published=row.published,
             measure=product.metric(query.metric).measure,
             thresholds=self._thresholds(product, query, k=k, level_epsilon=level_epsilon),

@@ -1,12 +1,15 @@
 """Noise mechanisms, all from OpenDP. Never numpy's float noise for a release.
 
-Owns the construction of measurements and their accounting: the ε a release is charged is each
-measurement's own ``map(d_in)``, never a number computed beside it.
+Owns the construction of measurements and their accounting: the (ε, δ) a release is charged is
+the ``map(d_in)`` of its measurements composed by OpenDP (``composed``), never a number computed
+beside it. Pure-DP (Laplace) measurements compose with ``make_composition``; Gaussian ones are
+ρ-zCDP, compose in ρ and are converted to (ε, δ) once, at the policy's δ.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -14,8 +17,8 @@ import opendp.prelude as dp
 
 dp.enable_features("contrib")
 
-__all__ = ["CountMechanism", "SumMechanism", "discrete_gaussian", "discrete_laplace",
-           "float_laplace"]
+__all__ = ["CountMechanism", "SumMechanism", "composed", "discrete_gaussian",
+           "discrete_laplace", "float_laplace"]
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,13 @@ class CountMechanism:
     def __call__(self, counts: list[int]) -> list[int]:
         if not counts:
             return []
+        return list(self.measurement([int(c) for c in counts]))
+
+    @property
+    def measurement(self) -> dp.Measurement:
+        """The OpenDP measurement that samples this noise (ρ-zCDP for Gaussian, else ε-DP)."""
         sampler = _discrete_gaussian if self.kind == "gaussian" else _discrete_laplace
-        return list(sampler(self.scale)([int(c) for c in counts]))
+        return sampler(self.scale)
 
     @property
     def variance(self) -> float:
@@ -103,7 +111,11 @@ class SumMechanism:
     def __call__(self, sums: list[float]) -> list[float]:
         if not sums:
             return []
-        return list(_float_laplace(self.scale)([float(s) for s in sums]))
+        return list(self.measurement([float(s) for s in sums]))
+
+    @property
+    def measurement(self) -> dp.Measurement:
+        return _float_laplace(self.scale)
 
     @property
     def variance(self) -> float:
@@ -197,3 +209,28 @@ def float_laplace(*, sensitivity: float, epsilon: float, confidence: float) -> S
     return SumMechanism(name="Laplace on clamped sums (OpenDP)", scale=scale,
                         sensitivity=sensitivity, epsilon=charged, half_width=half_width,
                         confidence=confidence)
+
+
+def composed(mechanisms: Sequence[CountMechanism] | Sequence[SumMechanism], *,
+             delta: float) -> tuple[dp.Measurement, int | float]:
+    """The OpenDP composition of one release's mechanisms of one kind, and its ``d_in``.
+
+    Every mechanism measures a vector with the same sensitivity (the product's per-person-day
+    bound: disjoint cells at each level), so they share an input space. Laplace measurements
+    compose in ε; Gaussian ones compose in ρ and are converted to (ε, δ) once, at ``delta``.
+    Its ``map(d_in)`` is what the release costs: ε, or (ε, δ) for Gaussian noise.
+    """
+    if not mechanisms:
+        raise ValueError("a composition needs at least one mechanism")
+    kinds = {(type(m), getattr(m, "kind", "laplace"), m.sensitivity) for m in mechanisms}
+    if len(kinds) != 1:
+        raise ValueError(f"one composition takes mechanisms of one kind and sensitivity, "
+                         f"got {sorted(map(str, kinds))}")
+    [(_type, kind, sensitivity)] = kinds
+    measurement = dp.c.make_composition([m.measurement for m in mechanisms])
+    if kind == "gaussian":
+        if not 0 < delta < 1:
+            raise ValueError(f"Gaussian noise needs 0 < delta < 1, got {delta}")
+        converted = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(measurement), delta)
+        return converted, float(sensitivity)
+    return measurement, sensitivity

@@ -12,6 +12,8 @@ from __future__ import annotations
 from data.catalog import MetricSpec, ProductSpec
 from data.errors import QueryRefused
 
+from privacy._values import PrivacyLoss
+
 __all__ = ["count_sensitivity", "guarantee_text", "sum_sensitivity"]
 
 
@@ -20,13 +22,16 @@ def count_sensitivity(product: ProductSpec, metric: MetricSpec) -> int:
     return product.max_events_per_subject_per_day
 
 
-def guarantee_text(product: ProductSpec, epsilon: float, *, delta: float = 1e-7) -> str:
+def guarantee_text(product: ProductSpec, loss: PrivacyLoss) -> str:
+    """The release's guarantee in plain words: its composed (ε, δ), as charged."""
+    epsilon, delta = loss.epsilon.value, loss.delta.value
     if epsilon == 0:
         return (f"Counts below k={product.k} are suppressed; no noise is added, so this view "
                 f"is for operational use within the tenant only.")
-    if product.noise == "gaussian":
-        return (f"Protects {product.privacy_unit} at ε = {epsilon:g} "
-                f"(with a δ of {delta:g} per release: Gaussian noise).")
+    if delta > 0:
+        return (f"Protects {product.privacy_unit} at ε = {epsilon:g} with δ = {delta:g} for "
+                f"the whole release (Gaussian noise; all its measurements composed): "
+                f"a chance of at most {delta:g} that the ε bound does not hold.")
     return f"Protects {product.privacy_unit} at ε = {epsilon:g}."
 
 

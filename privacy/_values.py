@@ -11,8 +11,8 @@ from datetime import date, datetime, timedelta
 
 from data.errors import InvalidInput
 
-__all__ = ["BudgetStatus", "Cell", "DataClock", "Epsilon", "Preview", "Principal", "Query",
-           "Release", "Threshold", "Totals", "add_months"]
+__all__ = ["BudgetStatus", "Cell", "DataClock", "Delta", "Epsilon", "Preview", "Principal",
+           "PrivacyLoss", "Query", "Release", "Threshold", "Totals", "add_months"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,38 @@ class Epsilon:
 
     def __str__(self) -> str:
         return f"ε={self.value:g}"
+
+
+@dataclass(frozen=True, order=True)
+class Delta:
+    """The δ of an (ε, δ) guarantee: 0 ≤ δ < 1 (0 for pure ε-DP)."""
+
+    value: float
+
+    def __post_init__(self):
+        if not isinstance(self.value, (int, float)) or isinstance(self.value, bool):
+            raise InvalidInput(f"δ must be a number, got {self.value!r}")
+        if not 0 <= self.value < 1:
+            raise InvalidInput(f"δ must be in [0, 1), got {self.value!r}")
+
+    def __str__(self) -> str:
+        return f"δ={self.value:g}"
+
+
+@dataclass(frozen=True)
+class PrivacyLoss:
+    """What a release costs, (ε, δ): the composed OpenDP measurement's ``map(d_in)``."""
+
+    epsilon: Epsilon
+    delta: Delta = Delta(0.0)
+
+    def __post_init__(self):
+        if not isinstance(self.epsilon, Epsilon) or not isinstance(self.delta, Delta):
+            raise InvalidInput(f"a privacy loss is an Epsilon and a Delta, got "
+                               f"{self.epsilon!r} and {self.delta!r}")
+
+    def __str__(self) -> str:
+        return f"({self.epsilon}, {self.delta})"
 
 
 def _month_start(day: date) -> date:
@@ -210,6 +242,10 @@ class Release:
     thresholds: tuple[Threshold, ...] = ()
     #: α, the policy's bound on ``empty_cell_rate`` when this release was made
     empty_cell_bound: float = 0.0
+    #: δ this release cost when it was first computed (0 for pure ε-DP), and δ charged by
+    #: this call (0 when reused): with ``epsilon`` / ``charged``, the composed (ε, δ)
+    delta: Delta = Delta(0.0)
+    charged_delta: Delta = Delta(0.0)
 
     def totals(self) -> dict[tuple[str, ...], Totals]:
         """Hierarchy-consistent, non-negative totals per stratum (month and other dimensions).
@@ -297,6 +333,8 @@ class Preview:
     interval_half_width: float | None
     remaining: Epsilon
     cap: Epsilon
+    delta: Delta = Delta(0.0)            # δ a fresh release costs (0: pure ε-DP)
+    remaining_delta: Delta = Delta(0.0)
 
 
 @dataclass(frozen=True)
@@ -306,10 +344,17 @@ class BudgetStatus:
     window_end: date
     cap: Epsilon
     spent: Epsilon
+    #: the window's δ cap and δ spent (Gaussian-noise releases spend δ; Laplace ones do not)
+    delta_cap: Delta = Delta(0.0)
+    delta_spent: Delta = Delta(0.0)
 
     @property
     def remaining(self) -> Epsilon:
         return Epsilon(max(self.cap.value - self.spent.value, 0.0))
+
+    @property
+    def remaining_delta(self) -> Delta:
+        return Delta(max(self.delta_cap.value - self.delta_spent.value, 0.0))
 
 
 @dataclass(frozen=True)

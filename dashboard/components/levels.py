@@ -1,9 +1,10 @@
 """The privacy-level choice every release page offers, as the tenant's settings allow it.
 
-A page offers the role's levels (``roles.toml``) minus those the tenant's administrators have
-switched off (``gate.admin.effective``); the gate refuses a switched-off level anyway, so this
-only keeps a choice off the page that could never be released. It never decides anything the
-gate does not.
+A page offers the levels the gate says the principal may release aggregates at
+(``gate.aggregate_levels``): the role's noisy levels (no aggregate leaves exact, so never
+``anonymized``) minus those the tenant's administrators have switched off. The gate refuses the
+others anyway, so this only keeps a choice off the page that could never be released. It never
+decides anything the gate does not.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ def level_select(container: Any, gate: Gate, principal: Principal, *,
     catalog = gate.catalog
     role = catalog.roles[principal.role]
     off = gate.admin.effective(principal.tenant).settings.disabled_levels
-    levels = [level for level in role.privacy_levels if level not in off]
+    levels = list(gate.aggregate_levels(principal))
     if not levels:
-        container.warning("Your organisation has switched off every privacy level your role "
-                          "releases at. An administrator can switch one back on.")
+        container.warning(
+            "Your organisation has switched off every privacy level your role releases at. "
+            "An administrator can switch one back on." if off & set(role.privacy_levels) else
+            "Your role releases no aggregates: numbers leave Veil only with "
+            "differential-privacy noise, at a level and on a budget your role does not have.")
         st.stop()
     return container.selectbox(
         "Privacy level", levels, key=key,

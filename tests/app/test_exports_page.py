@@ -7,11 +7,13 @@ left for a dashboard worker thread started by another test.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import context
 from dashboard.context import PRINCIPAL_KEY, SIGNED_IN_AT_KEY, now
 from data.config import PROJECT_ROOT, load_settings
 from privacy import Principal, RecordQuery, open_gate
@@ -76,6 +78,35 @@ def test_case_worker_cannot_request_without_a_purpose(demo_env, gate):
     assert not at.exception
     assert any("needs a purpose" in e.value for e in at.error)
     assert gate.exports.mine(principal) == []
+
+
+@pytest.mark.parametrize("budget", [None, 5.0], ids=["catalog", "given_a_budget"])
+def test_case_worker_is_offered_record_products_only(demo_env, gate, monkeypatch, budget):
+    """A case worker's form offers its operational lists and no metric set, metric or privacy
+    level, even with a budget: no aggregate is released at its level, so none is offered."""
+    if budget is not None:
+        roles = dict(gate.catalog.roles)
+        roles["case_worker"] = dataclasses.replace(roles["case_worker"], budget_epsilon=budget)
+        budgeted = dataclasses.replace(gate.catalog, roles=roles)
+        gate._catalog = gate.exports._catalog = gate.admin._catalog = budgeted
+        monkeypatch.setattr(context, "current_gate", lambda: gate)
+    principal = _principal("case_worker", "kigali-east")
+    at = _open(principal)
+    assert not at.exception
+    lists = [p for p in gate.catalog.products if p.kind == "operational_list"
+             and p.id in gate.catalog.roles["case_worker"].record_products]
+    assert _select(at, "Data product").options == [p.title for p in lists] != []
+    assert not [s for s in at.selectbox if s.label in ("Metric", "Privacy level")]
+
+
+def test_aggregate_exports_offer_noisy_levels_only(demo_env, gate):
+    """Roles that export aggregates choose among differential-privacy levels only."""
+    noisy = {level.title for level in gate.catalog.policy.levels.values() if level.noisy}
+    for role in ("policy_maker", "researcher"):
+        at = _open(_principal(role, "kigali-east"))
+        assert not at.exception
+        offered = set(_select(at, "Privacy level").options)
+        assert offered and offered <= noisy
 
 
 def test_case_worker_requests_sees_progress_and_gets_the_download_link(demo_env, gate):

@@ -245,7 +245,7 @@ server_metadata_url = "{provider.issuer}/.well-known/openid-configuration"
 client_kwargs = {{ prompt = "login" }}
 """)
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("VEIL_", "STREAMLIT_"))}
+           if not key.startswith(("VEIL_", "STREAMLIT_")) or key == "VEIL_CLOCK_SHIFT_DAYS"}
     env.update(VEIL_VAR_DIR=str(var), VEIL_DEMO_MODE="1", VEIL_ROLE_MAPPINGS=str(mappings),
                **APPS[name])
     log = folder / f"streamlit-{name}.log"

@@ -18,6 +18,8 @@ from data.role_mappings import load_role_mappings
 from privacy import (AccessDenied, BudgetExhausted, Epsilon, Gate, InvalidInput, Principal,
                      Query, QueryRefused, TenantSettings)
 
+from exact_support import exact_cells
+
 NOW = datetime(2026, 11, 21, 12, 0)
 MONTHS = [date(2026, m, 1) for m in range(1, 5)]
 #: kigali-east's true monthly doses: one month each under 5, between 5 and 7, above 7
@@ -50,7 +52,7 @@ def gate(store, catalog) -> Gate:
     return Gate(store, catalog, demo_accounts=True, clock=lambda: NOW)
 
 
-def _query(level: str = "anonymized", **overrides) -> Query:
+def _query(level: str = "dp_medium", **overrides) -> Query:
     fields = dict(product="health.vaccinations", metric="doses", level=level,
                   start=MONTHS[0], end=MONTHS[-1])
     fields.update(overrides)
@@ -58,8 +60,9 @@ def _query(level: str = "anonymized", **overrides) -> Query:
 
 
 def _exact(gate: Gate) -> list[float | None]:
-    """A case worker's exact (anonymized) monthly counts: the k-threshold without noise."""
-    return [c.value for c in gate.release(_person("case_worker"), _query()).cells]
+    """The monthly counts measured without noise under the settings in force: the k-threshold
+    alone (the gate releases no exact aggregate; see exact_support)."""
+    return [c.value for c in exact_cells(gate, _person("policy_maker"), _query())]
 
 
 def _settings(gate: Gate, **changes) -> TenantSettings:
@@ -111,15 +114,15 @@ def test_higher_k_applies_at_once_and_suppresses_more(gate, store):
 
 def test_release_made_before_a_k_change_is_not_reused(gate):
     """The stored release under k=5 is not the answer under k=7; its policy version says so."""
-    case_worker = _person("case_worker")
-    before = gate.release(case_worker, _query())
+    policy_maker = _person("policy_maker")
+    before = gate.release(policy_maker, _query())
     gate.admin.change_settings(ADMIN, _settings(gate, k=7), reason="tighten")
-    after = gate.release(case_worker, _query())
+    after = gate.release(policy_maker, _query())
     assert not after.reused and after.id != before.id and after.k == 7
     assert before.policy_version == gate.catalog.version
     assert after.policy_version == gate.catalog.version[:56] + "+s1"
     assert len(after.policy_version) <= 64
-    assert gate.release(case_worker, _query()).id == after.id  # and it is stored in turn
+    assert gate.release(policy_maker, _query()).id == after.id  # and it is stored in turn
 
 
 def test_lower_level_epsilon_applies_at_once_and_charges_it(gate):

@@ -275,7 +275,7 @@ def test_budget_usage_sums_committed_epsilon_by_day_role_and_product(gate, store
         gate.release(_principal("researcher"), Query.trailing(
             product="health.vaccinations", metric="doses", level="dp_medium", months=months,
             today=NOW.date()))
-    today = datetime.now(UTC).date()
+    today = NOW.date()  # the gate's clock stamps the ledger's entries
     usage = gate.compliance.budget_usage(OFFICER, BudgetFilter(start=today - timedelta(days=1),
                                                                end=today))
     [day] = usage.days

@@ -7,6 +7,7 @@ the crash test kills a real ``veil export-worker`` subprocess with SIGKILL mid-e
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import os
@@ -177,6 +178,68 @@ def test_roles_without_the_exports_page_or_the_list_are_refused(gate):
                              purpose="audit_request")
     assert gate.exports.products(_principal("case_worker")) == ("social.registrations",)
     assert "social.registrations" not in gate.exports.products(_principal("policy_maker"))
+
+
+def _granted(catalog, role: str, **changes):
+    """The catalog with ``role`` also granted the anonymized level (and any other changes)."""
+    spec = catalog.roles[role]
+    granted = dataclasses.replace(spec, privacy_levels=("anonymized", *spec.privacy_levels),
+                                  **changes)
+    return dataclasses.replace(catalog, roles={**catalog.roles, role: granted})
+
+
+@pytest.mark.parametrize("role, purpose, error, message", [
+    ("case_worker", "audit_request", AccessDenied, "exports operational lists only"),
+    ("policy_maker", "programme_monitoring", QueryRefused, "releases no exact aggregates"),
+    ("researcher", "approved_research", QueryRefused, "releases no exact aggregates"),
+])
+def test_an_aggregate_export_at_the_anonymized_level_is_refused_with_nothing_queued(
+        gate, store, catalog, clock, role, purpose, error, message):
+    """No exact aggregate leaves as a file either, even for a role granted the anonymized
+    level: refused at request time (umbrella or not), audited, nothing queued or spent."""
+    gate = Gate(store, _granted(catalog, role), secret=SECRET, clock=clock)
+    umbrellas = (False, True) if role in catalog.policy.exports.umbrella_roles else (False,)
+    for umbrella in umbrellas:
+        with pytest.raises(error, match=message):
+            gate.exports.request(_principal(role), _aggregate("anonymized"), purpose=purpose,
+                                 umbrella=umbrella)
+    with store.read() as session:
+        for table in (Export, ReleaseRow, BudgetAccount):
+            assert session.scalar(select(func.count()).select_from(table)) == 0
+    refused = _audit(store, action="export_request")
+    assert [(e.outcome, e.principal) for e in refused] == [
+        ("refused", _principal(role).subject)] * len(umbrellas)
+    assert all(message in e.detail["reason"] for e in refused)
+
+
+def test_a_role_without_a_noisy_level_is_offered_record_products_only(gate, store, catalog,
+                                                                      clock):
+    """A case worker is offered its lists only, even with a budget: its level adds no noise,
+    so no aggregate could ever be released to it."""
+    budgeted = _granted(catalog, "case_worker", budget_epsilon=5.0)
+    gate = Gate(store, budgeted, secret=SECRET, clock=clock)
+    case_worker = _principal("case_worker")
+    assert gate.exports.products(case_worker) == ("social.registrations",)
+    assert gate.aggregate_levels(case_worker) == ()
+    with pytest.raises(AccessDenied, match="exports operational lists only"):
+        gate.exports.request(case_worker, _aggregate("anonymized"), purpose="audit_request")
+    assert gate.aggregate_levels(_principal("policy_maker")) == ("dp_low", "dp_medium",
+                                                                  "dp_high")
+
+
+def test_switched_off_levels_keep_a_roles_metric_sets_on_offer(gate):
+    """With every noisy level switched off, a policy maker still sees its metric sets (the page
+    then says the levels are off) but may release at none of them."""
+    policy_maker = _principal("policy_maker")
+    current = gate.admin.effective(policy_maker.tenant).settings
+    off = dataclasses.replace(current, disabled_levels={"dp_low", "dp_medium", "dp_high"})
+    gate.admin.change_settings(_principal("tenant_admin"), off, reason="pause releases")
+    assert gate.aggregate_levels(policy_maker) == ()
+    assert gate.aggregate_levels(policy_maker, switched_off=True) == ("dp_low", "dp_medium",
+                                                                      "dp_high")
+    assert "health.vaccinations" in gate.exports.products(policy_maker)
+    with pytest.raises(QueryRefused, match="switched off"):
+        gate.exports.request(policy_maker, _aggregate(), purpose="programme_monitoring")
 
 
 def test_a_gate_rule_refuses_the_request_before_anything_runs(gate, store):

@@ -15,6 +15,8 @@ from privacy import AccessDenied, BudgetExhausted, Epsilon, Gate, Principal, Que
 from privacy._budget import Ledger
 from privacy._mechanisms import discrete_laplace
 
+from exact_support import exact_cells
+
 NOW = datetime(2026, 11, 21, 12, 0)
 MONTHS = [date(2026, m, 1) for m in range(1, 11)]
 # True monthly totals for tenant kigali-east, product health.vaccinations, metric doses.
@@ -78,14 +80,30 @@ def test_noisy_release_never_shows_a_cell_under_k(gate):
     assert release.cells[7].status == "noisy"
 
 
-def test_anonymized_release_is_exact_and_suppresses_under_k(gate):
-    """At the anonymized level the counts are exact and every true count under k is hidden."""
-    release = gate.release(_principal("case_worker"), _query(level="anonymized"))
-    values = {cell.key[0]: cell.value for cell in release.cells}
+def test_the_anonymized_level_releases_no_aggregate_and_spends_nothing(gate, store):
+    """Exact counts are refused (release and preview), audited, nothing spent or stored."""
+    principal = _principal("case_worker")
+    with pytest.raises(QueryRefused, match="adds no noise, and Veil releases no exact "
+                                           "aggregates"):
+        gate.release(principal, _query(level="anonymized"))
+    with pytest.raises(QueryRefused, match="releases no exact aggregates"):
+        gate.preview(principal, _query(level="anonymized"))
+    assert _spent(store, principal) == 0.0
+    with store.read() as session:
+        assert session.scalar(select(func.count()).select_from(ReleaseRow)) == 0
+        [refused] = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "release")).all()
+    assert refused.outcome == "refused" and refused.principal == principal.subject
+    assert "no exact aggregates" in refused.detail["reason"]
+
+
+def test_without_noise_every_true_count_under_k_is_hidden(gate):
+    """The k-threshold itself (engine, no noise): every true count under k is hidden."""
+    cells = exact_cells(gate, _principal("policy_maker"), _query())
+    values = {cell.key[0]: cell.value for cell in cells}
     for month, total in TRUE.items():
         expected = None if total < 5 else float(total)
         assert values[month.isoformat()[:7]] == expected
-    assert release.charged == Epsilon(0.0)
 
 
 def test_charge_equals_the_mechanism_map_exactly_once(gate, store, catalog):
@@ -204,8 +222,11 @@ def test_budget_refusal_names_requested_remaining_short_by_and_spends_nothing(ga
 def test_tenant_lock_counts_only_the_principals_tenant(gate, store):
     """Rows of another tenant never reach a principal's release."""
     _seed_cube(store, tenant="south", scale=100)
-    release = gate.release(_principal("case_worker"), _query(level="anonymized"))
-    assert release.cells[7].value == 1000.0
+    release = gate.release(_principal("policy_maker"), _query(level="dp_low"))
+    # loose: noise scale 1.5 against kigali-east's 1000; south's rows would add 100,000
+    assert 950 < release.cells[7].value < 1050
+    assert all(c.value is None or c.value < 1100 for c in release.cells)
+    assert exact_cells(gate, _principal("policy_maker"), _query())[7].value == 1000.0
 
 
 @pytest.mark.parametrize("role, level, error, message", [
@@ -292,11 +313,12 @@ def _seed_districts(store, counts: dict[str, int], month=MONTHS[4], product="hea
 
 
 def test_small_districts_roll_up_to_their_state_in_a_release(gate, store):
-    """Grouped by district, districts under k are shown as rolled up into their state."""
+    """Grouped by district, districts under k are shown as rolled up into their state
+    (measured without noise, so the numbers are exact)."""
     _seed_districts(store, {"KGL-NYR": 3, "KGL-KIC": 3}, month=MONTHS[1])
-    release = gate.release(_principal("case_worker"), _query(
-        level="anonymized", start=MONTHS[1], end=MONTHS[1], group_by=("month", "district")))
-    cells = {c.key[1]: c for c in release.cells}
+    released = exact_cells(gate, _principal("policy_maker"), _query(
+        start=MONTHS[1], end=MONTHS[1], group_by=("month", "district")))
+    cells = {c.key[1]: c for c in released}
     # February's base seed adds KGL-GAS 0 and EAS-RWA 1 (see TRUE).
     assert cells["KGL-NYR"].status == "rolled_up:KGL" == cells["KGL-KIC"].status
     assert cells["KGL"].status == "rollup" and cells["KGL"].value == 6.0
@@ -305,7 +327,7 @@ def test_small_districts_roll_up_to_their_state_in_a_release(gate, store):
     eastern = [c for code, c in cells.items() if code.startswith("EAS-")]
     assert len(eastern) == 7 and {c.status for c in eastern} == {"rolled_up:kigali-east"}
     assert cells["kigali-east"].status == "total" and cells["kigali-east"].value == 7.0
-    assert all(c.value is None or c.value >= 5 for c in release.cells)
+    assert all(c.value is None or c.value >= 5 for c in released)
 
 
 def test_a_roll_up_query_charges_the_level_exactly_once(gate, store):
@@ -343,9 +365,8 @@ def test_mean_metric_is_released_within_bounds_with_an_interval(gate, store):
     principal = _principal("policy_maker")
     query = _query(product="health.nutrition", metric="nutrition_score", start=MONTHS[4],
                    end=MONTHS[4])
-    exact = gate.release(_principal("case_worker"), Query(**{**query.__dict__,
-                                                             "level": "anonymized"}))
-    assert exact.cells[0].value == 70.0 and exact.cells[0].n == 1000.0
+    [exact] = exact_cells(gate, principal, query)
+    assert exact.value == 70.0 and exact.n == 1000.0
     release = gate.release(principal, query)
     cell = release.cells[0]
     assert release.measure == "mean" and release.charged == Epsilon(1.0)
@@ -446,9 +467,95 @@ def test_a_gaussian_product_charges_its_converted_epsilon(gate, store, catalog):
     mechanism = discrete_gaussian(sensitivity=1, epsilon=1.0, delta=catalog.policy.delta,
                                   confidence=0.95)
     assert release.charged.value == mechanism.epsilon
+    assert release.charged_delta.value == catalog.policy.delta
     assert release.mechanism.startswith("discrete Gaussian")
-    assert "δ of 1e-07" in release.guarantee
+    assert f"at ε = {mechanism.epsilon:g} with δ = 1e-07 for the whole release" in (
+        release.guarantee)
     assert abs(release.cells[0].value - 500) < 6 * mechanism.scale
+
+
+def _attendance_h3_map(month=MONTHS[4]) -> Query:
+    return _query(product="education.attendance", metric="days_present", start=month,
+                  end=month, group_by=("month", "h3_cell"))
+
+
+def _composed_gaussian(scales: list[float], *, delta: float):
+    """The release's four levels composed by OpenDP in ρ and converted once, at ``delta``."""
+    import opendp.prelude as dp
+
+    levels = [dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T="i64")),
+                                 dp.l2_distance(T="f64"), scale=s) for s in scales]
+    return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(dp.c.make_composition(levels)),
+                               delta)
+
+
+def test_an_h3_gaussian_release_spends_delta_once_at_the_composed_epsilon(gate, store,
+                                                                          catalog):
+    """An H3 map of attendance (four Gaussian levels) is charged its OpenDP composition's
+    (ε, δ) exactly: δ is the policy's once, not four times, and ε is below the levels' sum."""
+    from privacy._engine import split_epsilon
+    from privacy._mechanisms import discrete_gaussian
+
+    _seed_districts(store, {"KGL-GAS": 300, "EAS-RWA": 200}, product="education.attendance",
+                    metric="days_present")
+    principal = _principal("policy_maker")
+    release = gate.release(principal, _attendance_h3_map())
+    delta = catalog.policy.delta
+    levels = [discrete_gaussian(sensitivity=1, epsilon=share, delta=delta, confidence=0.95)
+              for share in split_epsilon(1.0, 4)]  # dp_medium: h3_cell, district, state, tenant
+    composed = _composed_gaussian([m.scale for m in levels], delta=delta)
+    assert (release.charged.value, release.charged_delta.value) == composed.map(1.0)
+    assert release.charged_delta.value == delta == 1e-7
+    assert release.charged.value < sum(m.epsilon for m in levels) - 0.3  # ≈ 0.59, not 1.0
+    assert (release.epsilon, release.delta) == (release.charged, release.charged_delta)
+    assert f"at ε = {release.charged.value:g} with δ = 1e-07 for the whole release" in (
+        release.guarantee)
+    with store.read() as session:
+        account = session.scalars(select(BudgetAccount)).one()
+        entry = session.scalars(select(BudgetEntry)).one()
+        stored = session.scalars(select(ReleaseRow)).one()
+    assert (account.spent, account.delta_spent, account.delta_cap) == (
+        release.charged.value, delta, catalog.policy.delta_cap)
+    assert (entry.epsilon, entry.delta) == (release.charged.value, delta)
+    assert (stored.epsilon, stored.delta) == (release.charged.value, delta)
+    preview = gate.preview(principal, _attendance_h3_map(MONTHS[3]))
+    assert (preview.epsilon, preview.delta) == (release.charged, release.charged_delta)
+    reused = gate.release(principal, _attendance_h3_map())
+    assert (reused.charged.value, reused.charged_delta.value) == (0.0, 0.0)
+    assert reused.guarantee == release.guarantee
+
+
+def test_the_delta_cap_refuses_with_requested_remaining_short_by(gate, store, catalog):
+    """With less δ left in the window than a Gaussian release needs, the gate refuses, names
+    requested / remaining / short-by for δ, and spends nothing."""
+    from privacy import Delta
+
+    _seed_districts(store, {"KGL-GAS": 300, "EAS-RWA": 200}, product="education.attendance",
+                    metric="days_present")
+    principal = _principal("policy_maker")
+    Ledger(store).reserve(tenant=principal.tenant, principal=principal.subject,
+                          role=principal.role, product="education.attendance",
+                          epsilon=Epsilon(0.0), cap=20.0, delta=Delta(9.5e-7),
+                          delta_cap=catalog.policy.delta_cap, today=NOW.date())
+    status = gate.budget(principal, product="education.attendance")
+    assert status.remaining == status.cap and status.delta_cap == Delta(1e-6)
+    assert status.remaining_delta.value == pytest.approx(5e-8, rel=1e-9)
+    with pytest.raises(BudgetExhausted, match=r"requested δ=1e-07, remaining δ=5e-08, "
+                                              r"short by δ=5e-08\. Reuse a published"):
+        gate.release(principal, _attendance_h3_map())
+    with store.read() as session:
+        assert session.scalars(select(BudgetAccount)).one().delta_spent == 9.5e-7
+        assert session.scalar(select(func.count()).select_from(ReleaseRow)) == 0
+    # the authoritative conditional UPDATE refuses too (past the early check)
+    with pytest.raises(BudgetExhausted, match=r"remaining δ=5e-08, short by δ=5e-08") as info:
+        Ledger(store).reserve(tenant=principal.tenant, principal=principal.subject,
+                              role=principal.role, product="education.attendance",
+                              epsilon=Epsilon(0.5), cap=20.0, delta=Delta(1e-7),
+                              delta_cap=catalog.policy.delta_cap, today=NOW.date())
+    assert info.value.delta_short_by == pytest.approx(5e-8, rel=1e-9)
+    # a Laplace product spends no δ: the same principal's ε budget still serves it
+    assert gate.release(principal, _query(start=MONTHS[4], end=MONTHS[4])).charged_delta == (
+        Delta(0.0))
 
 
 def test_insight_correlates_two_verticals_by_district(gate, store):
@@ -488,14 +595,22 @@ def test_events_placed_only_by_district_count_on_an_h3_map(gate, store, catalog)
                 tenant_id="kigali-east", product_id="health.vaccinations", metric="doses",
                 period=MONTHS[5], state="KGL", district="KGL-GAS", h3_cell=h3_cell,
                 age_bucket="0-5", gender="female", category="-", n_events=n, value_sum=0.0))
-    release = gate.release(_principal("case_worker"), _query(
-        level="anonymized", start=MONTHS[5], end=MONTHS[5], group_by=("month", "h3_cell")))
-    cells = {c.key[1]: c for c in release.cells}
+    query = _query(level="dp_low", start=MONTHS[5], end=MONTHS[5],
+                   group_by=("month", "h3_cell"))
+    principal = _principal("policy_maker")
+    cells = {c.key[1]: c for c in exact_cells(gate, principal, query)}  # without noise
     assert cells[cell].value == 30.0
     assert cells["KGL-GAS:unplaced"].value == 12.0 + 250 // 2  # plus the base seed's KGL-GAS
+    assert cells["kigali-east"].value == 30 + 12 + 250
+    release = gate.release(principal, query)
+    unplaced = {c.key[1]: c for c in release.cells}["KGL-GAS:unplaced"]
+    # measured and released like any cell (its value is scaled with the others to fit
+    # under the measured total, so only its release is asserted here)
+    assert unplaced.status == "noisy" and unplaced.lower <= unplaced.value <= unplaced.upper
     totals = release.totals()[("2026-06",)]
     # the measured total, never raised to the parts; the parts fit under it
-    assert totals.total == 30 + 12 + 250 == cells["kigali-east"].value
-    assert totals.parts == sum(c.value for c in release.cells
-                               if c.value is not None and c.status != "total")
-    assert totals.parts + totals.remainder == totals.total and totals.remainder >= 0
+    assert 232 < totals.total < 352  # 292 with noise of scale ≤ 9
+    assert totals.parts == pytest.approx(sum(c.value for c in release.cells
+                                             if c.value is not None and c.status != "total"))
+    assert totals.parts + totals.remainder == pytest.approx(totals.total)
+    assert totals.remainder >= 0

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from datetime import date, datetime
 
 import pytest
 from sqlalchemy import func, select
 
-from data.models import BudgetAccount, CubeMonthly, ProductVersion
+from data.demo import generate
+from data.materialize import materialize
+from data.models import AuditEntry, BudgetAccount, CubeMonthly, ProductVersion, ReleasePeriod
+from data.models import Release as ReleaseRow
 from privacy import AccessDenied, Gate, Principal, Query, QueryRefused
+from tests.pinned import DEMO_AS_OF
+
+from exact_support import exact_cells
 
 NOW = datetime(2026, 11, 21, 12, 0)
 MONTH = date(2026, 6, 1)
@@ -87,21 +94,25 @@ def test_differencing_two_queries_does_not_isolate_the_lone_person(gate, store):
 
 def test_no_query_field_reaches_another_tenants_rows(gate):
     """Tenant isolation: filters naming B's areas are refused; groupings show only A's data."""
-    principal = _principal("case_worker")  # exact counts make any leak visible
+    principal = _principal("policy_maker")
     with pytest.raises(QueryRefused, match="'SOU-HUY' is not a district of tenant kigali-east"):
-        gate.release(principal, _query(level="anonymized", filters=(("district", "SOU-HUY"),)))
+        gate.release(principal, _query(level="dp_low", filters=(("district", "SOU-HUY"),)))
     with pytest.raises(QueryRefused, match="'SOU' is not a state of tenant kigali-east"):
-        gate.release(principal, _query(level="anonymized", filters=(("state", "SOU"),)))
-    by_district = gate.release(principal, _query(level="anonymized",
-                                                 group_by=("month", "district")))
-    codes = {c.key[1] for c in by_district.cells}
-    assert codes <= {d.code for d in gate.catalog.districts_of("kigali-east")} | {"KGL", "EAS",
-                                                                                 "kigali-east"}
-    values = {c.key[1]: c.value for c in by_district.cells if c.value is not None}
+        gate.release(principal, _query(level="dp_low", filters=(("state", "SOU"),)))
+    by_district = _query(level="dp_low", group_by=("month", "district"))
+    # exact counts (the engine without noise) make any leak visible
+    values = {c.key[1]: c.value for c in exact_cells(gate, principal, by_district)
+              if c.value is not None}
     # the zero-filled districts are counted in kigali-east's own total; none of south's 5,000s
     assert values == {"KGL-GAS": 40.0, "EAS-RWA": 25.0, "kigali-east": 65.0}
-    total = gate.release(principal, _query(level="anonymized"))
-    assert total.cells[0].value == 65.0
+    released = gate.release(principal, by_district)
+    codes = {c.key[1] for c in released.cells}
+    assert codes <= {d.code for d in gate.catalog.districts_of("kigali-east")} | {"KGL", "EAS",
+                                                                                 "kigali-east"}
+    # loose: noise of scale ≤ 6 against kigali-east's 65 events; a single south row is 5,000
+    assert all(c.value < 200 for c in released.cells if c.value is not None)
+    total = gate.release(principal, _query(level="dp_low"))
+    assert 45 < total.cells[0].value < 85
 
 
 def test_a_role_without_clearance_cannot_group_or_filter_by_a_hidden_field(gate, catalog):
@@ -117,3 +128,52 @@ def test_a_role_without_clearance_cannot_group_or_filter_by_a_hidden_field(gate,
         gate.release(principal, _query(filters=(("gender", "male"),)))
     with pytest.raises(AccessDenied, match="cannot see 'H3 cell"):
         gate.release(principal, _query(group_by=("month", "h3_cell")))
+
+
+DEMO_WINDOW = (date(2026, 8, 1), date(2026, 10, 1))
+GROUPINGS = [("month",), ("month", "state"), ("month", "district"), ("month", "h3_cell"),
+             ("month", "gender"), ("month", "age_bucket")]
+
+
+@pytest.mark.parametrize("granted", [False, True], ids=["catalog_roles", "every_role_granted"])
+def test_no_exact_aggregate_can_be_released_so_none_can_be_differenced(store, catalog, granted):
+    """No filter × group-by pair at the anonymized level is released, to any role: refused,
+    audited, nothing spent or stored, so there are no two exact counts to subtract."""
+    generate(store, catalog, size="small", seed=7, secret="attack-test-secret-0123456789",
+             as_of=DEMO_AS_OF)
+    materialize(store, catalog)
+    if granted:  # even a role granted the level (and a budget) gets no exact aggregate
+        catalog = dataclasses.replace(catalog, roles={
+            role_id: dataclasses.replace(role, privacy_levels=("anonymized",
+                                                               *role.privacy_levels))
+            for role_id, role in catalog.roles.items()})
+    gate = Gate(store, catalog, clock=lambda: NOW)
+    tenant = "kigali-east"
+    state = catalog.tenant(tenant).states[0]
+    district = catalog.districts_of(tenant)[0].code
+    filters = [(), (("state", state),), (("district", district),), (("gender", "female"),)]
+    metrics = [(p.id, m.id) for p in catalog.products if p.kind == "metric_set"
+               for m in p.metrics]
+    asked = 0
+    for role in catalog.roles:
+        principal = _principal(role, tenant)
+        # a case worker is tried on every metric of every product; the others on one
+        for product, metric in metrics if role == "case_worker" else metrics[:1]:
+            for group_by, where in itertools.product(GROUPINGS, filters):
+                query = Query(product=product, metric=metric, level="anonymized",
+                              start=DEMO_WINDOW[0], end=DEMO_WINDOW[1], group_by=group_by,
+                              filters=where)
+                with pytest.raises(QueryRefused, match="releases no exact aggregates"):
+                    gate.release(principal, query)
+                with pytest.raises(QueryRefused, match="releases no exact aggregates"):
+                    gate.preview(principal, query)
+                asked += 1
+    assert asked == len(GROUPINGS) * len(filters) * (len(catalog.roles) - 1 + len(metrics))
+    with store.read() as session:
+        assert session.scalar(select(func.count()).select_from(ReleaseRow)) == 0
+        assert session.scalar(select(func.count()).select_from(ReleasePeriod)) == 0
+        assert session.scalar(select(func.count()).select_from(BudgetAccount)) == 0
+        refused = session.scalars(select(AuditEntry).where(AuditEntry.action == "release")).all()
+    assert len(refused) == asked
+    assert all(e.outcome == "refused" and "no exact aggregates" in e.detail["reason"]
+               and e.detail["query"]["level"] == "anonymized" for e in refused)

@@ -87,3 +87,76 @@ def test_gaussian_noise_has_its_scale_and_honest_intervals():
     assert abs(noise.var() / mechanism.scale ** 2 - 1) < 0.05
     coverage = (np.abs(noise) <= mechanism.half_width).mean()
     assert 0.94 <= coverage <= 0.96 + 0.01  # the lattice makes it at least 95%
+
+
+def _levels(kind: str, sensitivity: int = 1, epsilon: float = 1.0):
+    """The count mechanisms of an H3 map's four levels (h3_cell, district, state, tenant)."""
+    from privacy._engine import split_epsilon
+    from privacy._mechanisms import discrete_gaussian
+
+    if kind == "gaussian":
+        return [discrete_gaussian(sensitivity=sensitivity, epsilon=share, delta=1e-7,
+                                  confidence=0.95) for share in split_epsilon(epsilon, 4)]
+    return [discrete_laplace(sensitivity=sensitivity, epsilon=share, confidence=0.95)
+            for share in split_epsilon(epsilon, 4)]
+
+
+@pytest.mark.parametrize("sensitivity", [1, 3])
+def test_gaussian_levels_compose_in_rho_and_convert_once(sensitivity):
+    """Four Gaussian levels cost OpenDP's zCDP composition converted once at δ: exactly its map,
+    δ once (not 4δ), and less ε than the levels' ε summed by hand."""
+    import opendp.prelude as dp
+
+    from privacy._engine import Measured, release_loss
+    from privacy._values import Delta, Epsilon, PrivacyLoss
+
+    levels = _levels("gaussian", sensitivity)
+    composed = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(dp.c.make_composition([
+        dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="f64"),
+                           scale=m.scale) for m in levels])), 1e-7)
+    epsilon, delta = composed.map(float(sensitivity))
+    loss = release_loss([Measured(count=m, total=None) for m in levels], delta=1e-7)
+    assert loss == PrivacyLoss(Epsilon(epsilon), Delta(delta))
+    assert loss.delta == Delta(1e-7)
+    assert sum(m.epsilon for m in levels) == pytest.approx(1.0, abs=0.01)  # the old charge
+    assert 0.55 < loss.epsilon.value < 0.62                                 # ≈ 0.59
+
+
+def test_laplace_levels_compose_with_make_composition():
+    """Pure-DP levels cost OpenDP's make_composition map exactly (ε only, δ = 0)."""
+    import opendp.prelude as dp
+
+    from privacy._engine import Measured, release_loss
+    from privacy._values import Delta, Epsilon, PrivacyLoss
+
+    levels = _levels("laplace", sensitivity=3, epsilon=0.5)
+    composed = dp.c.make_composition([
+        dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"),
+                          scale=m.scale) for m in levels])
+    loss = release_loss([Measured(count=m, total=None) for m in levels], delta=1e-7)
+    assert loss == PrivacyLoss(Epsilon(composed.map(3)), Delta(0.0))
+    assert loss.epsilon.value == pytest.approx(0.5, rel=1e-12)
+
+
+def test_sums_compose_apart_from_counts_and_add():
+    """A mean measures counts and clamped sums (different input spaces): each family is one
+    OpenDP composition and the two pure-DP costs add."""
+    import opendp.prelude as dp
+
+    from privacy._engine import Measured, release_loss
+    from privacy._mechanisms import float_laplace
+
+    counts = _levels("laplace", sensitivity=2, epsilon=0.5)
+    sums = [float_laplace(sensitivity=20.0, epsilon=m.epsilon, confidence=0.95) for m in counts]
+    loss = release_loss([Measured(count=c, total=t) for c, t in zip(counts, sums)], delta=1e-7)
+    count_map = dp.c.make_composition([c.measurement for c in counts]).map(2)
+    sum_map = dp.c.make_composition([t.measurement for t in sums]).map(20.0)
+    assert loss.epsilon.value == count_map + sum_map and loss.delta.value == 0.0
+
+
+def test_one_composition_takes_one_kind_of_mechanism():
+    """Gaussian and Laplace levels are never composed as if alike."""
+    from privacy._mechanisms import composed
+
+    with pytest.raises(ValueError, match="one kind and sensitivity"):
+        composed(_levels("gaussian")[:2] + _levels("laplace")[:2], delta=1e-7)
