@@ -6,20 +6,16 @@ uvicorn serves the app on a free loopback port in a thread; httpx talks to it ov
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
 from data.ingest import add_source, list_sources, revoke_source
 from data.ingest.api import ApiLimits, create_app
 from data.models import IngestBatch, QuarantinedRow
-from ingest_support import PRODUCT, SECRET, TENANT, event, event_count, grant
+from ingest_support import PRODUCT, SECRET, TENANT, event, event_count, grant, serve
 
 LIMITS = ApiLimits(max_events=10, max_bytes=16_384)
 
@@ -27,23 +23,8 @@ LIMITS = ApiLimits(max_events=10, max_bytes=16_384)
 @pytest.fixture
 def api(store, catalog) -> Iterator[str]:
     app = create_app(store, catalog, secret=SECRET, limits=LIMITS)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve(app) as url:
+        yield url
 
 
 @pytest.fixture

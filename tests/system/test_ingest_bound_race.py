@@ -11,19 +11,17 @@ the stored counts does not serialise two writers).
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
 
 from data.ingest import add_source, ingest_rows
 from data.ingest.api import create_app
-from ingest_support import PRODUCT, SECRET, TENANT, event, event_count, grant, quarantined
+from ingest_support import (PRODUCT, SECRET, TENANT, event, event_count, grant, quarantined,
+                            serve)
 
 BOUND = 3  # health.vaccinations' max_events_per_subject_per_day
 WRITERS = 8
@@ -81,23 +79,8 @@ def test_concurrent_python_batches_of_one_person_day_store_exactly_the_bound(sto
 def api(store, catalog) -> Iterator[str]:
     """The collector app on a free loopback port (as in test_ingest_api.py)."""
     app = create_app(store, catalog, secret=SECRET)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve(app) as url:
+        yield url
 
 
 def test_concurrent_collector_posts_of_one_person_day_store_exactly_the_bound(store, catalog,
