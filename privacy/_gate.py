@@ -568,12 +568,6 @@ class Gate:
         geo = self._check_dimensions(principal, role, product, query)
         self._check_window(product, query)
         levels = _GEO_LEVELS[_GEO_LEVELS.index(geo):]
-        if not level.noisy:
-            measured = self._mechanisms(product, metric, 0.0, len(levels))
-            return _Plan(product=product, metric=metric, geo=geo, levels=levels,
-                         measured=measured, epsilon=Epsilon(0.0),
-                         mechanism="none (exact counts, k-threshold)", settings=settings,
-                         cap=cap, **applied)
         measured = self._mechanisms(product, metric, applied["level_epsilon"], len(levels))
         loss = release_loss(measured, delta=self._catalog.policy.delta)
         mechanism = measured[0].count.name + (

@@ -12,7 +12,7 @@ from data.demo import generate
 from data.engine import open_store
 from data.materialize import materialize
 from data.models import CubeMonthly
-from privacy import Gate, Principal, Query
+from privacy import Gate, Principal, Query, Release
 from tests.conftest import STORES
 from tests.pinned import DEMO_AS_OF
 
@@ -39,14 +39,19 @@ def _true_cells(store, months) -> dict[tuple[str, str], int]:
         return {(p.isoformat()[:7], cell): int(n) for p, cell, n in session.execute(statement)}
 
 
-def test_every_event_is_counted_at_some_level_on_an_h3_map(demo_gate):
-    """Coverage with roll-up is 100%; plain suppression would drop a share of the events."""
-    gate, store = demo_gate
+def _h3_map(gate: Gate) -> tuple[Query, Release]:
+    """A policy maker's dp_medium H3 map of south's vaccinations, April–June 2026."""
     principal = Principal(subject="pm@south", display_name="pm", role="policy_maker",
                           tenant="south", source="demo")
     query = Query(product="health.vaccinations", metric="doses", level="dp_medium",
                   start=date(2026, 4, 1), end=date(2026, 6, 1), group_by=("month", "h3_cell"))
-    release = gate.release(principal, query)
+    return query, gate.release(principal, query)
+
+
+def test_every_event_is_counted_at_some_level_on_an_h3_map(demo_gate):
+    """Coverage with roll-up is 100%; plain suppression would drop a share of the events."""
+    gate, store = demo_gate
+    query, release = _h3_map(gate)
     truth = _true_cells(store, query.months)
     status = {c.key[:2]: c.status for c in release.cells
               if c.status not in ("rollup", "total")}
@@ -62,11 +67,7 @@ def test_every_event_is_counted_at_some_level_on_an_h3_map(demo_gate):
 def test_empty_cells_on_an_h3_map_are_rarely_shown_as_active(demo_gate):
     """Cells with no events get a value of their own at most at the policy's rate (α = 2%)."""
     gate, store = demo_gate
-    principal = Principal(subject="pm@south", display_name="pm", role="policy_maker",
-                          tenant="south", source="demo")
-    query = Query(product="health.vaccinations", metric="doses", level="dp_medium",
-                  start=date(2026, 4, 1), end=date(2026, 6, 1), group_by=("month", "h3_cell"))
-    release = gate.release(principal, query)
+    query, release = _h3_map(gate)
     truth = _true_cells(store, query.months)
     assert [t.level for t in release.thresholds] == ["h3_cell", "district", "state", "tenant"]
     assert all(t.count >= release.k and t.empty_cell_rate <= 0.02 for t in release.thresholds)
