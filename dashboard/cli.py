@@ -107,8 +107,10 @@ def _cmd_budgets(args, settings) -> None:
     if not rows:
         print("no budget has been spent yet")
     for row in rows:
+        delta = (f"  δ {row.delta_spent:.1e} of {row.delta_cap:.1e}"
+                 if row.delta_spent else "")
         print(f"{row.tenant_id:<12} {row.principal:<40} {row.product_id:<24} "
-              f"{row.window_start:%Y-%m}  ε {row.spent:g} of {row.cap:g}")
+              f"{row.window_start:%Y-%m}  ε {row.spent:g} of {row.cap:g}{delta}")
 
 
 def _latest_query(gate, *, tenant: str, product: str, metric: str, level: str, months: int,

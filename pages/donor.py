@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard.components.badges import privacy_badge
+from dashboard.components.badges import interval_percent, privacy_badge
 from dashboard.components.clock import data_as_of
 from dashboard.components.charts import release_frame, series_chart, trend_chart
 from dashboard.components.errors import guarded
@@ -55,7 +55,7 @@ privacy_badge(release)
 frame = release_frame(release)
 note = (f"# Veil published snapshot {release.id} of {product.title}: {metric.title}\n"
         f"# {release.guarantee} Values under k={release.k} are suppressed or counted in a "
-        f"larger area; lower/upper are {round(release.confidence * 100)}% intervals.\n"
+        f"larger area; lower/upper are {interval_percent(release)}% intervals.\n"
         f"# policy {release.policy_version} · data version {release.data_version}\n")
 st.download_button("Download CSV", data=note + frame.to_csv(index=False),
                    file_name=f"veil-{release.product}-{release.query.metric}.csv",

@@ -341,6 +341,10 @@ class BudgetLine:
     spent: float         # committed and reserved
     cap: float           # the sum of the principals' caps
     fullest: float       # the highest share of its own cap any one principal has used (0–1)
+    #: δ spent over the principals (Gaussian-noise releases spend δ; 0 for pure ε-DP), and the
+    #: highest share of its own δ cap any one principal has used
+    delta_spent: float = 0.0
+    delta_fullest: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -350,6 +354,8 @@ class BudgetAccountUsage:
     product: str
     spent: float
     cap: float
+    delta_spent: float = 0.0
+    delta_cap: float = 0.0
 
     @property
     def remaining(self) -> float:
@@ -662,7 +668,8 @@ class Compliance:
                     .order_by(day, BudgetAccount.role, BudgetAccount.product_id)).all()
                 accounts = session.execute(
                     select(BudgetAccount.principal, BudgetAccount.role,
-                           BudgetAccount.product_id, BudgetAccount.spent, BudgetAccount.cap)
+                           BudgetAccount.product_id, BudgetAccount.spent, BudgetAccount.cap,
+                           BudgetAccount.delta_spent, BudgetAccount.delta_cap)
                     .where(BudgetAccount.tenant_id == principal.tenant,
                            BudgetAccount.window_start == window_start)
                     .order_by(BudgetAccount.role, BudgetAccount.product_id,
@@ -672,14 +679,20 @@ class Compliance:
                          for d, role, product, eps in daily)
             usage = tuple(BudgetAccountUsage(principal=a.principal, role=a.role,
                                              product=a.product_id, spent=float(a.spent),
-                                             cap=float(a.cap)) for a in accounts)
+                                             cap=float(a.cap),
+                                             delta_spent=float(a.delta_spent or 0.0),
+                                             delta_cap=float(a.delta_cap or 0.0))
+                          for a in accounts)
             grouped: dict[tuple[str, str], list[BudgetAccountUsage]] = defaultdict(list)
             for account in usage:
                 grouped[(account.role, account.product)].append(account)
             lines = tuple(BudgetLine(
                 role=role, product=product, principals=len(group),
                 spent=sum(a.spent for a in group), cap=sum(a.cap for a in group),
-                fullest=max((a.spent / a.cap if a.cap > 0 else 0.0) for a in group))
+                fullest=max((a.spent / a.cap if a.cap > 0 else 0.0) for a in group),
+                delta_spent=sum(a.delta_spent for a in group),
+                delta_fullest=max((a.delta_spent / a.delta_cap if a.delta_cap > 0 else 0.0)
+                                  for a in group))
                 for (role, product), group in sorted(grouped.items()))
         return BudgetUsage(start=filters.start, end=filters.end, window_start=window_start,
                            window_end=window_end, days=days, lines=lines, accounts=usage)

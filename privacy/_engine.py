@@ -29,17 +29,13 @@ scaling are post-processing of the noisy counts and cost nothing.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
-from statistics import NormalDist
-
-import numpy as np
 
 from data.errors import VeilBug
 
+from privacy._intervals import mean_interval, shown_count_interval, total_half_width
 from privacy._mechanisms import CountMechanism, SumMechanism, composed
 from privacy._values import Cell, Delta, Epsilon, PrivacyLoss
 
@@ -170,6 +166,7 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
                 members = tuple(leaf[1] for leaf in leaves)
                 if index == 0:
                     cells.append(_cell(unit, noisy_n, noisy_s, mechanisms, measure, bounds,
+                                       cuts[index],
                                        status="noisy" if mechanisms.count else "exact",
                                        members=()))
                 elif is_top and measure == "count":
@@ -178,7 +175,7 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
                                              mechanisms.count, members=members))
                 else:
                     cells.append(_cell(unit, noisy_n, noisy_s, mechanisms, measure, bounds,
-                                       status="total" if is_top else "rollup",
+                                       cuts[index], status="total" if is_top else "rollup",
                                        members=members))
                 if index:
                     for leaf in leaves:
@@ -229,7 +226,7 @@ def _total_cell(key: Key, noisy_top: int, sum_finest: int, many: int,
                     members=members, n=float(noisy_top))
     weight = _top_weight(top, fine, many)
     value = weight * noisy_top + (1 - weight) * sum_finest
-    half = _combined_half_width(top, fine, many, top.confidence)
+    half = total_half_width(top, fine, many, weight, top.confidence)
     return Cell(key=key, value=value, lower=max(value - half, 0.0), upper=value + half,
                 noise_scale=top.scale, status="total", members=members, n=value)
 
@@ -237,45 +234,6 @@ def _total_cell(key: Key, noisy_top: int, sum_finest: int, many: int,
 def _top_weight(top: CountMechanism, fine: CountMechanism, many: int) -> float:
     sum_variance = many * fine.variance
     return sum_variance / (top.variance + sum_variance)
-
-
-@cache
-def _combined_half_width(top: CountMechanism, fine: CountMechanism, many: int,
-                         confidence: float) -> float:
-    """Smallest h with P(|w·X + (1 − w)·S| ≤ h) ≥ confidence, X the top's noise and S the sum
-    of ``many`` independent finest-level noises (its mass by FFT convolution)."""
-    weight = _top_weight(top, fine, many)
-    low, mass = fine.pmf()
-    reach = -low
-    sd = math.sqrt(many * fine.variance)
-    span = min(many * reach, reach + int(40 * sd) + 1)
-    size = 1 << (2 * span + 1).bit_length()
-    padded = np.zeros(size)
-    for x, p in zip(range(low, reach + 1), mass):
-        padded[x % size] += p
-    summed = np.clip(np.fft.irfft(np.fft.rfft(padded) ** many, n=size), 0.0, None)
-    summed = np.concatenate([summed[size - span:], summed[:span + 1]])  # values -span..span
-    cdf = np.concatenate([[0.0], np.cumsum(summed)])  # cdf[i] = P(S < i - span)
-    top_low, top_mass = top.pmf()
-    xs = np.arange(top_low, top_low + len(top_mass), dtype=float)
-    px = np.asarray(top_mass)
-
-    def coverage(h: float) -> float:
-        # P(-h ≤ w·x + (1-w)·S ≤ h) for each top value x, then averaged over x
-        upper = np.floor((h - weight * xs) / (1 - weight) + 1e-9)
-        lower = np.ceil((-h - weight * xs) / (1 - weight) - 1e-9)
-        hi = np.clip(upper + span + 1, 0, 2 * span + 1).astype(int)
-        lo = np.clip(lower + span, 0, 2 * span + 1).astype(int)
-        return float(np.sum(px * np.clip(cdf[hi] - cdf[lo], 0.0, None)))
-
-    below, above = 0.0, weight * -top_low + (1 - weight) * span
-    for _ in range(60):
-        middle = (below + above) / 2
-        if coverage(middle) >= confidence:
-            above = middle
-        else:
-            below = middle
-    return above
 
 
 def _fit_parts_to_totals(cells: list[Cell]) -> list[Cell]:
@@ -306,15 +264,20 @@ def _fit_parts_to_totals(cells: list[Cell]) -> list[Cell]:
 
 
 def _cell(key: Key, noisy_n: int, noisy_s: float, mechanisms: Measured, measure: str,
-          bounds: tuple[float, float] | None, *, status: str, members) -> Cell:
+          bounds: tuple[float, float] | None, threshold: int, *, status: str,
+          members) -> Cell:
+    """A released cell and its interval, which covers the truth among the cells shown (the
+    count reached ``threshold``): see ``privacy._intervals``."""
     count = mechanisms.count
     if measure == "count":
-        half = count.half_width if count else 0.0
-        return Cell(key=key, value=float(noisy_n), lower=float(max(noisy_n - half, 0.0)),
-                    upper=float(noisy_n + half), noise_scale=count.scale if count else None,
+        lower, upper = (shown_count_interval(count, noisy_n, threshold) if count
+                        else (float(noisy_n), float(noisy_n)))
+        return Cell(key=key, value=float(noisy_n), lower=lower, upper=upper,
+                    noise_scale=count.scale if count else None,
                     status=status, members=tuple(members), n=float(noisy_n))
     total = mechanisms.total
     if measure == "sum":
+        # continuous Laplace, independent of the count noise that decides what is shown
         half = total.half_width if total else 0.0
         return Cell(key=key, value=float(noisy_s), lower=float(noisy_s - half),
                     upper=float(noisy_s + half), noise_scale=total.scale if total else None,
@@ -326,17 +289,11 @@ def _cell(key: Key, noisy_n: int, noisy_s: float, mechanisms: Measured, measure:
     if count is None or total is None:
         return Cell(key=key, value=mean, lower=mean, upper=mean, noise_scale=None,
                     status=status, members=tuple(members), n=float(noisy_n))
-    # Delta-method interval of a ratio of two independent noisy totals (normal approximation).
-    variance = (total.variance + mean * mean * count.variance) / (noisy_n * noisy_n)
-    z = _z(count.confidence)
-    half = z * math.sqrt(variance)
-    return Cell(key=key, value=mean, lower=max(mean - half, lo), upper=min(mean + half, hi),
+    lower, upper = mean_interval(noisy_s, noisy_n, count, total, bounds, count.confidence,
+                                 threshold)
+    return Cell(key=key, value=mean, lower=min(lower, mean), upper=max(upper, mean),
                 noise_scale=total.scale, status=status, members=tuple(members),
                 n=float(noisy_n))
-
-
-def _z(confidence: float) -> float:
-    return NormalDist().inv_cdf((1 + confidence) / 2)
 
 
 def children_by_parent(cells: Sequence[Cell]) -> dict[str, list[Cell]]:

@@ -358,14 +358,17 @@ class Exports:
         for tenant in scope:
             actor = self._actor(principal.subject, role.id, tenant, umbrella=request.umbrella)
             preview = self._gate.preview(actor, request.query)
-            if preview.epsilon.value > preview.remaining.value + 1e-9:
+            short_delta = preview.delta.value > preview.remaining_delta.value * (1 + 1e-9)
+            if preview.epsilon.value > preview.remaining.value + 1e-9 or short_delta:
                 status = self._gate.budget(actor, product=request.query.product)
                 where = request.query.product + (f" (tenant {tenant}'s umbrella budget)"
                                                  if request.umbrella else "")
                 raise BudgetExhausted(
                     requested=preview.epsilon.value, remaining=preview.remaining.value,
                     window=f"{status.window_start.isoformat()} – {status.window_end.isoformat()}",
-                    product=where)
+                    product=where, delta_requested=preview.delta.value,
+                    delta_remaining=(preview.remaining_delta.value if preview.delta.value
+                                     else None))
         return scope
 
     def _aggregate_masking(self, role: RoleSpec, product: ProductSpec,

@@ -620,8 +620,12 @@ class Gate:
         """The release threshold of each geography level of ``query`` (public: mechanisms only)."""
         levels, measured = self._query_mechanisms(product, query, level_epsilon=level_epsilon)
         cuts = thresholds(measured, k=k, empty_cell_rate=self._catalog.policy.empty_cell_rate)
+        counts = product.metric(query.metric).measure == "count"
+        confidence = self._catalog.policy.interval_confidence
         return tuple(Threshold(level=name, count=cut,
-                               empty_cell_rate=m.count.tail(cut) if m.count else 0.0)
+                               empty_cell_rate=m.count.tail(cut) if m.count else 0.0,
+                               coverage=(m.count.coverage if counts else confidence)
+                               if m.count else 1.0)
                      for name, cut, m in zip(levels, cuts, measured))
 
     def _release_settings(self, settings: SettingsVersion, product: ProductSpec,

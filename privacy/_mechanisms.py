@@ -50,6 +50,15 @@ class CountMechanism:
         q = math.exp(-1.0 / self.scale)
         return 2 * q / (1 - q) ** 2
 
+    @property
+    def coverage(self) -> float:
+        """The level the interval ``noisy ± half_width`` achieves exactly: P(|noise| ≤ h).
+
+        At least ``confidence``; above it where discrete noise has no integer width that hits
+        it (a width of h covers 95.4%, h − 1 under 95%): releases state this level.
+        """
+        return 1.0 - 2.0 * self.tail(int(self.half_width) + 1)
+
     def tail(self, t: int) -> float:
         """P(noise ≥ t), exactly: how often a unit whose true count is 0 reaches t."""
         if self.kind == "gaussian":
@@ -191,10 +200,17 @@ def discrete_laplace(*, sensitivity: int, epsilon: float, confidence: float) -> 
         raise ValueError(f"epsilon must be > 0 for a noisy release, got {epsilon}")
     scale = sensitivity / epsilon
     charged = _discrete_laplace(scale).map(sensitivity)
-    half_width = dp.discrete_laplacian_scale_to_accuracy(scale, 1.0 - confidence)
+    q = math.exp(-1.0 / scale)
+    # the smallest integer h with P(|X| > h) = 2·q^(h+1) / (1 + q) ≤ 1 − confidence (OpenDP's
+    # accuracy is a real number; the integers within it are what the interval holds)
+    half_width = max(math.ceil(math.log((1 - confidence) * (1 + q) / 2) / math.log(q)) - 1, 0)
+    while half_width and 2 * q ** half_width / (1 + q) <= 1 - confidence:
+        half_width -= 1
+    while 2 * q ** (half_width + 1) / (1 + q) > 1 - confidence:
+        half_width += 1
     return CountMechanism(name="discrete Laplace (OpenDP)", scale=scale,
-                          sensitivity=sensitivity, epsilon=charged, half_width=half_width,
-                          confidence=confidence)
+                          sensitivity=sensitivity, epsilon=charged,
+                          half_width=float(half_width), confidence=confidence)
 
 
 def float_laplace(*, sensitivity: float, epsilon: float, confidence: float) -> SumMechanism:

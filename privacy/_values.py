@@ -289,6 +289,14 @@ class Release:
         return out
 
     @property
+    def interval_level(self) -> float:
+        """The level every interval of this release covers at least, among the cells shown:
+        the policy's ``confidence`` where the noise allows it exactly, else the level the
+        discrete widths achieve (e.g. 95.4% for a 95% policy). See ``privacy._intervals``."""
+        return min((t.coverage for t in self.thresholds if t.coverage < 1),
+                   default=self.confidence)
+
+    @property
     def empty_cell_rate(self) -> float:
         """How often an area with no activity is shown with a value of its own, at most: the
         largest exact rate over the levels (0 without noise)."""
@@ -302,11 +310,15 @@ class Threshold:
     level: str             # h3_cell | district | state | tenant
     count: int             # τ = max(k, t_α): a unit is released when its noisy count ≥ τ
     empty_cell_rate: float  # exact P(noise ≥ τ): how often a unit with no events reaches τ
+    #: the level this level's intervals achieve: at least the policy's level, above it where
+    #: discrete noise has no integer width that hits it exactly (1 without noise)
+    coverage: float = 1.0
 
     def __post_init__(self):
-        if self.count < 1 or not 0 <= self.empty_cell_rate <= 1:
-            raise InvalidInput(f"a threshold is a count >= 1 and a rate in [0, 1], got "
-                               f"{self.count} and {self.empty_cell_rate}")
+        if self.count < 1 or not 0 <= self.empty_cell_rate <= 1 or not 0 < self.coverage <= 1:
+            raise InvalidInput(f"a threshold is a count >= 1, a rate in [0, 1] and a coverage "
+                               f"in (0, 1], got {self.count}, {self.empty_cell_rate} and "
+                               f"{self.coverage}")
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,26 @@ user cannot use; the gate still decides and still raises BudgetExhausted on its 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import streamlit as st
 
 from privacy import BudgetStatus, Preview, Release
 
-__all__ = ["budget_meter", "privacy_badge", "short_of_budget", "spend_button"]
+__all__ = ["budget_meter", "interval_percent", "privacy_badge", "short_of_budget",
+           "spend_button"]
 
 # The ledger's slack: floating-point sums of ε may exceed the cap by rounding alone.
 _SLACK = 1e-9
+
+
+def interval_percent(release: Release) -> str:
+    """The level a release's intervals cover at least, for labels ("95% interval"): the
+    policy's level where the noise hits it, else the level discrete noise achieves, rounded
+    down to a tenth of a percent ("95.8")."""
+    level = math.floor(release.interval_level * 1000 + 1e-6) / 10
+    return f"{level:g}"
 
 
 def privacy_badge(release: Release) -> None:
@@ -35,9 +45,13 @@ def budget_meter(status: BudgetStatus, preview: Preview | None = None) -> None:
     fraction = 0.0 if cap <= 0 else min(max(remaining / cap, 0.0), 1.0)
     label = (f"Privacy budget for {status.product}, {status.window_start:%B %Y}: "
              f"ε {remaining:g} of {cap:g} left")
+    if status.delta_spent.value > 0:
+        label += (f" (δ {status.remaining_delta.value:.1e} of "
+                  f"{status.delta_cap.value:.1e} left)")
     if preview is not None:
+        delta = (f" at δ {preview.delta.value:.0e}" if preview.delta.value > 0 else "")
         label += (" · this view is free (stored release)" if preview.reused
-                  else f" · this view costs ε {preview.epsilon.value:g}")
+                  else f" · this view costs ε {preview.epsilon.value:g}{delta}")
     st.progress(fraction, text=label)
 
 

@@ -18,6 +18,8 @@ import plotly.graph_objects as go
 
 from privacy import Release, VeilBug, add_months
 
+from dashboard.components.badges import interval_percent
+
 __all__ = ["insight_chart", "mark_definition_changes", "period_chart", "period_frame",
            "release_frame", "rounded_for_display", "series_chart", "trend_chart"]
 
@@ -299,7 +301,7 @@ def trend_chart(release: Release, *, title: str, unit: str,
     months = list(release.query.months)
     by_month = _rows(_frame(release))
     rows = [by_month.get(m) for m in months]
-    level = int(round(release.confidence * 100))
+    level = interval_percent(release)
     figure = go.Figure()
     _draw_series(figure, x=months, rows=rows, labels=[f"{m:%b %Y}" for m in months],
                  name=unit, colour=_PALETTE[0], level=level, measure=release.measure,
@@ -322,7 +324,7 @@ def series_chart(release: Release, *, title: str, unit: str, names: dict[str, st
     if only is not None:
         frame = frame[frame[area].isin(only)]
     months = list(release.query.months)
-    level = int(round(release.confidence * 100))
+    level = interval_percent(release)
     marked = _partial_months(partial)
     figure = go.Figure()
     for i, (code, part) in enumerate(frame.groupby(area, sort=True)):
@@ -351,7 +353,7 @@ def period_chart(current: Release, earlier: Release, *, title: str, unit: str,
     """
     months = list(current.query.months)
     offset = _months_between(earlier.query.start, current.query.start)
-    level = int(round(current.confidence * 100))
+    level = interval_percent(current)
     marked = _partial_months(partial)
     figure = go.Figure()
     series = ((earlier, _EARLIER, "dot", -offset), (current, _PALETTE[0], "solid", 0))

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from dashboard.components.badges import interval_percent
 from dashboard.components.charts import release_frame
 from privacy import (
     BudgetUsage,
@@ -164,16 +165,24 @@ def show_budget_usage(usage: BudgetUsage) -> None:
         return
     lines = pd.DataFrame([{
         "Role": line.role, "Product": line.product, "Principals": line.principals,
-        "ε spent": line.spent, "ε cap (sum)": line.cap, "Fullest account": line.fullest}
+        "ε spent": line.spent, "ε cap (sum)": line.cap, "Fullest account": line.fullest,
+        "δ spent": line.delta_spent, "Fullest δ": line.delta_fullest}
         for line in usage.lines])
     st.dataframe(lines, hide_index=True, width="stretch", column_config={
         "Fullest account": st.column_config.ProgressColumn(
             "Fullest account", help="The largest share of its own cap any one principal used",
+            format="percent", min_value=0.0, max_value=1.0),
+        "δ spent": st.column_config.NumberColumn(
+            "δ spent", help="Gaussian-noise releases spend δ as well as ε (0: pure ε-DP)",
+            format="%.1e"),
+        "Fullest δ": st.column_config.ProgressColumn(
+            "Fullest δ", help="The largest share of its own δ cap any one principal used",
             format="percent", min_value=0.0, max_value=1.0)})
     with st.expander("Accounts in the current window"):
         st.dataframe(pd.DataFrame([{
             "Principal": a.principal, "Role": a.role, "Product": a.product, "ε spent": a.spent,
-            "ε cap": a.cap, "ε remaining": a.remaining} for a in usage.accounts]),
+            "ε cap": a.cap, "ε remaining": a.remaining, "δ spent": a.delta_spent,
+            "δ cap": a.delta_cap} for a in usage.accounts]),
             hide_index=True, width="stretch")
     st.caption("Spent includes reservations held by running exports.")
 
@@ -320,7 +329,7 @@ def bias_chart(release: Release, *, month: str, order: dict[str, tuple[str, ...]
     """Grouped bars: one bar per age group and gender for ``month``, each with its interval."""
     frame = release_frame(release)
     frame = frame[frame["month"] == month]
-    level = int(round(release.confidence * 100))
+    level = interval_percent(release)
     figure = go.Figure()
     ages = list(order["age_bucket"])
     for i, gender in enumerate(order["gender"]):
@@ -364,7 +373,7 @@ def bias_csv(release: Release, *, title: str) -> str:
     frame = release_frame(release).drop(columns="area")
     note = (f"# Veil bias-check dataset, release {release.id}: {title}\n"
             f"# {release.guarantee} Cells under k={release.k} are suppressed (empty); "
-            f"lower/upper are {round(release.confidence * 100)}% intervals.\n"
+            f"lower/upper are {interval_percent(release)}% intervals.\n"
             f"# policy {release.policy_version} · data version {release.data_version} · "
             f"digest {release.digest}\n")
     return note + frame.to_csv(index=False)

@@ -16,6 +16,8 @@ import pydeck as pdk
 
 from privacy import Release
 
+from dashboard.components.badges import interval_percent
+
 __all__ = ["map_frame", "map_legend", "release_map"]
 
 _RAMP = [(237, 248, 251), (179, 205, 227), (140, 150, 198), (136, 86, 167), (129, 15, 124)]
@@ -33,6 +35,7 @@ def map_frame(release: Release, *, month: str, cells_of, names: dict[str, str]) 
     parents = {c.key[1]: c for c in release.cells
                if c.key[0] == month and c.status in ("rollup", "total")}
     rows = []
+    level = interval_percent(release)
     for cell in release.cells:
         if cell.key[0] != month or cell.status in ("rollup", "total"):
             continue
@@ -54,7 +57,8 @@ def map_frame(release: Release, *, month: str, cells_of, names: dict[str, str]) 
             label, kind = names.get(code, code), cell.status
         for h in hexes:
             rows.append({"hex": h, "area": names.get(code, code), "value": value,
-                         "lower": lower, "upper": upper, "status": kind, "label": label})
+                         "lower": lower, "upper": upper, "status": kind, "label": label,
+                         "level": level})
     return pd.DataFrame(rows)
 
 
@@ -108,7 +112,7 @@ def _tooltip(row) -> str:
     if row["value"] is None or pd.isna(row["value"]):
         return f"{row['area']}: {row['label']}"
     return (f"{row['area']}: {row['value']:,.0f} "
-            f"(95% interval {row['lower']:,.0f}–{row['upper']:,.0f}) · {row['label']}"
+            f"({row['level']}% interval {row['lower']:,.0f}–{row['upper']:,.0f}) · {row['label']}"
             if row["status"] == "rolled up" else
-            f"{row['area']}: {row['value']:,.0f} (95% interval {row['lower']:,.0f}–"
+            f"{row['area']}: {row['value']:,.0f} ({row['level']}% interval {row['lower']:,.0f}–"
             f"{row['upper']:,.0f}) · {row['status']}")

@@ -269,6 +269,31 @@ def test_request_refused_early_when_the_budget_cannot_cover_it(gate, store, cata
         assert session.scalar(select(func.count()).select_from(Export)) == 0
 
 
+def test_request_refused_early_when_the_delta_budget_cannot_cover_it(gate, store, catalog):
+    """A Gaussian product with ε to spare but its δ cap used up: refused at request time, with
+    the δ shortfall named; nothing queued."""
+    from privacy import Delta, Epsilon
+
+    with store.write.begin() as session:
+        session.add(ProductVersion(tenant_id="kigali-east", product_id="education.attendance",
+                                   data_version=1, refreshed_at=NOW, cube_rows=0))
+    principal = _principal("policy_maker")
+    cap = catalog.roles["policy_maker"].budget_epsilon
+    delta_cap = catalog.policy.delta_cap
+    Ledger(store).reserve(tenant=principal.tenant, principal=principal.subject,
+                          role=principal.role, product="education.attendance",
+                          epsilon=Epsilon(0.1), cap=cap, today=NOW.date(),
+                          delta=Delta(delta_cap), delta_cap=delta_cap)
+    query = Query(product="education.attendance", metric="attendance_records",
+                  level="dp_medium", start=MONTHS[0], end=MONTHS[1])
+    with pytest.raises(BudgetExhausted) as refused:
+        gate.exports.request(principal, query, purpose="policy_planning")
+    assert refused.value.delta_short_by == pytest.approx(catalog.policy.delta)
+    assert refused.value.short_by < 0  # ε alone would have paid
+    with store.read() as session:
+        assert session.scalar(select(func.count()).select_from(Export)) == 0
+
+
 # --- the worker: records and aggregates ----------------------------------------------------------
 
 

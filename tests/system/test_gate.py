@@ -474,6 +474,31 @@ def test_a_gaussian_product_charges_its_converted_epsilon(gate, store, catalog):
     assert abs(release.cells[0].value - 500) < 6 * mechanism.scale
 
 
+def test_the_budget_report_and_cli_state_delta_beside_epsilon(gate, store, catalog, capsys,
+                                                              monkeypatch):
+    """A Gaussian release's δ reaches the compliance budget report and `veil budgets`."""
+    from types import SimpleNamespace
+
+    from dashboard import cli
+    from privacy import BudgetFilter
+
+    _seed_districts(store, {"KGL-GAS": 300, "EAS-RWA": 200}, product="education.attendance",
+                    metric="days_present")
+    release = gate.release(_principal("policy_maker"), _attendance_h3_map())
+    usage = gate.compliance.budget_usage(
+        _principal("compliance_officer"), BudgetFilter(start=NOW.date(), end=NOW.date()))
+    [line] = [x for x in usage.lines if x.product == "education.attendance"]
+    assert line.delta_spent == release.charged_delta.value == catalog.policy.delta
+    assert line.delta_fullest == pytest.approx(catalog.policy.delta / catalog.policy.delta_cap)
+    [account] = [a for a in usage.accounts if a.product == "education.attendance"]
+    assert (account.delta_spent, account.delta_cap) == (catalog.policy.delta,
+                                                        catalog.policy.delta_cap)
+    monkeypatch.setattr(cli, "open_store", lambda _settings: store)
+    cli._cmd_budgets(SimpleNamespace(), SimpleNamespace())
+    assert f"δ {catalog.policy.delta:.1e} of {catalog.policy.delta_cap:.1e}" in (
+        capsys.readouterr().out)
+
+
 def _attendance_h3_map(month=MONTHS[4]) -> Query:
     return _query(product="education.attendance", metric="days_present", start=month,
                   end=month, group_by=("month", "h3_cell"))

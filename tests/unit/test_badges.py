@@ -75,3 +75,29 @@ def test_one_cost_per_budget_is_required_when_costs_are_listed():
     """Mismatched costs and budgets are a programming error."""
     with pytest.raises(ValueError, match="one cost per budget: got 1 costs for 2 budgets"):
         short_of_budget(costs=[1.0], budgets=[_budget(cap=1, spent=0), _budget(cap=1, spent=0)])
+
+
+def _meter(status, preview):
+    from dashboard.components.badges import budget_meter
+
+    budget_meter(status, preview)
+
+
+def test_the_budget_meter_states_delta_where_gaussian_releases_spent_it():
+    """δ left and a fresh view's δ appear beside ε; a pure-ε budget shows ε only."""
+    from privacy import Delta, Preview
+
+    gaussian = BudgetStatus(product="education.attendance", window_start=date(2026, 12, 1),
+                            window_end=date(2026, 12, 31), cap=Epsilon(10.0),
+                            spent=Epsilon(0.59), delta_cap=Delta(1e-6), delta_spent=Delta(1e-7))
+    preview = Preview(epsilon=Epsilon(0.59), reused=False, mechanism="m", noise_scale=1.0,
+                      interval_half_width=1.0, remaining=Epsilon(9.41), cap=Epsilon(10.0),
+                      delta=Delta(1e-7), remaining_delta=Delta(9e-7))
+    at = AppTest.from_function(_meter, kwargs={"status": gaussian, "preview": preview},
+                               default_timeout=30).run()
+    label = at.get("progress")[0].proto.text
+    assert "δ 9.0e-07 of 1.0e-06 left" in label and "costs ε 0.59 at δ 1e-07" in label
+    plain = _budget(cap=2.0, spent=1.0)
+    at = AppTest.from_function(_meter, kwargs={"status": plain, "preview": None},
+                               default_timeout=30).run()
+    assert "δ" not in at.get("progress")[0].proto.text
