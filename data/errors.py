@@ -17,8 +17,12 @@ is deliberately *not* a ``VeilError`` so that no handler mistakes a bug for bad 
 
 from __future__ import annotations
 
+import unicodedata
+
 __all__ = [
     "AccessDenied",
+    "brief",
+    "checked_text",
     "BudgetExhausted",
     "ConfigError",
     "InvalidInput",
@@ -84,3 +88,32 @@ class BudgetExhausted(QueryRefused):
 
 class VeilBug(Exception):
     """An internal invariant broke. This is a defect in Veil, not a problem with the input."""
+
+
+#: how much of a caller's input a message or an audit entry repeats
+BRIEF = 60
+
+
+def brief(value: object, limit: int = BRIEF) -> str:
+    """``repr(value)`` cut to ``limit`` characters, saying how long the whole was: messages and
+    audit entries echo what was asked without repeating a 100 KB input."""
+    long = isinstance(value, (str, bytes)) and len(value) > 4 * limit
+    shown = repr(value[:4 * limit]) if long else repr(value)
+    if len(shown) <= limit:
+        return shown
+    size = f" ({len(value):,} characters)" if isinstance(value, (str, bytes)) else ""
+    return f"{shown[:limit]}…{size}"
+
+
+def checked_text(name: str, value: object, *, limit: int) -> str:
+    """``value`` if it is text of at most ``limit`` characters without control characters or
+    lone surrogates (nothing a store or a log could choke on); else InvalidInput naming it."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be text, got {type(value).__name__} {brief(value)}")
+    if len(value) > limit:
+        raise InvalidInput(f"{name} is limited to {limit} characters, got {len(value):,}: "
+                           f"{brief(value)}")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise InvalidInput(f"{name} holds a control character or an unpaired surrogate: "
+                           f"{brief(value)}")
+    return value

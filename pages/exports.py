@@ -49,8 +49,9 @@ if product.kind == "metric_set":
     data_as_of(clock)
     if months is None:
         st.stop()
-    by = st.selectbox("Break down by", ["month only", "state", "district", "age_bucket",
-                                        "gender", "category"])
+    allowed = gate.dimensions(principal, product.id)
+    by = st.selectbox("Break down by", ["month only"] + [
+        d for d in ("state", "district", "age_bucket", "gender", "category") if d in allowed])
     query = clock.query(metric=metric, level=level, months=months,
                         group_by=("month",) if by == "month only" else ("month", by))
     if gate.exports.may_request_umbrella(principal):

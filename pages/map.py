@@ -28,7 +28,9 @@ if not months:
     st.info("There is no data for this product yet.")
     st.stop()
 left, middle, right = st.columns(3)
-geo = left.selectbox("Areas", ["district", "h3_cell"],
+# H3 cells only for a role that sees them as stored (researchers see them as districts)
+areas = [a for a in ("district", "h3_cell") if a in gate.dimensions(principal, product.id)]
+geo = left.selectbox("Areas", areas,
                      format_func={"district": "Districts", "h3_cell": "H3 cells (~5 km²)"}.get)
 
 

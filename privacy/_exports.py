@@ -55,7 +55,7 @@ from sqlalchemy.exc import IntegrityError
 from data.catalog import Catalog, ProductSpec, RoleSpec
 from data.engine import Store
 from data.errors import (AccessDenied, BudgetExhausted, InvalidInput, QueryRefused, StoreError,
-                         VeilBug, VeilError)
+                         VeilBug, VeilError, brief, checked_text)
 from data.models import Export, ExportApproval, Registration
 from data.models import Release as ReleaseRow
 
@@ -95,12 +95,17 @@ class ExportRequest:
         if not isinstance(self.purpose, str) or not self.purpose.strip():
             raise InvalidInput("An export needs a purpose: choose one from the coded list of "
                                "purposes (the justification alone is not enough).")
-        if self.format not in FORMATS:
+        checked_text("the purpose", self.purpose, limit=64)
+        if not isinstance(self.format, str) or self.format not in FORMATS:
             raise InvalidInput(f"export format must be one of {sorted(FORMATS)}, "
-                               f"got {self.format!r}")
+                               f"got {brief(self.format)}")
+        if not isinstance(self.justification, str):
+            raise InvalidInput(f"the justification must be text, got {brief(self.justification)}")
         if len(self.justification) > _MAX_JUSTIFICATION:
             raise InvalidInput(f"the justification is limited to {_MAX_JUSTIFICATION} "
                                f"characters, got {len(self.justification)}")
+        if any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in self.justification):
+            raise InvalidInput("the justification holds a NUL or an unpaired surrogate")
         if self.umbrella and isinstance(self.query, RecordQuery):
             raise InvalidInput("umbrella (cross-tenant) exports are aggregates only: records "
                                "never leave their tenant")
@@ -336,7 +341,7 @@ class Exports:
         allowed = self._policy.purposes_for(role.id)
         choices = ", ".join(f"{code} ({p.title})" for code, p in allowed.items()) or "none"
         if purpose not in self._policy.purposes:
-            raise InvalidInput(f"unknown export purpose {purpose!r}; choose one of: {choices}")
+            raise InvalidInput(f"unknown export purpose {brief(purpose)}; choose one of: {choices}")
         if purpose not in allowed:
             raise InvalidInput(f"the purpose {self._policy.purposes[purpose].title!r} is not "
                                f"open to the {role.title} role; choose one of: {choices}")
@@ -400,17 +405,30 @@ class Exports:
         return [self._to_status(r, approvals=approvals.get(r.id, ())) for r in rows]
 
     def status(self, principal: Principal, export_id: str) -> ExportStatus:
+        """One of the principal's own exports; asking for anyone else's is refused and
+        audited (an export id is not a capability)."""
+        return self._own(principal, export_id, action="export_status")
+
+    def _own(self, principal: Principal, export_id: str, *, action: str) -> ExportStatus:
         with self._store.read() as session:
-            row = session.get(Export, export_id)
-            if (row is None or row.tenant_id != principal.tenant
-                    or row.requester != principal.subject):
-                raise AccessDenied(f"you have no export {export_id!r}")
-            approvals = self._approvals(session, [row.id])
+            row = (session.get(Export, export_id)
+                   if isinstance(export_id, str) and len(export_id) <= 64 else None)
+            mine = row is not None and (row.tenant_id, row.requester) == (principal.tenant,
+                                                                          principal.subject)
+            approvals = self._approvals(session, [row.id]) if mine else {}
+        if not mine:
+            error = AccessDenied(f"you have no export {brief(export_id)}")
+            audit(self._store, principal=principal.subject, tenant=principal.tenant,
+                  role=principal.role, action=action, target=brief(export_id),
+                  outcome="refused",
+                  detail={"reason": str(error),
+                          "owner_tenant": row.tenant_id if row is not None else None})
+            raise error
         return self._to_status(row, approvals=approvals.get(row.id, ()))
 
     def link(self, principal: Principal, export_id: str) -> DownloadLink:
         """The signed download link of one of the principal's finished exports."""
-        status = self.status(principal, export_id)
+        status = self._own(principal, export_id, action="export_link")
         if status.status != "done":
             raise QueryRefused(f"export {export_id[:8]} is {status.status}; a download link "
                                f"exists once it is done")
@@ -590,7 +608,7 @@ class Exports:
         if principal.role != self._policy.approver_role:
             raise AccessDenied(f"only a {approver} can approve or reject umbrella exports")
         if row is None or not row.umbrella:
-            raise InvalidInput(f"there is no umbrella export {export_id!r}")
+            raise InvalidInput(f"there is no umbrella export {brief(export_id)}")
         if row.requester == principal.subject:
             raise AccessDenied("you requested this export, so you cannot approve or reject it; "
                                f"two other {approver}s must approve it")

@@ -368,7 +368,19 @@ class Gate:
             raise
 
     def preview(self, principal: Principal, query: Query) -> Preview:
-        """What ``release`` would cost and how accurate it would be; spends nothing."""
+        """What ``release`` would cost and how accurate it would be; spends nothing. A refusal
+        is audited like a release's: probing what the gate refuses is on record too."""
+        try:
+            return self._preview(principal, query)
+        except VeilError as exc:
+            if not isinstance(exc, StoreError):
+                audit(self._store, principal=principal.subject, tenant=principal.tenant,
+                      role=principal.role, action="preview",
+                      target=f"{query.product}.{query.metric}", outcome="refused",
+                      detail={"reason": str(exc), "query": query.canonical()})
+            raise
+
+    def _preview(self, principal: Principal, query: Query) -> Preview:
         plan = self._plan(principal, query)
         with self._store.read() as session:
             data_version = self._data_version(session, principal.tenant, plan.product)
@@ -680,12 +692,33 @@ class Gate:
                                    f"{_shorten(domains[dimension])}")
         return geo
 
+    def dimensions(self, principal: Principal, product: str) -> tuple[str, ...]:
+        """The dimensions ``principal``'s role may group by or filter on in ``product``: those
+        its treatment table shows as stored (what the pages offer; the gate refuses the rest)."""
+        role = self._role(principal)
+        spec = self._catalog.product(product)
+        return tuple(d for d in DIMENSIONS if self._treatment(role, spec, d) == "show")
+
+    @staticmethod
+    def _treatment(role: RoleSpec, product: ProductSpec, dimension: str) -> str:
+        return role.treatment[product.field(DIMENSIONS[dimension]).classification]
+
     def _visible(self, role: RoleSpec, product: ProductSpec, dimension: str, *, use: str) -> None:
+        """Group-by and filter rights follow the treatment table that decides what is shown:
+        only a field the role sees as stored. A generalised field (H3 cell → district) is
+        seen only in its coarser form, so grouping by the raw one would undo it."""
         field = product.field(DIMENSIONS[dimension])
-        treatment = role.treatment[field.classification]
-        if treatment not in {"show", "generalise"}:
-            raise AccessDenied(f"the {role.title} role cannot see {field.title!r} "
-                               f"({field.classification}: {treatment}), so it cannot {use} it")
+        treatment = self._treatment(role, product, dimension)
+        if treatment == "show":
+            return
+        coarser = field.generalise_to
+        instead = (f"; {use} {coarser} instead" if treatment == "generalise"
+                   and coarser in DIMENSIONS else "")
+        seen = {"generalise": "sees {} only generalised", "mask": "sees {} only masked",
+                "pseudonymise": "sees {} only pseudonymised"}.get(treatment, "cannot see {}")
+        raise AccessDenied(f"the {role.title} role {seen.format(repr(field.title))} "
+                           f"({field.classification}: {treatment}), so it cannot {use} it"
+                           f"{instead}")
 
     def _domains(self, principal: Principal, product: ProductSpec) -> dict[str, tuple[str, ...]]:
         """The public key set per dimension for this tenant: declared, never read from data."""

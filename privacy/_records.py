@@ -22,7 +22,7 @@ from sqlalchemy import Select, func, or_, select
 from data import clock
 from data.catalog import Catalog, FieldSpec, ProductSpec, RoleSpec
 from data.engine import Store
-from data.errors import AccessDenied, InvalidInput, QueryRefused, VeilBug
+from data.errors import AccessDenied, InvalidInput, QueryRefused, VeilBug, brief, checked_text
 from data.models import Registration
 
 from privacy._audit import audit
@@ -47,13 +47,22 @@ class RecordQuery:
     page_size: int = 50
 
     def __post_init__(self):
+        checked_text("product", self.product, limit=64)
+        if not isinstance(self.filters, tuple) or not all(
+                isinstance(pair, tuple) and len(pair) == 2 for pair in self.filters):
+            raise InvalidInput(f"filters are (field, value) pairs, got {brief(self.filters)}")
+        for name, value in self.filters:
+            checked_text("a filter field", name, limit=64)
+            checked_text(f"the {brief(name, 24)} filter value", value, limit=128)
+        checked_text("search text", self.search, limit=64)
+        if not isinstance(self.page, int) or not isinstance(self.page_size, int):
+            raise InvalidInput(f"page and page_size must be integers, got {brief(self.page)} "
+                               f"and {brief(self.page_size)}")
         if self.page < 1:
             raise InvalidInput(f"page must be >= 1, got {self.page}")
         if not 1 <= self.page_size <= _MAX_PAGE_SIZE:
             raise InvalidInput(f"page_size must be between 1 and {_MAX_PAGE_SIZE}, "
                                f"got {self.page_size}")
-        if len(self.search) > 64:
-            raise InvalidInput(f"search text is limited to 64 characters, got {len(self.search)}")
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,7 @@ def _authorise(catalog: Catalog, principal: Principal, query: RecordQuery) -> _A
     searchable = tuple(n for n in ("agent_code", "district", "registration_id") if n in usable)
     if query.search.strip():
         needle = query.search.strip().lower()
-        where.append(or_(*[func.lower(getattr(model, n)).startswith(needle)
+        where.append(or_(*[func.lower(getattr(model, n)).startswith(needle, autoescape=True)
                            for n in searchable]))
     columns = tuple(f.name for f in product.fields if treatments[f.name] != "hide")
     return _Access(product=product, model=model, fields=fields, treatments=treatments,

@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 
-from data.errors import InvalidInput
+from data.errors import InvalidInput, brief, checked_text
 
 __all__ = ["BudgetStatus", "Cell", "DataClock", "Delta", "Epsilon", "Preview", "Principal",
            "PrivacyLoss", "Query", "Release", "Threshold", "Totals", "add_months"]
@@ -96,6 +96,11 @@ def _last_day(month: date) -> date:
     return add_months(month, 1) - timedelta(days=1)
 
 
+#: longest identifier (product, metric, level, dimension) and filter value a query may carry
+_NAME_LIMIT = 64
+_VALUE_LIMIT = 128
+
+
 @dataclass(frozen=True)
 class Query:
     """A request for a monthly metric series of one product, within the principal's tenant.
@@ -116,6 +121,21 @@ class Query:
     period: str = "month"
 
     def __post_init__(self):
+        for name in ("product", "metric", "level", "period"):
+            checked_text(name, getattr(self, name), limit=_NAME_LIMIT)
+        if not isinstance(self.group_by, tuple) or not isinstance(self.filters, tuple):
+            raise InvalidInput(f"group_by and filters must be tuples, got "
+                               f"{brief(self.group_by)} and {brief(self.filters)}")
+        for dimension in self.group_by:
+            checked_text("a group-by dimension", dimension, limit=_NAME_LIMIT)
+        for pair in self.filters:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise InvalidInput(f"a filter is a (dimension, value) pair, got {brief(pair)}")
+            checked_text("a filter dimension", pair[0], limit=_NAME_LIMIT)
+            checked_text(f"the {brief(pair[0], 24)} filter value", pair[1], limit=_VALUE_LIMIT)
+        if not isinstance(self.start, date) or not isinstance(self.end, date):
+            raise InvalidInput(f"start and end must be dates, got {brief(self.start)} and "
+                               f"{brief(self.end)}")
         if self.start != _month_start(self.start) or self.end != _month_start(self.end):
             raise InvalidInput(
                 f"query window must start and end on the first day of a month, "
@@ -125,14 +145,14 @@ class Query:
                 f"query window starts after it ends: {self.start.isoformat()} > "
                 f"{self.end.isoformat()}")
         if not self.group_by or self.group_by[0] != "month":
-            raise InvalidInput(f"group_by must start with 'month', got {self.group_by!r}")
+            raise InvalidInput(f"group_by must start with 'month', got {brief(self.group_by)}")
         if len(set(self.group_by)) != len(self.group_by):
-            raise InvalidInput(f"group_by repeats a dimension: {self.group_by!r}")
+            raise InvalidInput(f"group_by repeats a dimension: {brief(self.group_by)}")
         dims = [d for d, _ in self.filters]
         if len(set(dims)) != len(dims):
-            raise InvalidInput(f"each dimension may be filtered once, got {self.filters!r}")
+            raise InvalidInput(f"each dimension may be filtered once, got {brief(self.filters)}")
         if self.period not in ("month", "window"):
-            raise InvalidInput(f"period must be 'month' or 'window', got {self.period!r}")
+            raise InvalidInput(f"period must be 'month' or 'window', got {brief(self.period)}")
 
     @classmethod
     def ending(cls, *, product: str, metric: str, level: str, months: int, end: date,

@@ -261,8 +261,9 @@ def _total(at) -> tuple[float, float, float]:
 
 def test_the_tenant_total_agrees_on_both_map_levels_and_with_trends(demo_env):
     """October's tenant total on the district map, the H3 map and the Trends series agree
-    within their intervals (the H3 total was 6× the district total before issue 13)."""
-    at = _open("map", "researcher")
+    within their intervals (the H3 total was 6× the district total before issue 13). A policy
+    maker: researchers see H3 cells only generalised to districts (issue 15.6)."""
+    at = _open("map", "policy_maker")
     _click(at, "Show map")
     districts = _total(at)
     [areas] = [box for box in at.selectbox if box.label == "Areas"]
@@ -270,7 +271,7 @@ def test_the_tenant_total_agrees_on_both_map_levels_and_with_trends(demo_env):
     _click(at, "Show map")
     cells = _total(at)
     assert "probability at most" in _captions(at)  # the legend states the empty-cell rate
-    trends = _open("trends", "researcher")
+    trends = _open("trends", "policy_maker")
     _click(trends, "Show trend")
     [series] = [t for t in _chart(trends)["data"] if t.get("name") == "Doses administered"]
     october = dict(zip(series["x"], series["y"]))
@@ -285,6 +286,18 @@ def test_the_tenant_total_agrees_on_both_map_levels_and_with_trends(demo_env):
         assert abs(a - b) <= 4 * sigma + 1
     # the parts drawn never exceed the total
     assert cells[0] > 0 and districts[0] > 0
+
+
+def test_the_map_offers_h3_cells_only_to_a_role_that_sees_them(demo_env):
+    """Issue 15.6: researchers see H3 cells generalised to districts, so their map offers
+    districts only; policy makers get both."""
+    options = {}
+    for role in ("researcher", "policy_maker"):
+        at = _open("map", role)
+        [areas] = [box for box in at.selectbox if box.label == "Areas"]
+        options[role] = list(areas.options)
+    assert options["researcher"] == ["Districts"]
+    assert options["policy_maker"] == ["Districts", "H3 cells (~5 km²)"]
 
 
 # --- donor snapshots follow the data (issue 14) --------------------------------------------------

@@ -76,9 +76,10 @@ def test_differencing_two_queries_does_not_isolate_the_lone_person(gate, store):
     """Differencing attack: 'district' minus 'district and female' is not the lone male."""
     exact_hits = 0
     for attempt in range(60):
-        # one researcher per round keeps each within the monthly cap (3 queries × ε 1)
-        principal = Principal(subject=f"researcher-{attempt}@kigali-east", display_name="r",
-                              role="researcher", tenant="kigali-east", source="demo")
+        # one policy maker per round keeps each within the monthly cap (3 queries × ε 1); a
+        # researcher may not filter on gender at all (it sees it only generalised)
+        principal = Principal(subject=f"policy-maker-{attempt}@kigali-east", display_name="p",
+                              role="policy_maker", tenant="kigali-east", source="demo")
         whole = gate.release(principal, _query(filters=(("district", "KGL-GAS"),)))
         female = gate.release(principal, _query(filters=(("district", "KGL-GAS"),
                                                          ("gender", "female"))))
@@ -177,3 +178,24 @@ def test_no_exact_aggregate_can_be_released_so_none_can_be_differenced(store, ca
     assert len(refused) == asked
     assert all(e.outcome == "refused" and "no exact aggregates" in e.detail["reason"]
                and e.detail["query"]["level"] == "anonymized" for e in refused)
+
+
+def test_a_generalised_field_cannot_be_grouped_or_filtered_raw(gate, catalog):
+    """C2 (issue 15.6): researchers see H3 cells generalised to districts and gender
+    generalised (no coarser form: nothing), so the gate refuses both as group-by and filter,
+    names the coarser dimension, and ``dimensions`` offers only what the role sees as stored."""
+    principal = _principal("researcher")
+    assert catalog.roles["researcher"].treatment["quasi_identifier"] == "generalise"
+    with pytest.raises(AccessDenied, match=r"sees 'H3 cell \(res 7\)' only generalised .* "
+                                           r"cannot group by it; group by district instead"):
+        gate.release(principal, _query(group_by=("month", "h3_cell")))
+    with pytest.raises(AccessDenied, match="sees 'Gender' only generalised"):
+        gate.release(principal, _query(group_by=("month", "gender")))
+    with pytest.raises(AccessDenied, match="cannot filter on it"):
+        gate.release(principal, _query(filters=(("gender", "male"),)))
+    offered = gate.dimensions(principal, "health.vaccinations")
+    assert "h3_cell" not in offered and "gender" not in offered
+    assert {"state", "district", "age_bucket", "category"} <= set(offered)
+    # a policy maker sees them as stored: the H3 map and a breakdown by gender are theirs
+    assert {"h3_cell", "gender"} <= set(gate.dimensions(_principal("policy_maker"),
+                                                        "health.vaccinations"))
