@@ -25,27 +25,18 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import os
 import platform
-import tempfile
 import time
 from collections import defaultdict
 from datetime import date, datetime
 
+from _demo import demo_store
 from _machine import cpu_model  # bench/ is on sys.path when a bench runs
 
-from data.bootstrap import init_store
-from data.catalog import load_catalog
-from data.config import load_settings
-from data.demo import generate
-from data.engine import open_store
-from data.materialize import materialize
 from privacy import Gate, Principal, Query
 
-#: a fixed as-of day: the same benchmark data whatever the calendar says
-DEMO_AS_OF = date(2026, 11, 1)
 NOW = datetime(2026, 11, 15, 12, 0)
 START, END = date(2025, 11, 1), date(2026, 10, 1)
 #: (title, product, metric, level, group by)
@@ -69,18 +60,7 @@ def main() -> None:
     parser.add_argument("--tenant", default="kigali-east")
     parser.add_argument("--var", help="an existing demo store's var directory (else generate)")
     args = parser.parse_args()
-    var = args.var or tempfile.mkdtemp(prefix="veil-coverage-")
-    settings = load_settings({"VEIL_VAR_DIR": var, "VEIL_DEMO_MODE": "1"})
-    catalog = load_catalog(settings.catalog_dir)
-    store = open_store(settings)
-    init_store(store, catalog, demo_accounts=False)
-    started = time.perf_counter()
-    if not args.var:
-        extra = ({"as_of": DEMO_AS_OF} if "as_of" in inspect.signature(generate).parameters
-                 else {})
-        generate(store, catalog, size=args.size, secret=settings.secret, **extra)
-        materialize(store, catalog)
-    loaded = time.perf_counter() - started
+    catalog, store, loaded = demo_store(size=args.size, var=args.var, prefix="veil-coverage-")
     gate = Gate(store, catalog, clock=lambda: NOW)
     principal = Principal(subject=f"bench@{args.tenant}", display_name="bench",
                           role="policy_maker", tenant=args.tenant, source="demo")

@@ -20,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -31,7 +32,7 @@ from _machine import cpu_model  # bench/ is on sys.path when a bench runs
 from sqlalchemy import func, select
 
 from data.bootstrap import init_store
-from data.catalog import load_catalog
+from data.catalog import PeriodPolicy, load_catalog
 from data.config import load_settings
 from data.engine import open_store
 from data.models import CubeMonthly, HealthEvent, ProductVersion
@@ -153,7 +154,10 @@ def main() -> None:
         version = session.get(ProductVersion, ("kigali-east", "health.vaccinations"))
         version.data_version += 1
     tenant = "kigali-east"
-    gate = Gate(store, catalog, clock=lambda: NOW)
+    # speed, not privacy: every timed call must be a fresh release of the same months, so the
+    # months' shared lifetime budget (issue 16) is lifted here, as a benchmark may
+    lifted = dataclasses.replace(catalog.policy, periods=PeriodPolicy(epsilon=999.0))
+    gate = Gate(store, dataclasses.replace(catalog, policy=lifted), clock=lambda: NOW)
     fresh = _queries(catalog, tenant, "category")
     warm = _queries(catalog, tenant, "age_bucket")
     repeat = min(args.repeat, len(fresh), len(warm))

@@ -12,8 +12,9 @@ The ratio pipeline / raw is what everything the pipeline does costs over a bare 
 The machine's 1-minute load average is printed with each measurement: on a shared machine
 other jobs take CPU from both, so compare the two within a run.
 
-The file has one event per subject per day or two, 0.5% of rows with a PII problem, 0.5%
-repeated event ids and 0.5% from subjects without consent, so every path is exercised.
+The file has one event per subject per day or two, 0.5% of rows with a PII problem, 0.5% with
+PII smuggled into metadata (a base64 e-mail address), 0.5% repeated event ids and 0.5% from
+subjects without consent, so every path is exercised.
 
 Usage:
   .venv/bin/python bench/ingest.py [--events 1000000] [--chunk-rows 50000] [--repeat 3]
@@ -24,6 +25,7 @@ With --postgres the benchmark runs in a throwaway database on that server (dropp
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -92,6 +94,9 @@ def write_events(path: Path, catalog: Catalog, *, events: int, seed: int = 11) -
                 row["event_id"] = f"ev-{i - 1:09d}"  # a repeated event id
             elif roll == 83:
                 row["subject_id"] = f"no-consent-{i}"
+            elif roll == 131:  # base64 of "person-<i>@example.org", in metadata
+                row["metadata"] = {"device": "tablet-7", "ref": base64.b64encode(
+                    f"person-{i}@example.org".encode()).decode()}
             handle.write(json.dumps(row))
             handle.write("\n")
     return subjects

@@ -20,27 +20,18 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 from datetime import date, datetime
 
+from _demo import demo_store
 from _machine import cpu_model  # bench/ is on sys.path when a bench runs
 
-from data.bootstrap import init_store
-from data.catalog import load_catalog
-from data.config import load_settings
-from data.demo import generate
-from data.engine import open_store
-from data.materialize import materialize
 from privacy import Epsilon, Gate, Principal, Query, Release
 
-#: a fixed as-of day: the same benchmark data whatever the calendar says
-DEMO_AS_OF = date(2026, 11, 1)
 NOW = datetime(2026, 11, 15, 12, 0)
 #: a month before any demo data: every cell is empty
 EMPTY_MONTH = date(2020, 1, 1)
@@ -58,18 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 200:
         parser.error(f"--runs must be >= 200, got {args.runs}")
-    var = args.var or tempfile.mkdtemp(prefix="veil-map-totals-")
-    settings = load_settings({"VEIL_VAR_DIR": var, "VEIL_DEMO_MODE": "1"})
-    catalog = load_catalog(settings.catalog_dir)
-    store = open_store(settings)
-    init_store(store, catalog, demo_accounts=False)
-    started = time.perf_counter()
-    if not args.var:
-        extra = ({"as_of": DEMO_AS_OF} if "as_of" in inspect.signature(generate).parameters
-                 else {})
-        generate(store, catalog, size=args.size, secret=settings.secret, **extra)
-        materialize(store, catalog)
-    loaded = time.perf_counter() - started
+    catalog, store, loaded = demo_store(size=args.size, var=args.var, prefix="veil-map-totals-")
     gate = Gate(store, catalog, clock=lambda: NOW)
     month = date.fromisoformat(args.month + "-01")
     principal = Principal(subject=f"bench@{args.tenant}", display_name="bench",

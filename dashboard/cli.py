@@ -194,13 +194,36 @@ def _cmd_publish(args, settings) -> None:
 
 
 def _cmd_check(args, settings) -> None:
+    from pathlib import Path
+
+    from dashboard.identity import auth_config_of_files, who_can_sign_in
+    from data.config import start_up_error
     from privacy import open_gate
 
-    gate = open_gate(settings)
-    mapped = gate.check_role_mappings(settings.role_mappings_file)
+    # The files Streamlit reads by default (--secrets.files when the dashboard is started).
+    secrets = [Path(p) for p in args.secrets or ()] or [
+        Path.home() / ".streamlit" / "secrets.toml", Path.cwd() / ".streamlit" / "secrets.toml"]
+    auth = auth_config_of_files(secrets)
+    try:
+        gate = open_gate(settings)
+    except OSError as exc:  # whatever start-up could not read or create, named
+        raise start_up_error(settings, exc) from exc
+    try:
+        mapped = gate.check_role_mappings(settings.role_mappings_file)
+        sources = who_can_sign_in(gate, settings, auth)
+    finally:
+        gate.close()
+    if not sources:
+        # A dashboard nobody can sign in to is not a working configuration.
+        oidc = auth.problem or (f"there is no [auth] section in "
+                                f"{' or '.join(str(p) for p in secrets)}")
+        raise VeilError(f"nobody can sign in: {oidc}; and demo accounts are off (they need "
+                        f"VEIL_DEMO_MODE=1, and VEIL_DEMO_ACCOUNTS=1 beside OIDC)")
+    if auth.problem:
+        print(f"warning: {auth.problem}", file=sys.stderr)
     print(f"configuration ok: catalog {settings.catalog_dir} (policy {gate.catalog.version[:12]}),"
-          f" store reachable and migrated, {mapped} role mappings applied")
-    gate.close()
+          f" store reachable and migrated, {mapped} role mappings applied; who can sign in: "
+          f"{'; '.join(sources)}")
 
 
 # --- ingestion, consent, collector sources (SPEC B2-B4, E1) ---------------------------------
@@ -349,20 +372,27 @@ def _cmd_source(args, settings) -> None:
 def _cmd_serve_api(args, settings) -> None:
     import uvicorn
 
-    from data.ingest.api import ApiLimits, create_app
+    from data.ingest.api import ApiLimits, create_app, server_config
 
     try:
-        limits = ApiLimits(max_events=args.max_events, max_bytes=args.max_bytes)
+        limits = ApiLimits(max_events=args.max_events, max_bytes=args.max_bytes,
+                           body_seconds=settings.api_body_seconds,
+                           header_seconds=settings.api_header_seconds,
+                           max_per_token=settings.api_max_per_token,
+                           max_requests=settings.api_max_requests,
+                           max_connections=settings.api_max_connections)
     except ValueError as exc:
         raise VeilError(str(exc)) from exc
     catalog = load_catalog(settings.catalog_dir)
     with _store(settings) as store:
         app = create_app(store, catalog, secret=settings.secret, limits=limits)
         print(f"collector API on http://{args.host}:{args.port}/api/v1/events (at most "
-              f"{limits.max_events:,} events and {limits.max_bytes:,} bytes per request)",
+              f"{limits.max_events:,} events and {limits.max_bytes:,} bytes per request; "
+              f"headers within {limits.header_seconds:g} s, the body within "
+              f"{limits.body_seconds:g} s; {limits.max_per_token} requests at once per token, "
+              f"{limits.max_requests} in all, {limits.max_connections} connections)",
               flush=True)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws="none",
-                    lifespan="off")
+        uvicorn.Server(server_config(app, limits=limits, host=args.host, port=args.port)).run()
 
 
 def _cmd_freshness(args, settings) -> None:
@@ -458,7 +488,11 @@ def _add_ingestion_parsers(sub) -> None:
     listing = actions.add_parser("list", help="list sources (never their tokens)")
     listing.add_argument("--tenant")
 
-    serve = sub.add_parser("serve-api", help="serve POST /api/v1/events for collectors")
+    serve = sub.add_parser(
+        "serve-api", help="serve POST /api/v1/events for collectors",
+        description="Time and concurrency limits come from VEIL_API_HEADER_SECONDS (10), "
+                    "VEIL_API_BODY_SECONDS (30), VEIL_API_MAX_PER_TOKEN (8), "
+                    "VEIL_API_MAX_REQUESTS (64) and VEIL_API_MAX_CONNECTIONS (512).")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8502)
     serve.add_argument("--max-events", type=int, default=1_000)
@@ -499,7 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--full", action="store_true",
                      help="rebuild every month, not only those changed since the last run")
     sub.add_parser("budgets", help="show ε budget usage per principal and product")
-    sub.add_parser("check", help="validate configuration, catalog and store")
+    check = sub.add_parser("check", help="validate configuration, catalog and store, and "
+                                         "report who can sign in")
+    check.add_argument("--secrets", action="append", default=None,
+                       metavar="FILE", help="a secrets.toml the dashboard reads (repeatable; "
+                                            "default: ~/.streamlit/ and ./.streamlit/)")
     pub = sub.add_parser("publish", help="publish donor snapshots (defaults: every published "
                                          "series by state, all tenants)")
     pub.add_argument("--tenant")

@@ -10,17 +10,25 @@ Two identity sources resolve through the same role-mapping table (in the gate):
 - **Demo accounts** (local, argon2-hashed, clearly labelled) in demo mode, switched off when
   OIDC is configured unless VEIL_DEMO_ACCOUNTS=1; the session runs from the demo sign-in.
 
-With neither, nobody gets in and the page names the missing setting. An identity without a
-role mapping gets a "no access" page (the gate audits it); never a default role. Everything
-outside this module receives a Principal, never ``st.user``.
+With neither, nobody gets in and the page names the missing setting; a secrets file that does
+not parse lets nobody in either (never "as if absent", which would switch the demo accounts
+back on), naming the file and line. An identity without a role mapping gets a "no access" page
+(the gate audits it); never a default role. Everything outside this module receives a
+Principal, never ``st.user``.
+
+Every run of an OIDC sign-in is checked against the gate's record of it (a copied cookie of a
+sign-in that was signed out or has expired gets the sign-in page, and the gate audits the
+refusal); ``st.session_state`` holds only who this browser tab shows as signed in.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import NoReturn
 
 import streamlit as st
@@ -39,14 +47,17 @@ from dashboard.context import (
 from dashboard.navigation import requested_page
 from privacy import Gate, Principal, Settings, VeilError
 
-__all__ = ["AUTH_KEYS", "AuthConfig", "account_sidebar", "auth_config", "demo_accounts_enabled",
-           "require_principal", "sign_out"]
+__all__ = ["AUTH_KEYS", "AuthConfig", "account_sidebar", "auth_config", "auth_config_of_files",
+           "demo_accounts_enabled", "require_principal", "sign_out", "who_can_sign_in"]
 
 SECRETS_FILE = ".streamlit/secrets.toml"
 #: Keys Veil needs under [auth]: the default provider of st.login(), configured inline.
 AUTH_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret",
              "server_metadata_url")
 _EXPIRED_KEY = "veil_session_expired"
+#: The claim that asks the gate to check this browser sign-in against its record (and bound
+#: it to this many hours): privacy._access.SESSION_HOURS_CLAIM.
+_SESSION_HOURS_CLAIM = "veil_session_hours"
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,8 @@ class AuthConfig:
 
     present: bool
     problem: str | None = None
+    #: the secrets could not be read at all: nobody signs in, by any source, until fixed
+    unreadable: bool = False
 
     @property
     def usable(self) -> bool:
@@ -62,10 +75,48 @@ class AuthConfig:
 
 
 def auth_config() -> AuthConfig:
+    """What the secrets Streamlit reads say about OIDC (``--secrets.files``, by default
+    ``~/.streamlit/secrets.toml`` and ``./.streamlit/secrets.toml``)."""
     try:
         section = st.secrets.get("auth")
-    except StreamlitSecretNotFoundError:  # no secrets.toml at all
-        return AuthConfig(present=False)
+    except StreamlitSecretNotFoundError as exc:
+        if exc.error_id == "no-secrets-found":  # no secrets file at all
+            return AuthConfig(present=False)
+        # Streamlit wraps a TOML error as "not found"; the file is there, only unreadable.
+        path = exc.exec_kwargs.get("path") or exc.exec_kwargs.get("sub_folder_path")
+        return _unreadable(path, exc.exec_kwargs.get("error") or str(exc))
+    except (OSError, UnicodeDecodeError) as exc:  # Streamlit lets these through unwrapped
+        return _unreadable(getattr(exc, "filename", None), str(exc))
+    return _auth_section(section)
+
+
+def auth_config_of_files(paths: Sequence[Path]) -> AuthConfig:
+    """The same answer for secrets files read without Streamlit (``veil check``): later files
+    override earlier ones, a missing file is skipped, as Streamlit does."""
+    secrets: dict = {}
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            return _unreadable(str(path), str(exc))
+        try:
+            secrets.update(tomllib.loads(text))
+        except tomllib.TOMLDecodeError as exc:
+            return _unreadable(str(path), str(exc))
+    return _auth_section(secrets.get("auth"))
+
+
+def _unreadable(path: str | None, error: str) -> AuthConfig:
+    # tomllib's message names the line and column: "Expected ']' ... (at line 2, column 6)".
+    where = path or "the secrets file (--secrets.files)"
+    return AuthConfig(present=True, unreadable=True, problem=(
+        f"{where}: cannot be read as TOML: {error}. Nobody can sign in until it is fixed "
+        f"(see .streamlit/secrets.toml.example)."))
+
+
+def _auth_section(section: object) -> AuthConfig:
     if section is None:
         return AuthConfig(present=False)
     if not isinstance(section, Mapping):
@@ -85,12 +136,26 @@ def auth_config() -> AuthConfig:
 
 
 def demo_accounts_enabled(gate: Gate, settings: Settings, auth: AuthConfig) -> bool:
-    """Demo accounts need demo mode; then VEIL_DEMO_ACCOUNTS decides, or else "no OIDC"."""
-    if not gate.demo_accounts:
+    """Demo accounts need demo mode; then VEIL_DEMO_ACCOUNTS decides, or else "no OIDC".
+
+    Secrets that do not parse switch them off too: the file might well hold an [auth] section,
+    and reading it as absent would put the public demo password in front of the store.
+    """
+    if not gate.demo_accounts or auth.unreadable:
         return False
     if settings.demo_accounts is not None:
         return settings.demo_accounts
     return not auth.present
+
+
+def who_can_sign_in(gate: Gate, settings: Settings, auth: AuthConfig) -> list[str]:
+    """The identity sources that let someone in (empty: nobody can sign in)."""
+    sources = []
+    if auth.usable:
+        sources.append("organisation accounts (OIDC, [auth] in the secrets file)")
+    if demo_accounts_enabled(gate, settings, auth):
+        sources.append("demo accounts (public password; demo mode only)")
+    return sources
 
 
 # --- the sign-in flow ----------------------------------------------------------------------------
@@ -108,27 +173,16 @@ def require_principal(gate: Gate, settings: Settings) -> Principal:
             end_session()
             gate.record_session_end(principal, reason="expired")
             st.session_state[_EXPIRED_KEY] = True
-        elif _still_signed_in(principal, gate, settings, auth):
+        elif principal.source == "demo" and demo_accounts_enabled(gate, settings, auth):
             return principal
         else:
+            # OIDC: the cookie is checked against the gate's record of the sign-in on every
+            # run (below), so a sign-in ended elsewhere ends here at the next click too.
             end_session()
     if auth.usable and st.user.get("is_logged_in", False):
-        return _oidc_principal(gate, settings, at)
+        return _oidc_principal(gate, settings, auth, at)
     _sign_in_page(gate, settings, auth)
     _stop_outside_the_app()
-
-
-def _still_signed_in(principal: Principal, gate: Gate, settings: Settings,
-                     auth: AuthConfig) -> bool:
-    if principal.source == "demo":
-        return demo_accounts_enabled(gate, settings, auth)
-    # OIDC: the identity cookie must still be there and still be this person.
-    return (auth.usable and st.user.get("is_logged_in", False)
-            and _oidc_subject(st.user.to_dict()) == principal.subject)
-
-
-def _oidc_subject(claims: Mapping) -> str:
-    return str(claims.get("email") or claims.get("sub") or "")
 
 
 def _issued_at(claims: Mapping) -> datetime | None:
@@ -142,7 +196,8 @@ def _issued_at(claims: Mapping) -> datetime | None:
         return None
 
 
-def _oidc_principal(gate: Gate, settings: Settings, at: datetime) -> Principal:
+def _oidc_principal(gate: Gate, settings: Settings, auth: AuthConfig,
+                    at: datetime) -> Principal:
     claims = st.user.to_dict()
     claims.pop("tokens", None)
     issued = _issued_at(claims)
@@ -150,19 +205,28 @@ def _oidc_principal(gate: Gate, settings: Settings, at: datetime) -> Principal:
         _refusal_page("Sign-in refused",
                       "Your identity provider's ID token has no issue time (iat claim), so Veil "
                       "cannot bound the session. Ask your administrator to check the provider.")
-    if session_expired(min(issued, at), hours=settings.session_hours, at=at):
-        st.title("Session ended")
-        st.warning(f"Your session ended {_hours(settings.session_hours)} after you signed in. "
-                   f"Please sign in again.", icon=":material/timer_off:")
-        st.button("Sign in again", type="primary", on_click=st.login)
-        st.button("Sign out", on_click=st.logout)
-        _stop_outside_the_app()
     try:
-        principal = gate.resolve(claims, source="oidc")
+        principal = gate.resolve({**claims, _SESSION_HOURS_CLAIM: settings.session_hours},
+                                 source="oidc")
     except VeilError as exc:
+        ended = getattr(exc, "sign_in_ended", None)
+        if ended == "expired":
+            _session_ended_page(settings)
+        if ended is not None:  # signed out: a copied cookie gets the sign-in page, no more
+            _sign_in_page(gate, settings, auth, notice=str(exc))
+            _stop_outside_the_app()
         _refusal_page("No access", str(exc))
     start_session(principal, signed_in_at=min(issued, at))
     return principal
+
+
+def _session_ended_page(settings: Settings) -> NoReturn:
+    st.title("Session ended")
+    st.warning(f"Your session ended {_hours(settings.session_hours)} after you signed in. "
+               f"Please sign in again.", icon=":material/timer_off:")
+    st.button("Sign in again", type="primary", on_click=st.login)
+    st.button("Sign out", on_click=st.logout)
+    _stop_outside_the_app()
 
 
 def _refusal_page(title: str, message: str) -> NoReturn:
@@ -227,14 +291,19 @@ def account_sidebar(gate: Gate, principal: Principal, settings: Settings) -> Non
             sign_out(gate)
 
 
-def _sign_in_page(gate: Gate, settings: Settings, auth: AuthConfig) -> None:
+def _sign_in_page(gate: Gate, settings: Settings, auth: AuthConfig, *,
+                  notice: str | None = None) -> None:
     st.title("Veil")
     st.caption("Privacy-first analytics for public programmes")
+    if notice:
+        st.warning(notice, icon=":material/logout:")
     if st.session_state.pop(_EXPIRED_KEY, False):
         st.warning(f"Your session ended {_hours(settings.session_hours)} after you signed in. "
                    f"Please sign in again.", icon=":material/timer_off:")
     if auth.problem:
         st.error(auth.problem)
+    if auth.unreadable:
+        return  # the problem above says why nobody can sign in
     demo = demo_accounts_enabled(gate, settings, auth)
     if not auth.usable and not demo:
         st.error(_no_identity_source(gate, settings, auth))

@@ -217,6 +217,24 @@ class Policy:
     #: the most δ one principal may spend on one product per budget window (every role with
     #: an ε budget); a Gaussian-noise release spends ``delta`` of it once
     delta_cap: float = 1e-6
+    #: the lifetime budget of every data month (tenant × product × month), shared by all
+    periods: PeriodPolicy = field(default_factory=lambda: PeriodPolicy())
+
+
+@dataclass(frozen=True)
+class PeriodPolicy:
+    """The lifetime (ε, δ) of one month of data, which every release reading it draws from.
+
+    ``reserved`` is the share only publication (donor snapshots) and umbrella exports may
+    spend: viewers together stop at ``(1 − reserved) · epsilon``.
+    """
+
+    epsilon: float = 20.0
+    delta: float = 1e-5
+    reserved: float = 0.25
+
+    def cap(self, *, reserved_user: bool) -> float:
+        return self.epsilon if reserved_user else self.epsilon * (1 - self.reserved)
 
 
 @dataclass(frozen=True)
@@ -452,7 +470,23 @@ def _load_policy(f: _File) -> Policy:
         delta=_delta(f, defaults),
         empty_cell_rate=_empty_cell_rate(f, defaults),
         delta_cap=_delta_cap(f, defaults, delta=_delta(f, defaults)),
+        periods=_period_policy(f, delta=_delta(f, defaults)),
     )
+
+
+def _period_policy(f: _File, *, delta: float) -> PeriodPolicy:
+    spec = f.get(f.doc, "period_budget", "", dict)
+    where = "period_budget"
+    epsilon = f.get(spec, "epsilon", where, float)
+    if not 0 < epsilon < 1000:
+        raise f.fail(f"{where}.epsilon", f"must be in (0, 1000), got {epsilon}")
+    cap = f.get(spec, "delta", where, float)
+    if not delta <= cap < 1e-3:
+        raise f.fail(f"{where}.delta", f"must be in [delta ({delta:g}), 0.001), got {cap:g}")
+    reserved = f.get(spec, "reserved", where, float)
+    if not 0 <= reserved < 1:
+        raise f.fail(f"{where}.reserved", f"must be in [0, 1), got {reserved}")
+    return PeriodPolicy(epsilon=epsilon, delta=cap, reserved=reserved)
 
 
 _PURPOSE_CODE = re.compile(r"[a-z][a-z0-9_]{1,31}")

@@ -2,7 +2,8 @@
 
 Owns the mapping from environment variables to typed settings. It never opens a connection
 and never falls back silently: a setting that is present but malformed raises ConfigError
-naming the variable.
+naming the variable, and so does a file or folder that start-up cannot use
+(``start_up_error``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from data.errors import ConfigError
 
-__all__ = ["PROJECT_ROOT", "Settings", "load_settings"]
+__all__ = ["PROJECT_ROOT", "Settings", "load_settings", "start_up_error"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,13 @@ class Settings:
     role_mappings_file: Path = PROJECT_ROOT / "config" / "role_mappings.toml"
     #: Run the export worker inside the dashboard process (one thread per server process).
     export_worker: bool = True
+    #: Collector API (`veil serve-api`) limits against slow and flooding clients; see
+    #: COLLECTOR_LIMITS for their variables, defaults and bounds.
+    api_body_seconds: float = 30.0
+    api_header_seconds: float = 10.0
+    api_max_per_token: int = 8
+    api_max_requests: int = 64
+    api_max_connections: int = 512
 
     @property
     def is_embedded(self) -> bool:
@@ -73,7 +81,58 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         role_mappings_file=Path(env.get("VEIL_ROLE_MAPPINGS")
                                 or PROJECT_ROOT / "config" / "role_mappings.toml"),
         export_worker=_export_worker(env),
+        **_collector_limits(env),
     )
+
+
+#: Collector API limits: Settings field -> (variable, default, lowest, highest). The bounds match
+#: data.ingest.api.ApiLimits, which cannot be imported here (it pulls in the web stack).
+COLLECTOR_LIMITS: dict[str, tuple[str, float, float, float]] = {
+    "api_body_seconds": ("VEIL_API_BODY_SECONDS", 30.0, 0.1, 600.0),
+    "api_header_seconds": ("VEIL_API_HEADER_SECONDS", 10.0, 0.1, 300.0),
+    "api_max_per_token": ("VEIL_API_MAX_PER_TOKEN", 8, 1, 1_000),
+    "api_max_requests": ("VEIL_API_MAX_REQUESTS", 64, 1, 10_000),
+    "api_max_connections": ("VEIL_API_MAX_CONNECTIONS", 512, 1, 100_000),
+}
+
+
+def _collector_limits(env: dict[str, str]) -> dict[str, float | int]:
+    limits: dict[str, float | int] = {}
+    for field, (name, default, low, high) in COLLECTOR_LIMITS.items():
+        raw = env.get(name, "").strip()
+        whole = isinstance(default, int)
+        try:
+            value = default if not raw else int(raw) if whole else float(raw)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:  # also refuses nan and inf
+            kind = "a whole number" if whole else "a number of seconds"
+            raise ConfigError(f"{name} must be {kind} from {low:g} to {high:g}, got {raw!r}")
+        limits[field] = value
+    return limits
+
+
+def start_up_error(settings: Settings, exc: OSError) -> ConfigError:
+    """An OSError met while starting (a folder that cannot be made, a file that cannot be
+    read) as a ConfigError naming the variable whose path it is, so no traceback and no
+    unnamed error reaches an operator."""
+    failed = Path(exc.filename) if exc.filename else None
+    store = settings.database_url.removeprefix("sqlite:///") if settings.is_embedded else None
+    # The most specific setting first: the store URL lies under VEIL_VAR_DIR by default.
+    named = [("VEIL_ROLE_MAPPINGS", settings.role_mappings_file),
+             ("VEIL_CATALOG_DIR", settings.catalog_dir)]
+    if store and store != ":memory:":
+        default = Path(store) == settings.var_dir / "veil.db"
+        named.append(("VEIL_VAR_DIR" if default else "VEIL_DATABASE_URL", Path(store)))
+    named.append(("VEIL_VAR_DIR", settings.var_dir))
+    variable, value = "VEIL_VAR_DIR", settings.var_dir
+    for name, path in named:
+        if failed is not None and (failed.is_relative_to(path) or path.is_relative_to(failed)):
+            variable, value = name, (settings.var_dir if name == "VEIL_VAR_DIR" else path)
+            break
+    shown = settings.database_url if variable == "VEIL_DATABASE_URL" else value
+    return ConfigError(f"{variable}={shown}: cannot use {failed or value}: "
+                       f"{exc.strerror or exc}. Point {variable} at a path Veil may use.")
 
 
 def _export_worker(env: dict[str, str]) -> bool:

@@ -12,6 +12,7 @@ wrote in between, which busy_timeout does not retry.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from data.config import Settings
+from data.config import Settings, start_up_error
 from data.errors import ConfigError, StoreError
 
 __all__ = ["Store", "make_engine", "open_store"]
@@ -75,7 +76,7 @@ def make_engine(url: str) -> Engine:
 def _sqlite_engine(parsed) -> Engine:
     database = parsed.database
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _create_private(Path(database))
     engine = create_engine(parsed, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
@@ -99,9 +100,24 @@ def _sqlite_engine(parsed) -> Engine:
     return engine
 
 
+def _create_private(path: Path) -> None:
+    """Create a missing store directory 0700 and a missing store file 0600 (empty: SQLite takes
+    it as a new database, and gives its -wal and -shm files the same mode). Left to SQLite, the
+    file holding pseudonymised records would be created as the umask allows, often 0644. An
+    existing directory or file keeps the mode its owner gave it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def open_store(settings: Settings, *, check: bool = True) -> Store:
     """Open the configured store; with ``check`` a failed connection raises StoreError."""
-    engine = make_engine(settings.database_url)
+    try:
+        engine = make_engine(settings.database_url)
+    except OSError as exc:  # the store's folder or file cannot be made: name the setting
+        raise start_up_error(settings, exc) from exc
     if check:
         try:
             with engine.connect() as connection:

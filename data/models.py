@@ -54,6 +54,7 @@ __all__ = [
     "Release",
     "ReleasePeriod",
     "RoleMapping",
+    "SignIn",
     "SocialEvent",
     "Subject",
     "SubjectConsent",
@@ -110,6 +111,31 @@ class LocalAccount(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     display_name: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SignIn(Base):
+    """One browser sign-in through the identity provider, kept so that its end holds.
+
+    Streamlit's identity cookie carries the ID token's claims and nothing on the server knows
+    of it; this row does. ``id`` is a hash of the claims that make the sign-in unique (issuer,
+    ``sub``, ``iat``, ``nonce``), so a copied cookie finds the same row. Sign-out and expiry set
+    ``ended_at``; a cookie whose row has ended is refused. ``issued_at``/``expires_at`` are the
+    token's (wall-clock) times, ``started_at``/``ended_at`` the store's, as in the audit log.
+    """
+
+    __tablename__ = "sign_ins"
+    __table_args__ = (Index("ix_sign_ins_subject", "subject", "source"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(256))  # the canonical subject
+    source: Mapped[str] = mapped_column(String(16))    # oidc
+    issuer: Mapped[str] = mapped_column(String(256))
+    issued_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: signed out | expired
+    ended_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 # --- catalog mirror, geography ----------------------------------------------------------------
@@ -363,6 +389,45 @@ class BudgetEntry(Base):
     state: Mapped[str] = mapped_column(String(16))  # reserved | committed | refunded
     created_at: Mapped[datetime] = mapped_column(DateTime)
     settled_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class PeriodBudget(Base):
+    """The lifetime (ε, δ) of one month of one product's data in one tenant, shared by every
+    release that reads that month: any principal, role, export or publication (issue 16).
+
+    Months are disjoint in the data (the privacy unit is within a month), so a release of a
+    12-month series costs each month its ε once (parallel composition), and what any one person
+    can lose about a month is at most ``spent`` ≤ ``cap`` however many people look, and for ever.
+    """
+
+    __tablename__ = "period_budgets"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "product_id", "period", name="uq_period_budget"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    product_id: Mapped[str] = mapped_column(PRODUCT)
+    period: Mapped[date] = mapped_column(Date)  # the data month's first day
+    cap: Mapped[float] = mapped_column(Float)
+    spent: Mapped[float] = mapped_column(Float)
+    delta_cap: Mapped[float] = mapped_column(Float, server_default="0")
+    delta_spent: Mapped[float] = mapped_column(Float, server_default="0")
+
+
+class PeriodCharge(Base):
+    """What one release drew from one data month: who, as which role, for which release."""
+
+    __tablename__ = "period_charges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    budget_id: Mapped[int] = mapped_column(ForeignKey("period_budgets.id"), index=True)
+    release_id: Mapped[str] = mapped_column(String(36))
+    principal: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(32))
+    epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float, server_default="0")
+    at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Release(Base):

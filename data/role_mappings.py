@@ -23,6 +23,7 @@ File format::
 from __future__ import annotations
 
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +36,8 @@ from data.errors import ConfigError, InvalidInput
 from data.models import RoleMapping
 
 __all__ = ["ADMIN_SOURCE_PREFIX", "CLAIMS", "FILE_SOURCE", "MappingSpec", "RoleMappingFile",
-           "apply_role_mappings", "check_mapping", "load_role_mappings", "role_mapping_drift"]
+           "apply_role_mappings", "canonical_email", "check_mapping", "load_role_mappings",
+           "role_mapping_drift"]
 
 CLAIMS = ("email", "sub", "group")
 #: ``created_by`` of every row that this file manages.
@@ -43,6 +45,18 @@ FILE_SOURCE = "role mappings file"
 #: ``created_by`` of rows made on the admin page starts with this, followed by the admin.
 ADMIN_SOURCE_PREFIX = "admin page: "
 _KEYS = {"claim", "value", "role", "tenant"}
+
+
+def canonical_email(value: str) -> str:
+    """The one spelling of an e-mail address that Veil compares: NFKC, case-folded, stripped.
+
+    Providers send the same address in different letter cases or Unicode forms (``Ana@``,
+    ``ANA@``, fullwidth ``ａｎａ@``, a decomposed ``é``); each must be the same person, or one
+    person could count twice (two approvals, two budgets). NFKC is applied again after case
+    folding because folding can leave a string that is not NFKC (Unicode's NFKC_Casefold).
+    """
+    folded = unicodedata.normalize("NFKC", value.strip()).casefold()
+    return unicodedata.normalize("NFKC", folded).strip()
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,9 @@ def load_role_mappings(path: Path, catalog: Catalog) -> RoleMappingFile:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:  # unreadable: a start-up error that names the setting, not a trace
+        raise ConfigError(f"{path}: cannot read the role mappings file "
+                          f"(VEIL_ROLE_MAPPINGS={path}): {exc.strerror or exc}") from exc
 
     def fail(key: str, reason: str) -> ConfigError:
         return ConfigError(f"{path}: key {key!r}: {reason}")
@@ -120,16 +137,16 @@ class _BadMapping(Exception):
 
 
 def _check(catalog: Catalog, *, claim: str, value: str, role: str, tenant: str) -> MappingSpec:
-    """The rules every mapping obeys, wherever it comes from; e-mails are lower-cased."""
+    """The rules every mapping obeys, wherever it comes from; e-mails are canonical."""
     value = value.strip()
     if claim not in CLAIMS:
         raise _BadMapping("claim", f"must be one of {list(CLAIMS)}, got {claim!r}")
     if not value:
         raise _BadMapping("value", f"must be a non-empty string, got {value!r}")
     if claim == "email":
+        value = canonical_email(value)  # compared as the subject is: see canonical_email
         if "@" not in value:
             raise _BadMapping("value", f"must be an e-mail address, got {value!r}")
-        value = value.lower()  # e-mail claims are compared case-insensitively
     if len(value) > 256:
         raise _BadMapping("value", f"must be at most 256 characters, got {len(value)}")
     if role not in catalog.roles:

@@ -92,6 +92,9 @@ if tabs["Budget usage"].open:
             usage = gate.compliance.budget_usage(
                 principal, BudgetFilter.trailing(days=days, today=today))
         views.show_budget_usage(usage)
+        with guarded():
+            periods = gate.compliance.period_usage(principal)
+        views.show_period_usage(periods)
 
 if tabs["Policy versions"].open:
     with tabs["Policy versions"]:

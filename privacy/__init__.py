@@ -40,14 +40,17 @@ from privacy._gate import Gate
 from privacy._insights import Insight, InsightPoint
 from privacy._local import LocalEstimate, LocalRandomizer, estimate_local
 from privacy._records import RecordPage, RecordQuery
-from privacy._values import (BudgetStatus, Cell, DataClock, Delta, Epsilon, Preview, Principal,
-                             PrivacyLoss, Query, Release, add_months)
+from privacy._budget import PeriodBudgetExhausted
+from privacy._values import (BudgetStatus, Cell, DataClock, Delta, Epsilon, PeriodStatus, Preview,
+                             Principal, PrivacyLoss, Query, Release, add_months)
 
 __all__ = [
     "AccessDenied",
     "BudgetExhausted",
     "BudgetStatus",
     "Cell",
+    "PeriodBudgetExhausted",
+    "PeriodStatus",
     "ConfigError",
     "DataClock",
     "Delta",

@@ -5,27 +5,59 @@ claims (email, then sub, then groups). An unknown identity gets AccessDenied and
 there is no default role, ever. Demo mappings (created by ``veil init`` in demo mode) apply to
 demo sign-ins only, so an organisation account can never borrow a demo account's role. Also
 owns which pages a role may open, and whether the store still holds the role mappings file.
+
+**One subject per person.** ``canonical_subject`` is the only spelling of an identity that
+Veil keys anything by (approvals, budgets, releases, audit): the e-mail address in canonical
+form (NFKC, case-folded), or, without a usable address, the provider's ``sub`` with its issuer.
+Two claims that differ only by letter case or Unicode form are the same person.
+
+**Browser sign-ins are on record** (the ``sign_ins`` table). The dashboard marks the claims of a
+browser sign-in with ``SESSION_HOURS_CLAIM``; the first request of that sign-in records it,
+each later one checks it, and a sign-in that was signed out or has expired is refused
+(``SignInEnded``, audited) even though the browser's identity cookie still says otherwise.
+``Gate.record_session_end`` ends them (``end_sign_ins``) in the transaction that audits the
+sign-out.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
-from data.bootstrap import DEMO_MAPPING_SOURCE
+from data.bootstrap import DEMO_MAPPING_SOURCE, utcnow
 from data.catalog import Catalog
 from data.engine import Store
-from data.errors import AccessDenied, ConfigError
-from data.models import LocalAccount, RoleMapping
-from data.role_mappings import load_role_mappings, role_mapping_drift
+from data.errors import AccessDenied, ConfigError, VeilBug
+from data.models import LocalAccount, RoleMapping, SignIn
+from data.role_mappings import canonical_email, load_role_mappings, role_mapping_drift
 
-from privacy._audit import audit
+from privacy._audit import audit, audit_in
 from privacy._values import Principal
 
-__all__ = ["authenticate_demo", "authorize_page", "check_role_mappings", "resolve_principal"]
+__all__ = ["SESSION_HOURS_CLAIM", "SignInEnded", "authenticate_demo", "authorize_page",
+           "canonical_subject", "check_role_mappings", "end_sign_ins", "resolve_principal"]
+
+#: The dashboard adds this key to the claims of a browser sign-in (an identity cookie): the
+#: sign-in is then kept on record and lasts this many hours from the ID token's ``iat``.
+SESSION_HOURS_CLAIM = "veil_session_hours"
+
+
+class SignInEnded(AccessDenied):
+    """This browser sign-in is over (signed out or expired); signing in again starts another."""
+
+    def __init__(self, message: str, *, reason: str):
+        super().__init__(message)
+        #: ``signed out`` or ``expired``: the dashboard shows the sign-in page for either
+        self.sign_in_ended = reason
 
 _HASHER = PasswordHasher()
 
@@ -33,7 +65,7 @@ _HASHER = PasswordHasher()
 def authenticate_demo(store: Store, *, username: str, password: str) -> dict:
     """Check a demo account's password; return its identity claims or raise AccessDenied."""
     with store.read() as session:
-        account = session.get(LocalAccount, username.strip().lower())
+        account = session.get(LocalAccount, canonical_email(username))
     if account is None:
         _HASHER.hash(password)  # spend the same time whether or not the account exists
         raise AccessDenied("Unknown demo account or wrong password.")
@@ -46,13 +78,39 @@ def authenticate_demo(store: Store, *, username: str, password: str) -> dict:
     return {"email": account.username, "name": account.display_name, "iss": "veil-demo"}
 
 
+def _usable_email(claims: dict, *, source: str) -> str | None:
+    """The claims' e-mail address in canonical form, if it may identify the person."""
+    email = claims.get("email")
+    # An address the provider says it has not verified could be anyone's: do not use it.
+    if not email or (source == "oidc" and claims.get("email_verified") is False):
+        return None
+    email = canonical_email(str(email))
+    return email if "@" in email and not any(c.isspace() for c in email) else None
+
+
+def canonical_subject(claims: dict, *, source: str) -> str | None:
+    """The one key of this identity: its canonical e-mail, else ``sub`` and issuer, else None.
+
+    ``sub`` is compared exactly (the provider's identifier is case-sensitive) and qualified by
+    the issuer, since two providers may hand out the same ``sub``; the spaces keep it from ever
+    equalling an e-mail subject.
+    """
+    email = _usable_email(claims, source=source)
+    if email:
+        return email
+    sub = claims.get("sub")
+    if not sub:
+        return None
+    issuer = claims.get("iss")
+    return f"sub {sub} of {issuer}" if issuer else f"sub {sub}"
+
+
 def _candidates(claims: dict, *, source: str) -> list[tuple[str, str]]:
     """The (claim, value) keys to look up, in precedence order."""
     out: list[tuple[str, str]] = []
-    email = claims.get("email")
-    # An address the provider says it has not verified could be anyone's: do not map it.
-    if email and not (source == "oidc" and claims.get("email_verified") is False):
-        out.append(("email", str(email).strip().lower()))
+    email = _usable_email(claims, source=source)
+    if email:
+        out.append(("email", email))
     if claims.get("sub"):
         out.append(("sub", str(claims["sub"])))
     groups = claims.get("groups") or ()
@@ -63,9 +121,18 @@ def _candidates(claims: dict, *, source: str) -> list[tuple[str, str]]:
 
 
 def resolve_principal(store: Store, catalog: Catalog, claims: dict, *, source: str) -> Principal:
-    """Map identity claims to a Principal through the role-mapping table."""
+    """Map identity claims to a Principal through the role-mapping table.
+
+    With ``SESSION_HOURS_CLAIM`` in an OIDC identity's claims the browser sign-in is checked
+    against its record first (``SignInEnded`` if it is over), and recorded on its first request;
+    only that first request is audited as a login.
+    """
     candidates = _candidates(claims, source=source)
-    who = str(claims.get("email") or claims.get("sub") or "<anonymous>")
+    who = canonical_subject(claims, source=source) or "<anonymous>"
+    sign_in = _SignInClaims.of(store, claims, subject=who) \
+        if source == "oidc" and SESSION_HOURS_CLAIM in claims else None
+    if sign_in is not None:
+        _refuse_if_ended(store, sign_in)
     with store.read() as session:
         rows = session.scalars(select(RoleMapping).where(
             RoleMapping.claim.in_({c for c, _ in candidates} or {""}),
@@ -95,10 +162,114 @@ def resolve_principal(store: Store, catalog: Catalog, claims: dict, *, source: s
             f"role mapping for this account.")
     principal = Principal(subject=who, display_name=str(claims.get("name") or who),
                           role=mapping.role, tenant=mapping.tenant_id, source=source)
+    if sign_in is not None and not _record_sign_in(store, sign_in):
+        return principal  # a later request of a sign-in already on record (and audited)
     audit(store, principal=who, tenant=principal.tenant, role=principal.role, action="login",
           target=source, outcome="allowed",
           detail={"claim": mapping.claim, "value": mapping.value})
     return principal
+
+
+# --- the record of browser sign-ins ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SignInClaims:
+    """What identifies one browser sign-in, and when it ends, read from its claims."""
+
+    id: str
+    subject: str
+    issuer: str
+    issued_at: datetime   # naive UTC, wall clock (the provider's)
+    expires_at: datetime
+    now: datetime
+
+    @classmethod
+    def of(cls, store: Store, claims: dict, *, subject: str) -> _SignInClaims:
+        hours = claims[SESSION_HOURS_CLAIM]
+        if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not hours > 0:
+            raise VeilBug(f"{SESSION_HOURS_CLAIM} must be a positive number, got {hours!r}")
+        iat = claims.get("iat")
+        now = datetime.now(UTC).replace(tzinfo=None)
+        if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
+            audit(store, principal=subject, tenant=None, role=None, action="login",
+                  target="oidc", outcome="refused", detail={"reason": "no issue time (iat)"})
+            raise AccessDenied("Your identity provider's ID token has no issue time (iat "
+                               "claim), so Veil cannot bound the session. Ask your "
+                               "administrator to check the provider.")
+        try:
+            issued = datetime.fromtimestamp(iat, UTC).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError):
+            issued = datetime.min
+        issued = min(issued, now)  # a token from the future does not lengthen the session
+        # The claims that make this sign-in unique: a copied cookie carries the same ones.
+        key = json.dumps([claims.get("iss"), claims.get("sub"), subject, iat,
+                          claims.get("nonce")], sort_keys=True, default=str)
+        return cls(id=hashlib.sha256(key.encode()).hexdigest(), subject=subject,
+                   issuer=str(claims.get("iss") or "")[:256], issued_at=issued,
+                   expires_at=issued + timedelta(hours=hours), now=now)
+
+
+def _refuse_if_ended(store: Store, sign_in: _SignInClaims) -> None:
+    """Raise SignInEnded (audited) if this sign-in was signed out or has expired."""
+    with store.read() as session:
+        row = session.get(SignIn, sign_in.id)
+        signed_out_since = None
+        if row is None:
+            # A cookie never presented before, issued before this person last signed out:
+            # signing out ends every sign-in begun before it, seen by Veil or not.
+            signed_out_since = session.scalar(select(func.max(SignIn.issued_at)).where(
+                SignIn.subject == sign_in.subject, SignIn.source == "oidc",
+                SignIn.ended_reason == "signed out"))
+    if row is not None and row.ended_at is not None:
+        reason = row.ended_reason or "signed out"
+    elif signed_out_since is not None and sign_in.issued_at < signed_out_since:
+        reason = "signed out"
+    elif sign_in.now >= sign_in.expires_at:
+        reason = "expired"
+    else:
+        return
+    with store.write.begin() as session:
+        row = session.get(SignIn, sign_in.id)
+        if row is not None and row.ended_at is None:
+            row.ended_at, row.ended_reason = utcnow(), reason
+        audit_in(session, principal=sign_in.subject, tenant=None, role=None, action="login",
+                 target="oidc", outcome="refused",
+                 detail={"reason": f"sign-in {reason}", "sign_in": sign_in.id[:16]})
+    if reason == "expired":
+        raise SignInEnded(f"This sign-in expired at {sign_in.expires_at:%d %b %H:%M} UTC. "
+                          f"Please sign in again.", reason=reason)
+    raise SignInEnded("This sign-in has ended (signed out). Please sign in again.",
+                      reason=reason)
+
+
+def _record_sign_in(store: Store, sign_in: _SignInClaims) -> bool:
+    """Record the sign-in on its first request; False if it was on record already."""
+    with store.read() as session:
+        if session.get(SignIn, sign_in.id) is not None:
+            return False
+    try:
+        with store.write.begin() as session:
+            if session.get(SignIn, sign_in.id) is not None:
+                return False
+            session.add(SignIn(id=sign_in.id, subject=sign_in.subject, source="oidc",
+                               issuer=sign_in.issuer, issued_at=sign_in.issued_at,
+                               expires_at=sign_in.expires_at, started_at=utcnow()))
+    except IntegrityError:  # the same sign-in's first request, twice at once (PostgreSQL)
+        return False
+    return True
+
+
+def end_sign_ins(session, *, subject: str, source: str, at: datetime) -> int:
+    """End every open sign-in of ``subject`` (in the caller's transaction, with the sign-out's
+    audit entry); returns how many. A sign-out does not know which browser's cookie it was,
+    so all of the person's open sign-ins end ("sign out everywhere"). Expiry needs no call:
+    each sign-in carries its own end."""
+    result = session.execute(update(SignIn).where(
+        SignIn.subject == subject, SignIn.source == source, SignIn.ended_at.is_(None))
+        .values(ended_at=at, ended_reason="signed out")
+        .execution_options(synchronize_session=False))
+    return result.rowcount
 
 
 def authorize_page(store: Store, catalog: Catalog, principal: Principal, *, page: str) -> None:

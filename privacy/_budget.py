@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 from data.bootstrap import utcnow
 from data.engine import Store
 from data.errors import BudgetExhausted, VeilBug
-from data.models import BudgetAccount, BudgetEntry
+from data.models import BudgetAccount, BudgetEntry, PeriodBudget, PeriodCharge
 
-from privacy._values import BudgetStatus, Delta, Epsilon
+from privacy._values import BudgetStatus, Delta, Epsilon, PeriodStatus
 
-__all__ = ["Ledger", "window_of"]
+__all__ = ["Ledger", "PeriodBudgetExhausted", "PeriodLedger", "window_of"]
 
 # Floating-point sums of ε (e.g. ten times 0.1) may exceed the cap by rounding alone.
 _SLACK = 1e-9
@@ -158,3 +158,100 @@ class Ledger:
                 .values(spent=BudgetAccount.spent - entry.epsilon,
                         delta_spent=BudgetAccount.delta_spent - entry.delta)
                 .execution_options(synchronize_session=False))
+
+
+class PeriodBudgetExhausted(BudgetExhausted):
+    """A month of data has spent its lifetime budget: nothing more is released about it."""
+
+    def __init__(self, *, product: str, period: date, requested: float, remaining: float,
+                 cap: float, delta_requested: float = 0.0, delta_remaining: float | None = None):
+        super().__init__(requested=requested, remaining=remaining, window=f"{period:%B %Y}",
+                         product=product, delta_requested=delta_requested,
+                         delta_remaining=delta_remaining)
+        self.period = period
+        self.args = (
+            f"Everything released about {period:%B %Y} of {product} has used the share of its "
+            f"lifetime privacy budget open to viewers (ε {cap - remaining:g} of {cap:g}; this "
+            f"view needs ε "
+            f"{requested:g}{f' and δ {delta_requested:g}' if delta_requested else ''}). The "
+            f"budget of a month of data is shared by everyone and never refills, so that what "
+            f"anyone in it can lose stays bounded. Nothing was spent: use a published or "
+            f"already released view of that month, or a coarser one.",)
+
+
+class PeriodLedger:
+    """The lifetime (ε, δ) of each data month, shared by every release that reads it.
+
+    A charge is one conditional UPDATE per month (``spent + ε <= cap``, ``delta_spent + δ <=
+    delta_cap``), in ascending month order so that two transactions never wait on each other
+    crosswise, inside the release's own transaction: on failure it rolls back with the release
+    and the viewer's charge. Every charge is recorded (``PeriodCharge``) with who and for what.
+    """
+
+    def __init__(self, store: Store, *, clock: Callable[[], datetime] = utcnow):
+        self._store = store
+        self._clock = clock
+
+    def _budget(self, session: Session, *, tenant: str, product: str, period: date,
+                cap: float, delta_cap: float) -> PeriodBudget:
+        query = select(PeriodBudget).where(PeriodBudget.tenant_id == tenant,
+                                           PeriodBudget.product_id == product,
+                                           PeriodBudget.period == period)
+        budget = session.scalar(query)
+        if budget is not None:
+            return budget
+        try:
+            with session.begin_nested():
+                session.add(PeriodBudget(tenant_id=tenant, product_id=product, period=period,
+                                         cap=cap, spent=0.0, delta_cap=delta_cap,
+                                         delta_spent=0.0))
+        except IntegrityError:
+            pass  # a concurrent session created it first
+        return session.scalars(query).one()
+
+    def charge(self, session: Session, *, tenant: str, product: str, periods: list[date],
+               epsilon: Epsilon, delta: Delta, cap: float, full_cap: float, delta_cap: float,
+               release_id: str, principal: str, role: str) -> None:
+        """Draw (ε, δ) from each of ``periods`` up to ``cap`` (the viewers' share of
+        ``full_cap``, the month's lifetime ε), or raise PeriodBudgetExhausted naming the
+        month that cannot pay; the caller's transaction then rolls back."""
+        now = self._clock()
+        for period in sorted(set(periods)):
+            budget = self._budget(session, tenant=tenant, product=product, period=period,
+                                  cap=full_cap, delta_cap=delta_cap)
+            conditions = [PeriodBudget.spent + epsilon.value <= cap + _SLACK]
+            values = {"spent": PeriodBudget.spent + epsilon.value, "cap": full_cap,
+                      "delta_cap": delta_cap}
+            if delta.value > 0:
+                conditions.append(PeriodBudget.delta_spent + delta.value
+                                  <= delta_cap + _DELTA_SLACK)
+                values["delta_spent"] = PeriodBudget.delta_spent + delta.value
+            result = session.execute(
+                update(PeriodBudget).where(PeriodBudget.id == budget.id, *conditions)
+                .values(**values).execution_options(synchronize_session=False))
+            if result.rowcount != 1:
+                session.refresh(budget)
+                raise PeriodBudgetExhausted(
+                    product=product, period=period, requested=epsilon.value,
+                    remaining=max(cap - budget.spent, 0.0), cap=cap,
+                    delta_requested=delta.value,
+                    delta_remaining=max(delta_cap - budget.delta_spent, 0.0)
+                    if delta.value else None)
+            session.add(PeriodCharge(budget_id=budget.id, release_id=release_id,
+                                     principal=principal, role=role, epsilon=epsilon.value,
+                                     delta=delta.value, at=now))
+
+    def status(self, *, tenant: str, product: str, periods: list[date], cap: float,
+               delta_cap: float) -> dict[date, PeriodStatus]:
+        """Spent and cap of each month (a month nothing was released about has spent 0)."""
+        with self._store.read() as session:
+            rows = session.execute(select(
+                PeriodBudget.period, PeriodBudget.spent, PeriodBudget.delta_spent).where(
+                PeriodBudget.tenant_id == tenant, PeriodBudget.product_id == product,
+                PeriodBudget.period.in_(sorted(set(periods))))).all()
+        spent = {period: (e, d) for period, e, d in rows}
+        return {period: PeriodStatus(period=period, cap=Epsilon(cap),
+                                     spent=Epsilon(spent.get(period, (0.0, 0.0))[0]),
+                                     delta_cap=Delta(delta_cap),
+                                     delta_spent=Delta(spent.get(period, (0.0, 0.0))[1]))
+                for period in sorted(set(periods))}

@@ -55,6 +55,8 @@ from data.models import (
     BudgetAccount,
     BudgetEntry,
     ConsentEvent,
+    PeriodBudget,
+    PeriodCharge,
     CubeMonthly,
     Export,
     ExportApproval,
@@ -345,6 +347,21 @@ class BudgetLine:
     #: highest share of its own δ cap any one principal has used
     delta_spent: float = 0.0
     delta_fullest: float = 0.0
+
+
+@dataclass(frozen=True)
+class PeriodUsage:
+    """One month of one product's data: its lifetime budget, what was drawn from it, by whom."""
+
+    product: str
+    period: date
+    spent: float
+    cap: float             # the month's lifetime ε (viewers stop at their share of it)
+    delta_spent: float
+    delta_cap: float
+    releases: int          # releases that read this month afresh
+    by_role: dict[str, float]   # ε drawn per role
+    principals: int        # distinct principals that drew from it
 
 
 @dataclass(frozen=True)
@@ -696,6 +713,41 @@ class Compliance:
                 for (role, product), group in sorted(grouped.items()))
         return BudgetUsage(start=filters.start, end=filters.end, window_start=window_start,
                            window_end=window_end, days=days, lines=lines, accounts=usage)
+
+    def period_usage(self, principal: Principal, *,
+                     product: str | None = None) -> tuple[PeriodUsage, ...]:
+        """Per product and data month of the tenant: the lifetime (ε, δ) spent against its
+        cap, and who drew it (per role), newest month first."""
+        with self._view(principal, "period_usage", {"product": product}):
+            statement = (select(PeriodBudget).where(PeriodBudget.tenant_id == principal.tenant)
+                         .order_by(PeriodBudget.product_id, PeriodBudget.period.desc()))
+            if product is not None:
+                statement = statement.where(PeriodBudget.product_id == product)
+            with self._store.read() as session:
+                budgets = session.scalars(statement).all()
+                charges = session.execute(
+                    select(PeriodCharge.budget_id, PeriodCharge.role,
+                           func.sum(PeriodCharge.epsilon), func.count(PeriodCharge.id))
+                    .join(PeriodBudget, PeriodCharge.budget_id == PeriodBudget.id)
+                    .where(PeriodBudget.tenant_id == principal.tenant)
+                    .group_by(PeriodCharge.budget_id, PeriodCharge.role)).all()
+                who = dict(session.execute(
+                    select(PeriodCharge.budget_id,
+                           func.count(func.distinct(PeriodCharge.principal)))
+                    .join(PeriodBudget, PeriodCharge.budget_id == PeriodBudget.id)
+                    .where(PeriodBudget.tenant_id == principal.tenant)
+                    .group_by(PeriodCharge.budget_id)).all())
+        roles: dict[int, dict[str, float]] = defaultdict(dict)
+        counts: dict[int, int] = defaultdict(int)
+        for budget_id, role, epsilon, count in charges:
+            roles[budget_id][role] = float(epsilon)
+            counts[budget_id] += int(count)
+        return tuple(PeriodUsage(product=b.product_id, period=b.period, spent=float(b.spent),
+                                 cap=float(b.cap), delta_spent=float(b.delta_spent),
+                                 delta_cap=float(b.delta_cap), releases=counts[b.id],
+                                 by_role=dict(sorted(roles[b.id].items())),
+                                 principals=int(who.get(b.id, 0)))
+                     for b in budgets)
 
     # -- policies and KPI definitions --
 

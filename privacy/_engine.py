@@ -29,6 +29,7 @@ scaling are post-processing of the noisy counts and cost nothing.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -223,12 +224,13 @@ def _total_cell(key: Key, noisy_top: int, sum_finest: int, many: int,
     if top is None or fine is None:  # no noise: the measured total is exact
         return Cell(key=key, value=float(noisy_top), lower=float(noisy_top),
                     upper=float(noisy_top), noise_scale=None, status="total",
-                    members=members, n=float(noisy_top))
+                    members=members, n=float(noisy_top), sd=0.0)
     weight = _top_weight(top, fine, many)
     value = weight * noisy_top + (1 - weight) * sum_finest
     half = total_half_width(top, fine, many, weight, top.confidence)
+    sd = math.sqrt(weight ** 2 * top.variance + (1 - weight) ** 2 * many * fine.variance)
     return Cell(key=key, value=value, lower=max(value - half, 0.0), upper=value + half,
-                noise_scale=top.scale, status="total", members=members, n=value)
+                noise_scale=top.scale, status="total", members=members, n=value, sd=sd)
 
 
 def _top_weight(top: CountMechanism, fine: CountMechanism, many: int) -> float:
@@ -274,26 +276,30 @@ def _cell(key: Key, noisy_n: int, noisy_s: float, mechanisms: Measured, measure:
                         else (float(noisy_n), float(noisy_n)))
         return Cell(key=key, value=float(noisy_n), lower=lower, upper=upper,
                     noise_scale=count.scale if count else None,
-                    status=status, members=tuple(members), n=float(noisy_n))
+                    status=status, members=tuple(members), n=float(noisy_n),
+                    sd=math.sqrt(count.variance) if count else 0.0)
     total = mechanisms.total
     if measure == "sum":
         # continuous Laplace, independent of the count noise that decides what is shown
         half = total.half_width if total else 0.0
         return Cell(key=key, value=float(noisy_s), lower=float(noisy_s - half),
                     upper=float(noisy_s + half), noise_scale=total.scale if total else None,
-                    status=status, members=tuple(members), n=float(noisy_n))
+                    status=status, members=tuple(members), n=float(noisy_n),
+                    sd=math.sqrt(total.variance) if total else 0.0)
     if measure != "mean" or bounds is None:
         raise VeilBug(f"unknown measure {measure!r} or missing bounds")
     lo, hi = bounds
     mean = min(max(noisy_s / noisy_n, lo), hi)  # post-processing: a mean lies within bounds
     if count is None or total is None:
         return Cell(key=key, value=mean, lower=mean, upper=mean, noise_scale=None,
-                    status=status, members=tuple(members), n=float(noisy_n))
+                    status=status, members=tuple(members), n=float(noisy_n), sd=0.0)
+    # the delta method's sd, for weighting (the interval below is exact)
+    sd = math.sqrt(total.variance + mean * mean * count.variance) / noisy_n
     lower, upper = mean_interval(noisy_s, noisy_n, count, total, bounds, count.confidence,
                                  threshold)
     return Cell(key=key, value=mean, lower=min(lower, mean), upper=max(upper, mean),
                 noise_scale=total.scale, status=status, members=tuple(members),
-                n=float(noisy_n))
+                n=float(noisy_n), sd=sd)
 
 
 def children_by_parent(cells: Sequence[Cell]) -> dict[str, list[Cell]]:

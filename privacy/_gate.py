@@ -36,18 +36,18 @@ from data.models import Release as ReleaseRow
 from privacy._admin import Admin, SettingsVersion, policy_version, product_k, settings_version_of
 from privacy._compliance import Compliance
 from privacy._exports import Exports
-from privacy._access import (authenticate_demo, authorize_page, check_role_mappings,
+from privacy._access import (authenticate_demo, authorize_page, check_role_mappings, end_sign_ins,
                              resolve_principal)
 from privacy._audit import STORE_ERRORS, audit, audit_best_effort, audit_in
-from privacy._budget import Ledger
+from privacy._budget import Ledger, PeriodBudgetExhausted, PeriodLedger
 from privacy._records import RecordPage, RecordQuery, read_records
 from privacy._insights import Insight, correlate
 from privacy._engine import (Level, Measured, release_cells, release_loss, split_epsilon,
                              thresholds)
 from privacy._mechanisms import discrete_gaussian, discrete_laplace, float_laplace
 from privacy._sensitivity import count_sensitivity, guarantee_text, sum_sensitivity
-from privacy._values import (BudgetStatus, Cell, DataClock, Delta, Epsilon, Preview, Principal,
-                             PrivacyLoss, Query, Release, Threshold, add_months)
+from privacy._values import (BudgetStatus, Cell, DataClock, Delta, Epsilon, PeriodStatus, Preview,
+                             Principal, PrivacyLoss, Query, Release, Threshold, add_months)
 
 __all__ = ["DIMENSIONS", "Gate"]
 
@@ -85,6 +85,7 @@ class Gate:
         self._store = store
         self._catalog = catalog
         self._ledger = Ledger(store, clock=clock)
+        self._periods = PeriodLedger(store, clock=clock)
         self._geography = geography(catalog)
         # Without a deployment secret (tests, benchmarks) record pseudonyms are keyed per process.
         self._secret = secret or secrets.token_hex(32)
@@ -133,9 +134,12 @@ class Gate:
         """Audit the end of a sign-in; ``reason`` is ``signed out`` or ``expired``."""
         if reason not in {"signed out", "expired"}:
             raise VeilBug(f"unknown session end reason {reason!r}")
-        audit(self._store, principal=principal.subject, tenant=principal.tenant,
-              role=principal.role, action="logout", target=principal.source,
-              outcome="allowed", detail={"reason": reason})
+        with self._store.write.begin() as session:
+            ended = (end_sign_ins(session, subject=principal.subject, source=principal.source,
+                                  at=utcnow()) if reason == "signed out" else 0)
+            audit_in(session, principal=principal.subject, tenant=principal.tenant,
+                     role=principal.role, action="logout", target=principal.source,
+                     outcome="allowed", detail={"reason": reason, "sign_ins_ended": ended})
 
     def check_role_mappings(self, path) -> int:
         """Raise ConfigError unless the role mappings file is valid and applied to the store."""
@@ -153,6 +157,19 @@ class Gate:
                                    product=self._catalog.product(product).id,
                                    cap=cap, delta_cap=self._catalog.policy.delta_cap,
                                    today=self._clock().date())
+
+    def lifetime(self, principal: Principal, *, product: str,
+                 months: list[date]) -> tuple[PeriodStatus, ...]:
+        """The lifetime budget of each of ``months`` of ``product`` in the principal's tenant:
+        what every release about that month has spent, by anyone, against its lifetime cap."""
+        self._role(principal)
+        return self._lifetime(principal.tenant, self._catalog.product(product).id, months)
+
+    def _lifetime(self, tenant: str, product: str, months) -> tuple[PeriodStatus, ...]:
+        periods = self._catalog.policy.periods
+        return tuple(self._periods.status(tenant=tenant, product=product, periods=list(months),
+                                          cap=periods.epsilon,
+                                          delta_cap=periods.delta).values())
 
     # --- the data's clock --------------------------------------------------------------------
 
@@ -452,12 +469,12 @@ class Gate:
                 series_key = self._series_key(principal, query, data_version, plan)
                 stored = session.scalar(select(ReleaseRow).where(
                     ReleaseRow.query_key == series_key))
-                if stored is not None:
-                    return self._to_release(stored, plan.product, charged=Epsilon(0.0),
-                                            reused=True, k=plan.k,
-                                            level_epsilon=plan.level_epsilon)
-                period_keys = self._period_keys(principal, query, data_version, plan)
-                existing = self._existing_periods(session, period_keys)
+                if stored is None:
+                    period_keys = self._period_keys(principal, query, data_version, plan)
+                    existing = self._existing_periods(session, period_keys)
+            if stored is not None:  # outside the read: building it reads the lifetime budgets
+                return self._to_release(stored, plan.product, charged=Epsilon(0.0),
+                                        reused=True, k=plan.k, level_epsilon=plan.level_epsilon)
             seen = (data_version, frozenset(existing))
             if conflict is not None and seen[0] == before[0] and seen[1] <= before[1]:
                 raise conflict
@@ -478,8 +495,25 @@ class Gate:
         delta = plan.delta if missing else Delta(0.0)
         delta_cap = self._catalog.policy.delta_cap
         today = self._clock().date()
+        # every data month this release reads afresh draws its ε once from that month's
+        # lifetime budget (a window period reads all of its months in one measurement)
+        periods = ((list(query.months) if query.period == "window" else missing)
+                   if missing else [])
+        period_policy = self._catalog.policy.periods
+        period_cap = period_policy.cap(reserved_user=_reserved(principal))
         if epsilon.value > 0:
-            # Cheap early refusal; the authoritative check is the conditional UPDATE below.
+            # Cheap early refusals; the authoritative checks are the conditional UPDATEs below.
+            for status in self._periods.status(
+                    tenant=principal.tenant, product=plan.product.id, periods=periods,
+                    cap=period_cap, delta_cap=period_policy.delta).values():
+                if (status.spent.value + epsilon.value > period_cap + 1e-9
+                        or status.delta_spent.value + delta.value > period_policy.delta + 1e-15):
+                    raise PeriodBudgetExhausted(
+                        product=plan.product.id, period=status.period,
+                        requested=epsilon.value, remaining=status.remaining.value,
+                        cap=period_cap, delta_requested=delta.value,
+                        delta_remaining=(max(period_policy.delta - status.delta_spent.value, 0)
+                                         if delta.value else None))
             status = self._ledger.status(tenant=principal.tenant, principal=principal.subject,
                                          product=plan.product.id, cap=plan.cap,
                                          delta_cap=delta_cap, today=today)
@@ -520,6 +554,11 @@ class Gate:
                                     product=plan.product.id, epsilon=epsilon,
                                     cap=cap, today=today, release_id=release_id,
                                     delta=delta, delta_cap=delta_cap)
+                self._periods.charge(
+                    session, tenant=principal.tenant, product=plan.product.id,
+                    periods=periods, epsilon=epsilon, delta=delta, cap=period_cap,
+                    full_cap=period_policy.epsilon, delta_cap=period_policy.delta,
+                    release_id=release_id, principal=principal.subject, role=principal.role)
             session.add(row)
             session.flush()  # period rows reference the release
             session.add_all(ReleasePeriod(
@@ -767,9 +806,13 @@ class Gate:
                 f"Nothing was spent; try again shortly.")
 
     def _key(self, principal: Principal, data_version: int, plan: _Plan, **extra) -> str:
+        """What was computed, not who asked: tenant, query, level and settings, data and
+        policy. Two roles allowed the same query (group-by and filter rights follow the
+        treatment table, so an allowed query means the same computation for any role) share
+        one release and pay once; every one of its months was drawn once from its lifetime."""
         settings = {"tenant_settings": plan.key_settings} if plan.key_settings else {}
         material = json.dumps({
-            "tenant": principal.tenant, "role": principal.role,
+            "tenant": principal.tenant,
             "policy_version": self._catalog.version, "data_version": data_version,
             **settings, **extra,
         }, sort_keys=True, separators=(",", ":"), default=str)
@@ -809,6 +852,7 @@ class Gate:
             privacy_unit=product.privacy_unit, policy_version=row.policy_version,
             data_version=row.data_version, digest=row.digest, created_at=row.created_at,
             delta=Delta(row.delta), charged_delta=charged_delta,
+            lifetime=self._lifetime(row.tenant_id, row.product_id, query.months),
             guarantee=guarantee_text(product, self._query_loss(product, query,
                                                                level_epsilon=level_epsilon)),
             published=row.published,
@@ -929,6 +973,13 @@ _STORE_ATTEMPTS = 64
 def unplaced(district: str) -> str:
     """The pseudo-cell of a district's events that carry no H3 cell (placed by district only)."""
     return district + _UNPLACED
+
+
+def _reserved(principal: Principal) -> bool:
+    """Whether ``principal`` may draw on the reserved share of a month's lifetime budget: the
+    tenant's publication identity and the umbrella-export identities (``source="system"``)."""
+    return principal.source == "system" and (principal.role == "publisher"
+                                             or principal.subject.startswith("umbrella:"))
 
 
 def _query_of(q: dict) -> Query:

@@ -60,8 +60,10 @@ def _by_district(release: Release) -> tuple[dict[str, tuple[float, float]], set[
         if cell.value is None:
             lacking.add(district)
             continue
-        # the released interval is value ± z·sd (its upper side is never clamped)
-        sd = (cell.upper - cell.value) / 1.959963984540054 if cell.upper is not None else 0.0
+        # the noise's sd as released; a release stored before it was recorded had the
+        # interval value ± z·sd (its upper side never clamped)
+        sd = cell.sd if cell.sd is not None else (
+            (cell.upper - cell.value) / 1.959963984540054 if cell.upper is not None else 0.0)
         sums.setdefault(district, []).append((cell.value, sd * sd))
     out = {}
     for district, values in sums.items():

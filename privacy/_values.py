@@ -11,8 +11,8 @@ from datetime import date, datetime, timedelta
 
 from data.errors import InvalidInput, brief, checked_text
 
-__all__ = ["BudgetStatus", "Cell", "DataClock", "Delta", "Epsilon", "Preview", "Principal",
-           "PrivacyLoss", "Query", "Release", "Threshold", "Totals", "add_months"]
+__all__ = ["BudgetStatus", "Cell", "DataClock", "Delta", "Epsilon", "PeriodStatus", "Preview",
+           "Principal", "PrivacyLoss", "Query", "Release", "Threshold", "Totals", "add_months"]
 
 
 @dataclass(frozen=True)
@@ -222,17 +222,22 @@ class Cell:
     members: tuple[str, ...] = ()
     #: the noisy (or exact) event count behind the value, for sums and means
     n: float | None = None
+    #: the standard deviation of the value's noise (0 without noise; None in releases stored
+    #: before it was recorded). The interval is not value ± 1.96·sd: it is exact, and near the
+    #: threshold conditional on the cell being shown
+    sd: float | None = None
 
     def to_json(self) -> dict:
         return {"key": list(self.key), "value": self.value, "lower": self.lower,
                 "upper": self.upper, "noise_scale": self.noise_scale, "status": self.status,
-                "members": list(self.members), "n": self.n}
+                "members": list(self.members), "n": self.n, "sd": self.sd}
 
     @classmethod
     def from_json(cls, data: dict) -> Cell:
         return cls(key=tuple(data["key"]), value=data["value"], lower=data["lower"],
                    upper=data["upper"], noise_scale=data["noise_scale"], status=data["status"],
-                   members=tuple(data.get("members", ())), n=data.get("n"))
+                   members=tuple(data.get("members", ())), n=data.get("n"),
+                   sd=data.get("sd"))
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,14 @@ class Release:
     #: this call (0 when reused): with ``epsilon`` / ``charged``, the composed (ε, δ)
     delta: Delta = Delta(0.0)
     charged_delta: Delta = Delta(0.0)
+    #: the lifetime budget of each data month this release reads, as of this call: what every
+    #: release about that month has spent, by anyone (issue 16)
+    lifetime: tuple[PeriodStatus, ...] = ()
+
+    @property
+    def lifetime_spent(self) -> PeriodStatus | None:
+        """The month of this release's data that has spent most of its lifetime budget."""
+        return max(self.lifetime, key=lambda s: (s.spent.value, s.period), default=None)
 
     def totals(self) -> dict[tuple[str, ...], Totals]:
         """Hierarchy-consistent, non-negative totals per stratum (month and other dimensions).
@@ -367,6 +380,22 @@ class Preview:
     cap: Epsilon
     delta: Delta = Delta(0.0)            # δ a fresh release costs (0: pure ε-DP)
     remaining_delta: Delta = Delta(0.0)
+
+
+@dataclass(frozen=True)
+class PeriodStatus:
+    """The lifetime budget of one month of data: what every release about it has spent, by
+    anyone, ever (``cap`` is the viewers' share; see ``catalog/policy.toml [period_budget]``)."""
+
+    period: date
+    cap: Epsilon
+    spent: Epsilon
+    delta_cap: Delta = Delta(0.0)
+    delta_spent: Delta = Delta(0.0)
+
+    @property
+    def remaining(self) -> Epsilon:
+        return Epsilon(max(self.cap.value - self.spent.value, 0.0))
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,27 @@ def interval_percent(release: Release) -> str:
     return f"{level:g}"
 
 
+def lifetime_text(release: Release) -> str:
+    """The cumulative guarantee of the data behind ``release``, in plain words: the month of it
+    whose lifetime budget is most used (empty for a release without noise)."""
+    worst = release.lifetime_spent
+    if worst is None or worst.spent.value <= 0:
+        return ""
+    months = len(release.lifetime)
+    which = (f"{worst.period:%B %Y}" if months == 1 else
+             f"any of these {months} months (the most used: {worst.period:%B %Y})")
+    return (f"Everything ever released about {which}, by anyone, protects "
+            f"{release.privacy_unit} at ε ≤ {worst.spent.value:.3g} of that month's lifetime "
+            f"{worst.cap.value:g}.")
+
+
 def privacy_badge(release: Release) -> None:
     cost = "reused a stored release: ε 0 charged" if release.reused else (
         f"ε {release.charged.value:g} charged")
+    lifetime = lifetime_text(release)
     st.caption(
         f":material/shield_lock: {release.guarantee}  \n"
+        + (f":material/history: {lifetime}  \n" if lifetime else "") +
         f"Mechanism: {release.mechanism} · k = {release.k} · {cost} · "
         f"policy {release.policy_version[:12]} · data v{release.data_version} · "
         f"release {release.id[:8]}")

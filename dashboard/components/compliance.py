@@ -187,6 +187,27 @@ def show_budget_usage(usage: BudgetUsage) -> None:
     st.caption("Spent includes reservations held by running exports.")
 
 
+def show_period_usage(periods) -> None:
+    """Per product and data month: the lifetime budget spent against its cap, and by whom."""
+    st.markdown("**Lifetime budget per month of data**: everything ever released about a "
+                "month, by anyone, draws from that month's budget, which never refills")
+    if not periods:
+        st.caption("Nothing has been released about any month of data yet.")
+        return
+    frame = pd.DataFrame([{
+        "Product": p.product, "Data month": f"{p.period:%b %Y}", "ε spent": p.spent,
+        "Lifetime ε": p.cap, "Used": p.spent / p.cap if p.cap > 0 else 0.0,
+        "δ spent": p.delta_spent, "Releases": p.releases, "Principals": p.principals,
+        "By role (ε)": ", ".join(f"{role} {eps:g}" for role, eps in p.by_role.items())}
+        for p in periods])
+    st.dataframe(frame, hide_index=True, width="stretch", column_config={
+        "Used": st.column_config.ProgressColumn(
+            "Used", help="Share of the month's lifetime ε spent (viewers stop at their share; "
+                         "the rest is kept for publication and umbrella exports)",
+            format="percent", min_value=0.0, max_value=1.0),
+        "δ spent": st.column_config.NumberColumn("δ spent", format="%.1e")})
+
+
 # --- policies and KPI definitions ------------------------------------------------------------
 
 

@@ -30,8 +30,6 @@ from itertools import compress
 from operator import eq, itemgetter, ne
 from typing import Any
 
-from data.ingest._pii import redacted_copy
-
 try:
     import fcntl
 except ImportError:  # not on Windows, where the worker is not used either (no fork)
@@ -88,7 +86,7 @@ class CheckedChunk:
 def check_chunks(rules: Rules, rows: Iterable[tuple[int, Any]], chunk_rows: int,
                  source: FileSource | None = None) -> Iterator[CheckedChunk]:
     """Chunks of ``chunk_rows`` source rows (the last may be shorter), checked by ``rules``."""
-    check = rules.check
+    check, quarantine_copy = rules.check, rules.quarantine_copy
     chunk = CheckedChunk()
     events, positions, ats, rejected = chunk.events, chunk.positions, chunk.ats, chunk.rejected
     count = 0
@@ -104,7 +102,7 @@ def check_chunks(rules: Rules, rows: Iterable[tuple[int, Any]], chunk_rows: int,
                 positions.append(position)
                 ats.append(result.at)
             else:
-                rejected.append((position, result, redacted_copy(row)))
+                rejected.append((position, result, quarantine_copy(row)))
         if count >= chunk_rows:
             chunk.rows, chunk.last = count, position
             yield _prepared(chunk, source)

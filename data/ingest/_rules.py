@@ -19,12 +19,18 @@ What a row may hold (anything else is refused, so personal data cannot ride in o
     district     | district code; it must lie in the tenant's states
     metadata     optional  an object; checked for PII keys and values at any depth, then dropped
 
+A row that carries personal data anywhere is refused whole (and quarantined with the reason),
+never stored with the personal part stripped: the source must learn that it sends it. So is a
+row whose JSON names a key twice (``DuplicateKeys``), whose earlier value nothing has checked.
+
 It must never let a value into the stored row that did not come from a whitelist, a keyed hash
 or a generalisation (bucket, floor, cell), and never put an unsafe value into a reason text.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import tomllib
 from dataclasses import dataclass
@@ -38,7 +44,17 @@ from h3.api import basic_int as h3_int
 from data.catalog import Catalog, ProductSpec
 from data.errors import ConfigError, InvalidInput
 from data.geo import geography
-from data.ingest._pii import find_pii, is_pii_key, number_pii, safe_token, show
+from data.ingest._pii import (
+    coordinate_like,
+    find_pii,
+    holds_coordinates,
+    is_pii_key,
+    number_pii,
+    redacted_copy,
+    safe_token,
+    show,
+)
+from data.ingest._sources import DuplicateKeys
 from data.pseudonym import EventKeys, Pseudonymizer
 
 __all__ = [
@@ -243,6 +259,9 @@ class Rules:
         self._categories = {} if self.no_category else {name: name for name in self.categories}
         self._genders = {name: name for name in self.genders}
         self._hash = Pseudonymizer(secret)
+        # Its own key, so a copy's hashes never equal a stored pseudonym or event key.
+        self._copy_key = hmac.new(secret.encode(), b"veil quarantine copy",
+                                  hashlib.sha256).digest()
         self._event_key = EventKeys(secret, tenant=tenant, product=spec.id).of
         now = now or datetime.now(UTC)
         self._latest = (now + _FUTURE_SLACK).timestamp()
@@ -252,6 +271,11 @@ class Rules:
         self._clean_metadata: dict[tuple, bool] = {}  # see _flat_metadata_is_clean
 
     # --- the one entry point -----------------------------------------------------------------
+
+    def quarantine_copy(self, row: Any) -> str:
+        """What the quarantine keeps of a refused row: its shape, and of each value only the
+        type, length and a hash keyed by this batch's secret (``redacted_copy``)."""
+        return redacted_copy(row, key=self._copy_key, shown_keys=FIELDS)
 
     def check(self, row: Any) -> Event | Rejection:
         try:
@@ -265,6 +289,8 @@ class Rules:
         # Written for speed (this runs for every row): the common, valid case takes the fast
         # branch of each field; anything unusual falls through to the careful helper.
         if type(row) is not dict:
+            if type(row) is DuplicateKeys:
+                raise _Reject("duplicate key", f"the row {_repeated(row)} more than once")
             raise _Reject("malformed row", f"expected an object, got {_kind(row)}")
         if not row.keys() <= FIELDS:
             self._unknown_fields(row)
@@ -338,6 +364,8 @@ class Rules:
 
     def _check_metadata(self, metadata: Any) -> None:
         if type(metadata) is not dict:
+            if type(metadata) is DuplicateKeys:
+                raise _Reject("duplicate key", f"'metadata' {_repeated(metadata)} more than once")
             raise _Reject("invalid value", f"'metadata' must be an object, got {_kind(metadata)}")
         if len(metadata) <= _METADATA_ITEMS and self._flat_metadata_is_clean(metadata):
             return
@@ -358,6 +386,8 @@ class Rules:
                 if kind is not None:
                     raise _Reject("PII value", f"{_path(path)} holds {_holds(kind)}")
             elif kind_of is dict:
+                if holds_coordinates(node.values()):
+                    raise _Reject("PII value", f"{_path(path)} holds coordinates")
                 for key, item in node.items():
                     if type(key) is not str:
                         raise _Reject("invalid value", f"{_path(path)} has a non-string key")
@@ -370,11 +400,15 @@ class Rules:
                                       f"a key in {_path(path)} looks like {_holds(kind)}")
                     stack.append((path + (key,), item))
             elif kind_of is list:
+                if holds_coordinates(node):
+                    raise _Reject("PII value", f"{_path(path)} holds coordinates")
                 stack.extend((path + (f"[{i}]",), item) for i, item in enumerate(node))
             elif kind_of is int or kind_of is float:
                 kind = number_pii(node)
                 if kind is not None:
                     raise _Reject("PII value", f"{_path(path)} holds {_holds(kind)}")
+            elif kind_of is DuplicateKeys:
+                raise _Reject("duplicate key", f"{_path(path)} {_repeated(node)} more than once")
             elif node is not None and kind_of is not bool:
                 raise _Reject("invalid value", f"{_path(path)} holds {_kind(node)}; metadata "
                                                f"holds objects, lists, strings, numbers and "
@@ -398,8 +432,8 @@ class Rules:
             if type(key) is not str or is_pii_key(key) or find_pii(key) is not None:
                 return False
             if type(value) is str:
-                if find_pii(value) is not None:
-                    return False
+                if find_pii(value) is not None or coordinate_like(value):
+                    return False  # one half of a position: the walk looks for the other
             elif value is not None and type(value) is not bool:
                 return False
         if all(type(value) is str or value is None for value in metadata.values()):
@@ -602,6 +636,12 @@ def _refuse_pii(name: str, value: Any) -> None:
         kind = number_pii(value)
         if kind is not None:
             raise _Reject("PII value", f"{name!r} holds {_holds(kind)}")
+
+
+def _repeated(node: DuplicateKeys) -> str:
+    """'names the key 'device'' — or 'names a key', when the key is not safe to show."""
+    key = node.repeated[0] if node.repeated else ""
+    return f"names the key {show(key)}" if safe_token(key) else "names a key"
 
 
 def _path(parts: tuple[str, ...]) -> str:

@@ -3,7 +3,6 @@ mappings and decide approvals through the gate; every other role is refused."""
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from data.config import PROJECT_ROOT, load_settings
 from data.engine import open_store
 from data.models import ProductVersion
 from privacy import Principal, Query, open_gate
+from tests.pinned import PAGES_NOW
 
 PLATFORM = sorted(PLATFORM_ADMINS)[0]
 
@@ -137,7 +137,7 @@ def test_platform_admin_decides_umbrella_exports_in_the_queue(admin_env, gate):
     """An umbrella export request shows in the platform admin's queue with its purpose."""
     requester = _principal("policy_maker")
     query = Query.trailing(product="health.vaccinations", metric="doses", level="dp_high",
-                           months=3, today=date.today())
+                           months=3, today=PAGES_NOW.date())
     gate.exports.request(requester, query, purpose="programme_monitoring", umbrella=True,
                          justification="regional comparison for the annual review")
     at = _open(_principal("platform_admin", subject=PLATFORM))

@@ -227,22 +227,25 @@ def test_the_map_labels_a_partial_month_and_opens_on_a_complete_one(partial_env)
 
 
 def test_the_release_button_is_disabled_when_the_budget_cannot_pay(demo_env, monkeypatch):
-    """ε 0.5 left of 10, a view costing ε 1: the button is disabled and says short by ε 0.5."""
+    """ε 0.25 left of 10, a view costing ε 0.5 (dp_high: a view no other test of the shared
+    demo releases, since releases are shared between viewers): the button is disabled and
+    says short by ε 0.25."""
     pinned = PAGES_NOW
     subject = "nearly.spent@kigali-east.demo"
     settings = load_settings({"VEIL_VAR_DIR": str(demo_env), "VEIL_DEMO_MODE": "1"})
     store = open_store(settings)
     try:
         Ledger(store).reserve(tenant="kigali-east", principal=subject, role="researcher",
-                              product="health.vaccinations", epsilon=Epsilon(9.5), cap=10.0,
-                              today=pinned.date())
+                              product="health.vaccinations", epsilon=Epsilon(9.75),
+                              cap=10.0, today=pinned.date())
     finally:
         store.dispose()
     at = _open("trends", "researcher", subject=subject)
+    next(s for s in at.selectbox if s.label == "Privacy level").set_value("dp_high").run()
     [button] = [b for b in at.button if b.label.startswith("Show trend")]
-    assert "costs ε 1" in button.label
+    assert "costs ε 0.5" in button.label
     assert button.disabled
-    assert "short by ε 0.5" in _captions(at) + " ".join(
+    assert "short by ε 0.25" in _captions(at) + " ".join(
         str(b.proto.help) for b in at.button)
 
 

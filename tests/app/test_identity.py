@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -158,7 +159,8 @@ def oidc_app(claims: dict, *, issued_ago: timedelta = timedelta(minutes=1),
     """The app with [auth] configured and a logged-in st.user carrying ``claims``."""
     at = AppTest.from_file(APP, default_timeout=60)
     at.secrets["auth"] = dict(AUTH)
-    at.user = {"is_logged_in": True, "email_verified": True,
+    # Each sign-in's token has its own nonce, as st.login's do: a sign-in is one record.
+    at.user = {"is_logged_in": True, "email_verified": True, "nonce": uuid.uuid4().hex,
                "iat": int(time.time() - issued_ago.total_seconds()), **claims}
     if url:
         at.context = {"url": url}
@@ -386,7 +388,7 @@ def test_session_that_expires_while_open_returns_to_sign_in(identity_env):
     assert "Your session ended 8 hours after you signed in" in at.warning[0].value
     assert "veil_principal" not in at.session_state
     last = audit_rows(identity_env, principal="researcher@north-west.demo")[-1]
-    assert (last.action, last.detail) == ("logout", {"reason": "expired"})
+    assert (last.action, last.detail) == ("logout", {"reason": "expired", "sign_ins_ended": 0})
 
 
 def test_expired_session_is_refused_by_the_page_guard_too(identity_env):
@@ -412,7 +414,8 @@ def test_oidc_sign_out_logs_out_of_the_provider_and_is_audited(identity_env):
     at.run()  # the browser is back from the provider's sign-out page
     assert at.title[0].value == "Veil"
     last = audit_rows(identity_env, principal="cyril.case@programmes.example")[-1]
-    assert (last.action, last.detail) == ("logout", {"reason": "signed out"})
+    assert (last.action, last.detail["reason"]) == ("logout", "signed out")
+    assert last.detail["sign_ins_ended"] >= 1  # this one, and any other left open by this person
 
 
 def test_demo_sign_out_returns_to_the_demo_form(identity_env):

@@ -261,6 +261,10 @@ def test_veil_init_applies_the_file_and_veil_check_verifies_it(tmp_path, mapping
                                                                monkeypatch, capsys):
     """`veil init` applies VEIL_ROLE_MAPPINGS; `veil check` fails once the file has changed."""
     path = mapping_file(ONE_MAPPING)
+    # outside demo mode someone must be able to sign in: organisation accounts, by [auth]
+    secrets = mapping_file("[auth]\n" + "".join(f'{k} = "{v}"\n' for k, v in AUTH.items()),
+                           "secrets.toml")
+    check = ["check", "--secrets", str(secrets)]
     for key in ("VEIL_DATABASE_URL", "VEIL_SECRET", "VEIL_DEMO_ACCOUNTS"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("VEIL_VAR_DIR", str(tmp_path / "var"))
@@ -269,11 +273,11 @@ def test_veil_init_applies_the_file_and_veil_check_verifies_it(tmp_path, mapping
     monkeypatch.setenv("VEIL_ROLE_MAPPINGS", str(path))
     assert veil(["init"]) == 0
     assert "1 role mappings from" in capsys.readouterr().out
-    assert veil(["check"]) == 0
+    assert veil(check) == 0
     path.write_text(ONE_MAPPING.replace("policy_maker", "donor"))
-    assert veil(["check"]) == 2
+    assert veil(check) == 2
     assert "Run `veil init` to apply it" in capsys.readouterr().err
-    assert veil(["init"]) == 0 and veil(["check"]) == 0
+    assert veil(["init"]) == 0 and veil(check) == 0
 
 
 # --- the app fails closed ------------------------------------------------------------------------

@@ -72,8 +72,18 @@ def test_repeating_a_query_1000_times_does_not_narrow_the_answer(gate, store):
         assert session.scalar(select(func.sum(BudgetAccount.spent))) == 1.0
 
 
+def _lifetime(gate, epsilon: float) -> None:
+    """A month's lifetime budget of ``epsilon`` (the catalog's is far smaller)."""
+    from data.catalog import PeriodPolicy
+
+    policy = dataclasses.replace(gate.catalog.policy, periods=PeriodPolicy(epsilon=epsilon))
+    gate._catalog = dataclasses.replace(gate.catalog, policy=policy)
+
+
 def test_differencing_two_queries_does_not_isolate_the_lone_person(gate, store):
-    """Differencing attack: 'district' minus 'district and female' is not the lone male."""
+    """Differencing attack: 'district' minus 'district and female' is not the lone male.
+    (Noise alone: the month's lifetime budget is lifted here; the next test keeps it.)"""
+    _lifetime(gate, 1000.0)
     exact_hits = 0
     for attempt in range(60):
         # one policy maker per round keeps each within the monthly cap (3 queries × ε 1); a
@@ -91,6 +101,28 @@ def test_differencing_two_queries_does_not_isolate_the_lone_person(gate, store):
         _new_data_version(store)  # fresh noise for the next attempt, as new data would bring
     # with noise of scale 3 on each count the difference is exactly 1 only by chance (~10%)
     assert exact_hits < 20
+
+
+def test_a_months_lifetime_budget_stops_repeated_differencing(gate, store, catalog):
+    """Issue 16: fresh noise on the same month, asked for by ever new viewers, stops once that
+    month's lifetime budget for viewers (ε 15 of 20) is spent; nothing is charged for the
+    refused attempt, and every viewer's spending was drawn from the one month."""
+    from privacy import PeriodBudgetExhausted
+
+    cap = catalog.policy.periods.cap(reserved_user=False)
+    released = 0
+    with pytest.raises(PeriodBudgetExhausted, match="June 2026 .* lifetime privacy budget"):
+        for attempt in range(100):
+            principal = Principal(subject=f"viewer-{attempt}@kigali-east", display_name="v",
+                                  role="policy_maker" if attempt % 2 else "researcher",
+                                  tenant="kigali-east", source="demo")
+            gate.release(principal, _query(filters=(("district", "KGL-GAS"),)))
+            released += 1
+            _new_data_version(store)  # fresh noise, as new data would bring
+    assert released == int(cap)  # ε 1 each: 15 viewers of two roles, then refused
+    [status] = gate.lifetime(_principal("policy_maker"), product="health.vaccinations",
+                             months=[MONTH])
+    assert status.spent.value == pytest.approx(cap)
 
 
 def test_no_query_field_reaches_another_tenants_rows(gate):

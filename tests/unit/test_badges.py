@@ -101,3 +101,32 @@ def test_the_budget_meter_states_delta_where_gaussian_releases_spent_it():
     at = AppTest.from_function(_meter, kwargs={"status": plain, "preview": None},
                                default_timeout=30).run()
     assert "δ" not in at.get("progress")[0].proto.text
+
+
+def test_the_badge_states_the_cumulative_guarantee_of_the_data_in_plain_words():
+    """Issue 16: the most-used month of the release's data, what everything released about it
+    has spent, and its lifetime cap, in the privacy unit's words."""
+    from datetime import datetime
+
+    from dashboard.components.badges import lifetime_text
+    from privacy import PeriodStatus, Query, Release
+
+    def release(lifetime):
+        return Release(
+            id="r", tenant="T", product="health.vaccinations", query=Query(
+                product="health.vaccinations", metric="doses", level="dp_medium",
+                start=date(2026, 2, 1), end=date(2026, 3, 1)),
+            cells=(), epsilon=Epsilon(1.0), charged=Epsilon(1.0), reused=False, mechanism="m",
+            k=5, confidence=0.95, privacy_unit="one person's vaccinations on any one day",
+            policy_version="v", data_version=1, digest="d", created_at=datetime(2026, 4, 2),
+            lifetime=lifetime)
+
+    both = (PeriodStatus(period=date(2026, 2, 1), cap=Epsilon(20.0), spent=Epsilon(1.5)),
+            PeriodStatus(period=date(2026, 3, 1), cap=Epsilon(20.0), spent=Epsilon(2.4)))
+    assert lifetime_text(release(both)) == (
+        "Everything ever released about any of these 2 months (the most used: March 2026), "
+        "by anyone, protects one person's vaccinations on any one day at ε ≤ 2.4 of that "
+        "month's lifetime 20.")
+    assert lifetime_text(release(both[:1])).startswith(
+        "Everything ever released about February 2026, by anyone")
+    assert lifetime_text(release(())) == ""

@@ -64,4 +64,6 @@ def test_privacy_public_surface_is_pinned():
         # the data's clock (issue 13): pages default to the latest complete month with data
         "DataClock", "add_months",
         # (ε, δ) accounting (issue 14.3): Gaussian releases compose in ρ, spend δ once
-        "Delta", "PrivacyLoss"])
+        "Delta", "PrivacyLoss",
+        # a lifetime budget per month of data (issue 16)
+        "PeriodBudgetExhausted", "PeriodStatus"])

@@ -383,21 +383,31 @@ def test_metadata_is_bounded_in_depth_and_size(rules):
 # --- quarantine copies -----------------------------------------------------------------------
 
 
-def test_redacted_copies_withhold_subject_ids_coordinates_and_pii():
-    """The quarantine copy keeps the row's shape and safe codes, never personal data."""
-    copy = redacted_copy(row(subject_id="person-42", category="+250 788 123 456",
-                             metadata={"name": "Alice", "note": {"x": "jane@example.org"},
-                                       "device": "tablet-7"}))
-    for secret in ("person-42", "788", "Alice", "jane@example.org", str(LAT), str(LNG)):
+def test_redacted_copies_withhold_subject_ids_coordinates_and_pii(rules):
+    """The quarantine copy keeps the row's shape (field names, types, lengths), no values."""
+    copy = rules.quarantine_copy(row(subject_id="person-42", category="+250 788 123 456",
+                                     metadata={"name": "Alice", "note": {"x": "jane@example.org"},
+                                               "device": "tablet-7"}))
+    for secret in ("person-42", "788", "Alice", "jane@example.org", str(LAT), str(LNG),
+                   "tablet-7", "vaccination", "name", "device"):
         assert secret not in copy
     parsed = json.loads(copy)
-    assert parsed["event_type"] == "vaccination" and parsed["metadata"]["device"] == "tablet-7"
-    assert parsed["category"] == "<phone number withheld>"
+    assert set(parsed) == set(row(metadata={}))
+    assert parsed["category"].startswith("str:16:") and len(parsed["metadata"]) == 3
 
 
-def test_redacted_copies_are_ascii_even_for_lone_surrogates():
+def test_redacted_copies_hash_values_with_the_batch_key():
+    """Equal values give equal hashes under one key and different ones under another."""
+    def copy(key: bytes) -> dict:
+        return json.loads(redacted_copy({"category": "polio"}, key=key,
+                                        shown_keys=frozenset({"category"})))
+
+    assert copy(b"k1") == copy(b"k1") != copy(b"k2")
+
+
+def test_redacted_copies_are_ascii_even_for_lone_surrogates(rules):
     """JSON may carry lone surrogates; the copy must still be storable."""
-    copy = redacted_copy({"category": "\ud800abc", "event_type": "vaccination"})
+    copy = rules.quarantine_copy({"category": "\ud800abc", "event_type": "vaccination"})
     copy.encode("ascii")
 
 
