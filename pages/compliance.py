@@ -168,7 +168,7 @@ if tabs["Bias check"].open:
                                                metric=metric.id, months=span, level=level)
             preview = gate.preview(principal, query)
             budget = gate.budget(principal, product=product.id)
-            budget_meter(budget, preview)
+            budget_meter(budget, preview, title=product.title)
         if not preview.reused:
             if spend_button(f"Release the bias-check dataset (costs ε {preview.epsilon.value:g})",
                             costs=[preview.epsilon.value], budgets=[budget],

@@ -51,7 +51,10 @@ if product.kind == "metric_set":
         st.stop()
     allowed = gate.dimensions(principal, product.id)
     by = st.selectbox("Break down by", ["month only"] + [
-        d for d in ("state", "district", "age_bucket", "gender", "category") if d in allowed])
+        d for d in ("state", "district", "age_bucket", "gender", "category") if d in allowed],
+        format_func={"month only": "Month only", "state": "State", "district": "District",
+                     "age_bucket": "Age group", "gender": "Gender",
+                     "category": "Category"}.get)
     query = clock.query(metric=metric, level=level, months=months,
                         group_by=("month",) if by == "month only" else ("month", by))
     if gate.exports.may_request_umbrella(principal):
@@ -60,7 +63,7 @@ if product.kind == "metric_set":
     if not umbrella:
         try:
             budget_meter(gate.budget(principal, product=product.id),
-                         gate.preview(principal, query))
+                         gate.preview(principal, query), title=product.title)
         except VeilError as exc:
             show_error(exc)
 else:

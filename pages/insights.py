@@ -62,8 +62,8 @@ if len(catalog.districts_of(principal.tenant)) < 3:
 with guarded():
     previews = [gate.preview(principal, q) for q in queries]
     budgets = [gate.budget(principal, product=product.id) for product in (x_product, y_product)]
-    for budget, preview in zip(budgets, previews):
-        budget_meter(budget, preview)
+    for budget, preview, product in zip(budgets, previews, (x_product, y_product)):
+        budget_meter(budget, preview, title=product.title)
 if not all(p.reused for p in previews):
     cost = " and ".join(f"ε {p.epsilon.value:g} on {prod.title}"
                         for p, prod in zip(previews, (x_product, y_product)))

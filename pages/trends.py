@@ -69,7 +69,7 @@ with guarded():
     previews = [gate.preview(principal, q) for q in queries]
     cost = sum(p.epsilon.value for p in previews)
     budget = gate.budget(principal, product=product.id)
-    budget_meter(budget, previews[0] if len(previews) == 1 else None)
+    budget_meter(budget, previews[0] if len(previews) == 1 else None, title=product.title)
 if not all(p.reused for p in previews):
     st.info("Nothing has been released for this view yet. Releasing it spends the privacy "
             "budget shown above; the same view is free afterwards, for you and your colleagues.")

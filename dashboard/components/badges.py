@@ -44,22 +44,27 @@ def lifetime_text(release: Release) -> str:
 
 
 def privacy_badge(release: Release) -> None:
-    cost = "reused a stored release: ε 0 charged" if release.reused else (
+    cost = "free (a stored release)" if release.reused else (
         f"ε {release.charged.value:g} charged")
     lifetime = lifetime_text(release)
     st.caption(
-        f":material/shield_lock: {release.guarantee}  \n"
-        + (f":material/history: {lifetime}  \n" if lifetime else "") +
-        f"Mechanism: {release.mechanism} · k = {release.k} · {cost} · "
-        f"policy {release.policy_version[:12]} · data v{release.data_version} · "
-        f"release {release.id[:8]}")
+        f":material/shield_lock: {release.guarantee} This view: {cost}."
+        + (f"  \n:material/history: {lifetime}" if lifetime else ""))
+    with st.expander("Technical record", icon=":material/receipt_long:"):
+        st.caption(
+            f"Mechanism: {release.mechanism} · k = {release.k} · intervals "
+            f"{interval_percent(release)}% · policy {release.policy_version[:12]} · data "
+            f"version {release.data_version} · release {release.id}")
 
 
-def budget_meter(status: BudgetStatus, preview: Preview | None = None) -> None:
+def budget_meter(status: BudgetStatus, preview: Preview | None = None, *,
+                 title: str | None = None) -> None:
+    """Your budget left on a product this month, and what the view costs. ``title``: the
+    product's name (its id otherwise)."""
     cap = status.cap.value
     remaining = status.remaining.value
     fraction = 0.0 if cap <= 0 else min(max(remaining / cap, 0.0), 1.0)
-    label = (f"Privacy budget for {status.product}, {status.window_start:%B %Y}: "
+    label = (f"Your privacy budget for {title or status.product}, {status.window_start:%B %Y}: "
              f"ε {remaining:g} of {cap:g} left")
     if status.delta_spent.value > 0:
         label += (f" (δ {status.remaining_delta.value:.1e} of "

@@ -18,6 +18,13 @@ from privacy import Gate, Principal
 __all__ = ["level_select"]
 
 
+#: what ε means, in one sentence, where the level is chosen
+EPSILON_IN_WORDS = (
+    "Every number gets random noise so that no one person can be singled out. ε says how much "
+    "one person's data may change what you see: a smaller ε is stronger protection and more "
+    "noise (wider intervals); a larger ε is more precise and protects less.")
+
+
 def level_select(container: Any, gate: Gate, principal: Principal, *,
                  key: str | None = None) -> str:
     """A select box of the levels ``principal`` may release at now; the role's default first
@@ -37,6 +44,7 @@ def level_select(container: Any, gate: Gate, principal: Principal, *,
         "Privacy level", levels, key=key,
         index=levels.index(role.default_level) if role.default_level in levels else 0,
         format_func=lambda level: catalog.policy.levels[level].title,
-        help=(f"Switched off for your organisation: "
-              f"{', '.join(catalog.policy.levels[level].title for level in sorted(off))}."
-              if off & set(role.privacy_levels) else None))
+        help=EPSILON_IN_WORDS + (
+            f" Switched off for your organisation: "
+            f"{', '.join(catalog.policy.levels[level].title for level in sorted(off))}."
+            if off & set(role.privacy_levels) else ""))
