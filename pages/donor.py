@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from dashboard.components.badges import interval_percent, privacy_badge
+from dashboard.components.badges import privacy_badge
 from dashboard.components.clock import data_as_of
-from dashboard.components.charts import release_frame, series_chart, trend_chart
+from dashboard.components.charts import release_csv, release_frame, series_chart, trend_chart
 from dashboard.components.errors import guarded
 from dashboard.context import page_context
 
@@ -53,11 +53,9 @@ st.plotly_chart(figure, width="stretch")
 privacy_badge(release)
 
 frame = release_frame(release)
-note = (f"# Veil published snapshot {release.id} of {product.title}: {metric.title}\n"
-        f"# {release.guarantee} Values under k={release.k} are suppressed or counted in a "
-        f"larger area; lower/upper are {interval_percent(release)}% intervals.\n"
-        f"# policy {release.policy_version} · data version {release.data_version}\n")
-st.download_button("Download CSV", data=note + frame.to_csv(index=False),
+st.download_button("Download CSV", data=release_csv(release, title=f"published snapshot of "
+                                                                  f"{product.title}: "
+                                                                  f"{metric.title}", frame=frame),
                    file_name=f"veil-{release.product}-{release.query.metric}.csv",
                    mime="text/csv", icon=":material/download:")
 with st.expander("Table of the published values"):

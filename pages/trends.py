@@ -9,6 +9,7 @@ from dashboard.components.charts import (
     mark_definition_changes,
     period_chart,
     period_frame,
+    release_csv,
     release_frame,
     series_chart,
     trend_chart,
@@ -16,8 +17,12 @@ from dashboard.components.charts import (
 from dashboard.components.clock import data_as_of, months_slider, partial_toggle
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
+from dashboard.components.urlstate import from_url, list_from_url, number_from_url, to_url
 from dashboard.context import page_context
 from privacy import add_months
+
+MODES = {"tenant": "Whole tenant", "areas": "Compare areas",
+         "year": "Compare with a year earlier"}
 
 gate, principal = page_context("trends")
 catalog = gate.catalog
@@ -27,23 +32,29 @@ st.title("Trends")
 
 metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products if p.kind == "metric_set"
            for m in p.metrics}
-choice = st.selectbox("Metric", list(metrics),
+keys = list(metrics)
+# A map click opens ?district=CODE: that district's trend among its neighbours.
+district = from_url("district", [d.code for d in catalog.districts_of(principal.tenant)])
+choice = st.selectbox("Metric", keys, index=keys.index(from_url("metric", keys, keys[0])),
                       format_func=lambda key: f"{metrics[key][1].title} — {metrics[key][0].title}")
 product, metric = metrics[choice]
 with guarded():
     clock = gate.data_clock(principal, product=product.id)
 data_as_of(clock)
 left, middle, right = st.columns(3)
-mode = left.radio("Show", ["Whole tenant", "Compare areas", "Compare with a year earlier"],
+view = from_url("view", list(MODES), "areas" if district else "tenant")
+mode = left.radio("Show", list(MODES.values()), index=list(MODES).index(view),
                   horizontal=False)
-level = level_select(middle, gate, principal)
+level = level_select(middle, gate, principal, preferred=st.query_params.get("level"))
 partial = partial_toggle(right, clock, key="trends_partial")
 # A year-earlier comparison needs both windows inside the data: 12 months fewer to choose from.
 longest = clock.longest(include_partial=partial) - (12 if mode.endswith("year earlier") else 0)
 if mode.endswith("year earlier") and longest < 1:
     st.info("There is not yet a year of data before the latest month to compare with.")
     st.stop()
-months = months_slider(right, longest=longest, default=12, key="trends_months")
+months = months_slider(right, longest=longest, key="trends_months",
+                       default=number_from_url("months", lowest=1, highest=max(longest, 1),
+                                               default=12))
 if months is None:
     st.stop()
 base = clock.query(metric=metric.id, level=level, months=months, include_partial=partial)
@@ -51,11 +62,17 @@ partial_months = {f"{clock.partial:%Y-%m}"} if partial and clock.partial else se
 
 areas: list[str] = []
 if mode == "Compare areas":
-    geo = st.radio("Areas", ["state", "district"], horizontal=True,
+    geos = ["state", "district"]
+    geo = st.radio("Areas", geos, horizontal=True,
+                   index=geos.index(from_url("by", geos, "district" if district else "state")),
                    format_func={"state": "States", "district": "Districts"}.get)
     options = (list(tenant.states) if geo == "state"
                else [d.code for d in catalog.districts_of(principal.tenant)])
-    areas = st.multiselect("Up to five areas", options, default=options[:min(3, len(options))],
+    chosen = list_from_url("areas", options, most=5)
+    if chosen is None and district in options:  # from the map: it and two neighbours
+        chosen = [district] + [o for o in options if o != district][:2]
+    areas = st.multiselect("Up to five areas", options,
+                           default=chosen if chosen else options[:min(3, len(options))],
                            max_selections=5, format_func=lambda c: names.get(c, c))
     queries = [dataclasses.replace(base, group_by=("month", geo))]
 elif mode == "Compare with a year earlier":
@@ -64,6 +81,11 @@ elif mode == "Compare with a year earlier":
     queries = [base, earlier]
 else:
     queries = [base]
+
+# the view on screen, in the address bar: bookmark it, share it, refresh it
+to_url(metric=choice, view=next(k for k, v in MODES.items() if v == mode), level=level,
+       months=months, by=queries[0].group_by[1] if mode == "Compare areas" else None,
+       areas=areas if mode == "Compare areas" else None, district=None)
 
 with guarded():
     previews = [gate.preview(principal, q) for q in queries]
@@ -96,6 +118,14 @@ with chart_col:
     if mode != "Compare with a year earlier":
         mark_definition_changes(figure, metric, releases[0].query)
     st.plotly_chart(figure, width="stretch")
+    for release in releases:  # exactly what the chart shows, free: the stored releases
+        span = f"{release.query.start:%b %Y} – {release.query.end:%b %Y}"
+        st.download_button(
+            f"Download the numbers ({span}, CSV)", icon=":material/download:",
+            data=release_csv(release, title=f"{metric.title} — {product.title}, {span}"),
+            file_name=f"veil-{release.product}-{release.query.metric}-"
+                      f"{release.query.start:%Y%m}-{release.query.end:%Y%m}.csv",
+            mime="text/csv", key=f"download-{release.id}")
 with kpi_col:
     st.markdown(f"**KPI: {metric.title}**")
     for version in reversed(metric.versions):

@@ -91,6 +91,17 @@ def release_frame(release: Release, *, rounded: bool = True) -> pd.DataFrame:
     return rounded_for_display(frame, measure=release.measure) if rounded else frame
 
 
+def release_csv(release: Release, *, title: str, frame: pd.DataFrame | None = None) -> str:
+    """Exactly what a chart shows, as CSV, with the privacy note on top (lines starting with
+    "#": a spreadsheet shows them as the first rows). Free: it is the stored release."""
+    frame = release_frame(release) if frame is None else frame
+    note = (f"# Veil release {release.id}: {title}\n"
+            f"# {release.guarantee} Values under k={release.k} are suppressed or counted in a "
+            f"larger area; lower/upper are {interval_percent(release)}% intervals.\n"
+            f"# policy {release.policy_version} · data version {release.data_version}\n")
+    return note + frame.to_csv(index=False)
+
+
 def period_frame(current: Release, earlier: Release) -> pd.DataFrame:
     """The year-earlier comparison as one labelled table, in the current window's order.
 

@@ -26,9 +26,10 @@ EPSILON_IN_WORDS = (
 
 
 def level_select(container: Any, gate: Gate, principal: Principal, *,
-                 key: str | None = None) -> str:
-    """A select box of the levels ``principal`` may release at now; the role's default first
-    choice when it is allowed. Stops the page with a note when none is left."""
+                 key: str | None = None, preferred: str | None = None) -> str:
+    """A select box of the levels ``principal`` may release at now; ``preferred`` (e.g. from the
+    URL) or else the role's default first when allowed. Stops the page with a note when none
+    is left."""
     catalog = gate.catalog
     role = catalog.roles[principal.role]
     off = gate.admin.effective(principal.tenant).settings.disabled_levels
@@ -42,7 +43,8 @@ def level_select(container: Any, gate: Gate, principal: Principal, *,
         st.stop()
     return container.selectbox(
         "Privacy level", levels, key=key,
-        index=levels.index(role.default_level) if role.default_level in levels else 0,
+        index=levels.index(preferred) if preferred in levels else (
+            levels.index(role.default_level) if role.default_level in levels else 0),
         format_func=lambda level: catalog.policy.levels[level].title,
         help=EPSILON_IN_WORDS + (
             f" Switched off for your organisation: "
