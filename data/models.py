@@ -410,7 +410,9 @@ class PeriodBudget(Base):
     product_id: Mapped[str] = mapped_column(PRODUCT)
     period: Mapped[date] = mapped_column(Date)  # the data month's first day
     cap: Mapped[float] = mapped_column(Float)
-    spent: Mapped[float] = mapped_column(Float)
+    spent: Mapped[float] = mapped_column(Float)  # by everyone
+    #: by viewers alone (not publication or umbrella exports), against the viewers' share
+    viewer_spent: Mapped[float] = mapped_column(Float, server_default="0")
     delta_cap: Mapped[float] = mapped_column(Float, server_default="0")
     delta_spent: Mapped[float] = mapped_column(Float, server_default="0")
 

@@ -170,8 +170,8 @@ class PeriodBudgetExhausted(BudgetExhausted):
                          delta_remaining=delta_remaining)
         self.period = period
         self.args = (
-            f"Everything released about {period:%B %Y} of {product} has used the share of its "
-            f"lifetime privacy budget open to viewers (ε {cap - remaining:g} of {cap:g}; this "
+            f"Everything released about {period:%B %Y} of {product} has used the part of its "
+            f"lifetime privacy budget open to you (ε {cap - remaining:g} of {cap:g}; this "
             f"view needs ε "
             f"{requested:g}{f' and δ {delta_requested:g}' if delta_requested else ''}). The "
             f"budget of a month of data is shared by everyone and never refills, so that what "
@@ -211,17 +211,25 @@ class PeriodLedger:
 
     def charge(self, session: Session, *, tenant: str, product: str, periods: list[date],
                epsilon: Epsilon, delta: Delta, cap: float, full_cap: float, delta_cap: float,
-               release_id: str, principal: str, role: str) -> None:
-        """Draw (ε, δ) from each of ``periods`` up to ``cap`` (the viewers' share of
-        ``full_cap``, the month's lifetime ε), or raise PeriodBudgetExhausted naming the
-        month that cannot pay; the caller's transaction then rolls back."""
+               release_id: str, principal: str, role: str, viewer: bool = True) -> None:
+        """Draw (ε, δ) from each of ``periods``, or raise PeriodBudgetExhausted naming the
+        month that cannot pay; the caller's transaction then rolls back.
+
+        Everyone's draws together stay within ``full_cap`` (the month's lifetime ε); a
+        ``viewer``'s draws, counted apart, within ``cap`` (the viewers' share of it), so that
+        publication and umbrella exports, which may use the reserved rest, never eat into
+        what viewers have.
+        """
         now = self._clock()
         for period in sorted(set(periods)):
             budget = self._budget(session, tenant=tenant, product=product, period=period,
                                   cap=full_cap, delta_cap=delta_cap)
-            conditions = [PeriodBudget.spent + epsilon.value <= cap + _SLACK]
+            conditions = [PeriodBudget.spent + epsilon.value <= full_cap + _SLACK]
             values = {"spent": PeriodBudget.spent + epsilon.value, "cap": full_cap,
                       "delta_cap": delta_cap}
+            if viewer:
+                conditions.append(PeriodBudget.viewer_spent + epsilon.value <= cap + _SLACK)
+                values["viewer_spent"] = PeriodBudget.viewer_spent + epsilon.value
             if delta.value > 0:
                 conditions.append(PeriodBudget.delta_spent + delta.value
                                   <= delta_cap + _DELTA_SLACK)
@@ -231,9 +239,11 @@ class PeriodLedger:
                 .values(**values).execution_options(synchronize_session=False))
             if result.rowcount != 1:
                 session.refresh(budget)
+                remaining = min(full_cap - budget.spent,
+                                cap - budget.viewer_spent if viewer else full_cap)
                 raise PeriodBudgetExhausted(
                     product=product, period=period, requested=epsilon.value,
-                    remaining=max(cap - budget.spent, 0.0), cap=cap,
+                    remaining=max(remaining, 0.0), cap=cap if viewer else full_cap,
                     delta_requested=delta.value,
                     delta_remaining=max(delta_cap - budget.delta_spent, 0.0)
                     if delta.value else None)
@@ -246,12 +256,15 @@ class PeriodLedger:
         """Spent and cap of each month (a month nothing was released about has spent 0)."""
         with self._store.read() as session:
             rows = session.execute(select(
-                PeriodBudget.period, PeriodBudget.spent, PeriodBudget.delta_spent).where(
+                PeriodBudget.period, PeriodBudget.spent, PeriodBudget.viewer_spent,
+                PeriodBudget.delta_spent).where(
                 PeriodBudget.tenant_id == tenant, PeriodBudget.product_id == product,
                 PeriodBudget.period.in_(sorted(set(periods))))).all()
-        spent = {period: (e, d) for period, e, d in rows}
-        return {period: PeriodStatus(period=period, cap=Epsilon(cap),
-                                     spent=Epsilon(spent.get(period, (0.0, 0.0))[0]),
-                                     delta_cap=Delta(delta_cap),
-                                     delta_spent=Delta(spent.get(period, (0.0, 0.0))[1]))
-                for period in sorted(set(periods))}
+        spent = {period: (e, v, d) for period, e, v, d in rows}
+        out = {}
+        for period in sorted(set(periods)):
+            everyone, viewers, delta = spent.get(period, (0.0, 0.0, 0.0))
+            out[period] = PeriodStatus(period=period, cap=Epsilon(cap), spent=Epsilon(everyone),
+                                       delta_cap=Delta(delta_cap), delta_spent=Delta(delta),
+                                       viewer_spent=Epsilon(viewers))
+        return out

@@ -500,17 +500,21 @@ class Gate:
         periods = ((list(query.months) if query.period == "window" else missing)
                    if missing else [])
         period_policy = self._catalog.policy.periods
-        period_cap = period_policy.cap(reserved_user=_reserved(principal))
+        viewer = not _reserved(principal)
+        period_cap = period_policy.cap(reserved_user=not viewer)
         if epsilon.value > 0:
             # Cheap early refusals; the authoritative checks are the conditional UPDATEs below.
             for status in self._periods.status(
                     tenant=principal.tenant, product=plan.product.id, periods=periods,
                     cap=period_cap, delta_cap=period_policy.delta).values():
-                if (status.spent.value + epsilon.value > period_cap + 1e-9
+                left = min(period_policy.epsilon - status.spent.value,
+                           period_cap - status.viewer_spent.value if viewer
+                           else period_policy.epsilon)
+                if (epsilon.value > left + 1e-9
                         or status.delta_spent.value + delta.value > period_policy.delta + 1e-15):
                     raise PeriodBudgetExhausted(
                         product=plan.product.id, period=status.period,
-                        requested=epsilon.value, remaining=status.remaining.value,
+                        requested=epsilon.value, remaining=max(left, 0.0),
                         cap=period_cap, delta_requested=delta.value,
                         delta_remaining=(max(period_policy.delta - status.delta_spent.value, 0)
                                          if delta.value else None))
@@ -556,7 +560,7 @@ class Gate:
                                     delta=delta, delta_cap=delta_cap)
                 self._periods.charge(
                     session, tenant=principal.tenant, product=plan.product.id,
-                    periods=periods, epsilon=epsilon, delta=delta, cap=period_cap,
+                    periods=periods, epsilon=epsilon, delta=delta, cap=period_cap, viewer=viewer,
                     full_cap=period_policy.epsilon, delta_cap=period_policy.delta,
                     release_id=release_id, principal=principal.subject, role=principal.role)
             session.add(row)

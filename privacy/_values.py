@@ -392,6 +392,8 @@ class PeriodStatus:
     spent: Epsilon
     delta_cap: Delta = Delta(0.0)
     delta_spent: Delta = Delta(0.0)
+    #: what viewers alone spent (publication and umbrella exports draw on a reserved share)
+    viewer_spent: Epsilon = Epsilon(0.0)
 
     @property
     def remaining(self) -> Epsilon:

@@ -185,3 +185,19 @@ def test_two_roles_asking_the_same_query_share_one_release(gate, store):
     assert second.reused and second.charged.value == 0 and second.cells == first.cells
     assert _spent(store, MONTHS[5]) == pytest.approx(1.0)
     assert _viewer_spent(store) == pytest.approx(1.0)
+
+
+def test_publication_never_eats_into_the_viewers_share(gate, store):
+    """Snapshots published first draw on the reserved share: viewers still get all of theirs
+    (ε 3), and everyone together stops at the month's lifetime (ε 4)."""
+    gate.publish(tenant="kigali-east", query=_query(group_by=("month", "category")),
+                 requested_by="test")
+    maker = _principal("policy_maker")
+    for view in (("month",), ("month", "district"), ("month", "state")):
+        gate.release(maker, _query(group_by=view))
+    assert _spent(store, MONTHS[5]) == pytest.approx(4.0)
+    with pytest.raises(PeriodBudgetExhausted):
+        gate.release(maker, _query(group_by=("month", "age_bucket")))
+    with pytest.raises(PeriodBudgetExhausted):  # the lifetime is spent, for publication too
+        gate.publish(tenant="kigali-east", query=_query(group_by=("month", "age_bucket")),
+                     requested_by="test")

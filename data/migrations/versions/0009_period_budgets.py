@@ -23,6 +23,7 @@ def upgrade() -> None:
     sa.Column('period', sa.Date(), nullable=False),
     sa.Column('cap', sa.Float(), nullable=False),
     sa.Column('spent', sa.Float(), nullable=False),
+    sa.Column('viewer_spent', sa.Float(), server_default='0', nullable=False),
     sa.Column('delta_cap', sa.Float(), server_default='0', nullable=False),
     sa.Column('delta_spent', sa.Float(), server_default='0', nullable=False),
     sa.PrimaryKeyConstraint('id'),
