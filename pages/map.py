@@ -1,4 +1,7 @@
-"""Map: a metric for one month by H3 cell or district; small areas drawn at their parent."""
+"""Map: a metric for one month by H3 cell or district over the catalog's own outlines and names;
+small areas drawn at their parent; a click on an area opens its trend."""
+
+from pathlib import Path
 
 import streamlit as st
 
@@ -6,7 +9,16 @@ from dashboard.components.badges import budget_meter, privacy_badge, spend_butto
 from dashboard.components.clock import data_as_of
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
-from dashboard.components.maps import map_frame, map_legend, release_map
+from dashboard.components.geography import MAP_HEIGHT, tenant_geography
+from dashboard.components.maps import (
+    colour_scale,
+    legend_html,
+    map_frame,
+    map_legend,
+    map_table,
+    release_map,
+    selected_district,
+)
 from dashboard.context import page_context
 from privacy import Query
 
@@ -50,7 +62,7 @@ query = Query(product=product.id, metric=metric.id, level=level, start=month, en
 with guarded():
     preview = gate.preview(principal, query)
     budget = gate.budget(principal, product=product.id)
-    budget_meter(budget, preview)
+    budget_meter(budget, preview, title=product.title)
 if not preview.reused:
     st.info("This map has not been released yet. Releasing it spends the budget shown above; "
             "afterwards it is free for you and your colleagues.")
@@ -66,11 +78,26 @@ with guarded():
 names = ({s.code: s.name for s in catalog.states} | {d.code: d.name for d in catalog.districts}
          | {principal.tenant: catalog.tenant(principal.tenant).name})
 frame = map_frame(release, month=f"{month:%Y-%m}", names=names,
-                  cells_of=lambda district: geography.cells_by_district[district])
-districts = catalog.districts_of(principal.tenant)
-centre = (sum(d.lat for d in districts) / len(districts),
-          sum(d.lng for d in districts) / len(districts))
-st.pydeck_chart(release_map(frame, centre=centre), height=520)
+                  cells_of=lambda district: geography.cells_by_district[district],
+                  district_of=geography.cells.get)
+shown = frame[frame["status"].isin(["noisy", "exact"])]["value"]
+scale = colour_scale(float(shown.max()) if not shown.empty else 1.0)
+places = tenant_geography(catalog, geography, principal.tenant)
+drawn, legend = st.columns([4, 1])
+with drawn:
+    event = st.pydeck_chart(release_map(frame, scale=scale, geography=places),
+                            height=MAP_HEIGHT, on_select="rerun",
+                            selection_mode="single-object", key="map_area")
+legend.markdown(legend_html(scale, title=f"{metric.title}, {month:%B %Y}", geography=places),
+                unsafe_allow_html=True)
+district = selected_district(event.selection)
+if district:
+    # Trends reads ?district= (and ?metric=) to open on this area's series
+    st.page_link(str(Path(__file__).with_name("trends.py")), icon=":material/trending_up:",
+                 label=f"Open the trend of {metric.title.lower()} in {names[district]}",
+                 query_params={"district": district, "metric": choice})
+else:
+    st.caption(":material/touch_app: Click an area to open its trend.")
 st.caption(f":material/palette: {map_legend(release)}")
 totals = release.totals()[(f"{month:%Y-%m}",)]
 tenant_name = catalog.tenant(principal.tenant).name
@@ -89,5 +116,4 @@ else:
               help="The whole tenant's count for this month is under the release threshold.")
 privacy_badge(release)
 with st.expander("Table view of this map"):
-    table = frame.drop(columns=["hex"]).drop_duplicates(subset=["area", "status", "label"])
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(map_table(frame, geo=geo), hide_index=True, width="stretch")
