@@ -1,10 +1,12 @@
 """The durable (ε, δ) budget ledger: charge within a release's transaction, or reserve → commit /
 reserve → refund around a long job.
 
-Owns budget arithmetic in the database. A reservation is one conditional UPDATE
-(``spent + ε <= cap`` and ``delta_spent + δ <= delta_cap``) so that it is atomic on both stores: SQLite serialises writers
-(``BEGIN IMMEDIATE``), and PostgreSQL re-checks the WHERE clause on the newest row version when
-two transactions update the same account. Nothing here lives in memory between calls.
+Owns budget arithmetic in the database: each viewer's monthly allowance (``Ledger``) and each
+data month's lifetime budget (``PeriodLedger``). A reservation is one conditional UPDATE
+(``spent + ε <= cap`` and ``delta_spent + δ <= delta_cap``) so that it is atomic on both
+stores: SQLite serialises writers (``BEGIN IMMEDIATE``), and PostgreSQL re-checks the WHERE
+clause on the newest row version when two transactions update the same row. Nothing here lives
+in memory between calls.
 """
 
 from __future__ import annotations
@@ -32,6 +34,20 @@ _SLACK = 1e-9
 _DELTA_SLACK = 1e-15
 
 
+def _get_or_create(session: Session, query, make):
+    """The row ``query`` finds, created by ``make()`` first when there is none; a concurrent
+    session that creates it first wins (the unique constraint), and its row is returned."""
+    row = session.scalar(query)
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            session.add(make())
+    except IntegrityError:
+        pass  # a concurrent session created it first
+    return session.scalars(query).one()
+
+
 def window_of(day: date) -> tuple[date, date]:
     """The monthly refresh window containing ``day``."""
     last = calendar.monthrange(day.year, day.month)[1]
@@ -50,18 +66,10 @@ class Ledger:
         query = select(BudgetAccount).where(
             BudgetAccount.tenant_id == tenant, BudgetAccount.principal == principal,
             BudgetAccount.product_id == product, BudgetAccount.window_start == start)
-        account = session.scalar(query)
-        if account is not None:
-            return account
-        try:
-            with session.begin_nested():
-                session.add(BudgetAccount(tenant_id=tenant, principal=principal, role=role,
-                                          product_id=product, window_start=start, window_end=end,
-                                          cap=cap, spent=0.0, delta_cap=delta_cap or 0.0,
-                                          delta_spent=0.0))
-        except IntegrityError:
-            pass  # a concurrent session created it first
-        return session.scalars(query).one()
+        return _get_or_create(session, query, lambda: BudgetAccount(
+            tenant_id=tenant, principal=principal, role=role, product_id=product,
+            window_start=start, window_end=end, cap=cap, spent=0.0,
+            delta_cap=delta_cap or 0.0, delta_spent=0.0))
 
     def status(self, *, tenant: str, principal: str, product: str, cap: float,
                today: date, delta_cap: float = 0.0) -> BudgetStatus:
@@ -197,17 +205,9 @@ class PeriodLedger:
         query = select(PeriodBudget).where(PeriodBudget.tenant_id == tenant,
                                            PeriodBudget.product_id == product,
                                            PeriodBudget.period == period)
-        budget = session.scalar(query)
-        if budget is not None:
-            return budget
-        try:
-            with session.begin_nested():
-                session.add(PeriodBudget(tenant_id=tenant, product_id=product, period=period,
-                                         cap=cap, spent=0.0, delta_cap=delta_cap,
-                                         delta_spent=0.0))
-        except IntegrityError:
-            pass  # a concurrent session created it first
-        return session.scalars(query).one()
+        return _get_or_create(session, query, lambda: PeriodBudget(
+            tenant_id=tenant, product_id=product, period=period, cap=cap, spent=0.0,
+            delta_cap=delta_cap, delta_spent=0.0))
 
     def charge(self, session: Session, *, tenant: str, product: str, periods: list[date],
                epsilon: Epsilon, delta: Delta, cap: float, full_cap: float, delta_cap: float,
