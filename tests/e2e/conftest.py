@@ -244,11 +244,21 @@ client_secret = "{CLIENT_SECRET}"
 server_metadata_url = "{provider.issuer}/.well-known/openid-configuration"
 client_kwargs = {{ prompt = "login" }}
 """)
+    log = folder / f"streamlit-{name}.log"
+    process = start_streamlit(secrets=secrets, port=port, log=log, what=f"({name})",
+                              VEIL_VAR_DIR=str(var), VEIL_DEMO_MODE="1",
+                              VEIL_ROLE_MAPPINGS=str(mappings), **APPS[name])
+    return process, App(url=url, issuer=provider.issuer, var=var, log=log)
+
+
+def start_streamlit(*, secrets: Path, port: int, log: Path, what: str,
+                    **variables: str) -> _Process:
+    """The dashboard on 127.0.0.1:``port`` with these secrets and VEIL_* ``variables`` (no
+    other VEIL_ or STREAMLIT_ setting leaks in), once its health check answers."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("VEIL_", "STREAMLIT_")) or key == "VEIL_CLOCK_SHIFT_DAYS"}
-    env.update(VEIL_VAR_DIR=str(var), VEIL_DEMO_MODE="1", VEIL_ROLE_MAPPINGS=str(mappings),
-               **APPS[name])
-    log = folder / f"streamlit-{name}.log"
+    env.update(variables)
+    url = f"http://127.0.0.1:{port}"
     # Secrets come from --secrets.files only: nothing is written to the checkout's .streamlit/.
     process = _Process(
         [str(PROJECT_ROOT / ".venv" / "bin" / "streamlit"), "run", "dashboard/app.py",
@@ -267,11 +277,11 @@ client_kwargs = {{ prompt = "login" }}
             return False
 
     try:
-        _wait_for(healthy, timeout=60, what=f"the Streamlit app ({name})", log=log)
+        _wait_for(healthy, timeout=60, what=f"the Streamlit app {what}", log=log)
     except BaseException:
         process.stop()
         raise
-    return process, App(url=url, issuer=provider.issuer, var=var, log=log)
+    return process
 
 
 @contextmanager

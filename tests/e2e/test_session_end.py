@@ -7,15 +7,13 @@ parse offers no sign-in at all — not even the demo accounts — and names the 
 
 from __future__ import annotations
 
-import os
 import shutil
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
 
-from data.config import PROJECT_ROOT
-from tests.e2e.conftest import APPS, USERS, _free_port, _Process, _wait_for
+from tests.e2e.conftest import APPS, USERS, _free_port, start_streamlit
 from tests.e2e.test_sign_in import audit, expect_home, nav_links, settled, sign_in, sign_out
 
 pytestmark = pytest.mark.e2e
@@ -97,34 +95,13 @@ client_id = "veil-e2e"
 client_secret = "veil-e2e-client-secret"
 server_metadata_url = "{provider.issuer}/.well-known/openid-configuration"
 """)
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("VEIL_", "STREAMLIT_")) or key == "VEIL_CLOCK_SHIFT_DAYS"}
-    env.update(VEIL_VAR_DIR=str(e2e_var), VEIL_DEMO_MODE="1",
-               VEIL_ROLE_MAPPINGS=str(e2e_mappings), VEIL_EXPORT_WORKER="0")
     assert "broken" not in APPS
     log = e2e_dir / "streamlit-broken-secrets.log"
-    url = f"http://127.0.0.1:{port}"
-    process = _Process(
-        [str(PROJECT_ROOT / ".venv" / "bin" / "streamlit"), "run", "dashboard/app.py",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--secrets.files", str(secrets)],
-        log=log, cwd=PROJECT_ROOT, env=env)
-
-    def healthy() -> bool:
-        import urllib.request
-
-        if not process.alive():
-            raise RuntimeError(f"streamlit exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                return answer.status == 200
-        except OSError:
-            return False
-
+    process = start_streamlit(secrets=secrets, port=port, log=log, what="(broken secrets)",
+                              VEIL_VAR_DIR=str(e2e_var), VEIL_DEMO_MODE="1",
+                              VEIL_ROLE_MAPPINGS=str(e2e_mappings), VEIL_EXPORT_WORKER="0")
     try:
-        _wait_for(healthy, timeout=60, what="the Streamlit app (broken secrets)", log=log)
-        yield url, secrets
+        yield f"http://127.0.0.1:{port}", secrets
     finally:
         process.stop()
         shutil.copy(log, artifacts / log.name)
