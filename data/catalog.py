@@ -110,6 +110,21 @@ class ProductSpec:
     fields: tuple[FieldSpec, ...]
     metrics: tuple[MetricSpec, ...]
     noise: str = "laplace"   # laplace (pure ε) | gaussian (ρ-zCDP, charged as ε at policy δ)
+    #: The person-month bound: at most this many events of one subject in one calendar month
+    #: (UTC), enforced at ingestion beside the daily bound. Declared: the privacy unit is one
+    #: person's month, and sensitivity follows from this bound. None: the unit is a person-day.
+    max_events_per_subject_per_month: int | None = None
+
+    @property
+    def unit_period(self) -> str:
+        """The period the privacy unit covers: "month" or "day"."""
+        return "day" if self.max_events_per_subject_per_month is None else "month"
+
+    @property
+    def unit_bound(self) -> int:
+        """The most events one privacy unit (a person's day or month) holds."""
+        return (self.max_events_per_subject_per_day if self.max_events_per_subject_per_month
+                is None else self.max_events_per_subject_per_month)
 
     def metric(self, metric_id: str) -> MetricSpec:
         for metric in self.metrics:
@@ -434,6 +449,19 @@ def _lng(f: _File, spec: dict, where: str) -> float:
     return lng
 
 
+def _monthly_bound(f: _File, spec: dict, where: str) -> int | None:
+    """``max_events_per_subject_per_month`` if declared: at least the daily bound (else the
+    daily bound could never be reached and the declaration contradicts itself)."""
+    if "max_events_per_subject_per_month" not in spec:
+        return None
+    monthly = f.positive(spec, "max_events_per_subject_per_month", where, int, 1)
+    daily = spec.get("max_events_per_subject_per_day", 1)
+    if isinstance(daily, int) and monthly < daily:
+        raise f.fail(f"{where}.max_events_per_subject_per_month",
+                     f"must be >= max_events_per_subject_per_day ({daily}), got {monthly}")
+    return monthly
+
+
 def _unique(f: _File, values: list[str], key: str) -> None:
     seen = set()
     for value in values:
@@ -653,6 +681,7 @@ def _load_products(f: _File, domains: dict, policy: Policy) -> tuple[ProductSpec
             fields=fields,
             metrics=tuple(metrics),
             noise=f.one_of(spec, "noise", where, {"laplace", "gaussian"}, "laplace"),
+            max_events_per_subject_per_month=_monthly_bound(f, spec, where),
         ))
     _unique(f, [p.id for p in products], "product[].id")
     return tuple(products)
