@@ -14,16 +14,18 @@ same order) in three scenarios under several lifetime caps per data month:
   find many of them stored;
 - ``finest``: the same principal releases only the finest series a planner would derive the
   rest from (every metric by district over 12 months, the default bias check, each count
-  metric's latest H3 map): with today's gate coarser views still pay on their own, so this
-  scenario shows what derivation could add (the "derivable" column).
+  metric's latest H3 map): the gate derives coarser views from their stored measurements
+  for free where they are accurate enough (``privacy._derive``), so this scenario shows what
+  releasing once and serving many gives.
 
 In every scenario the tenant's publication identity first publishes the default donor snapshots
 (``publish_defaults``, what ``veil publish`` does monthly) from the reserved share.
 
 Each view is one page open: one or two gate calls, as the page makes them (a year-earlier
 comparison and an insight are two releases); it is answered when all of them are. Counted per
-run: views answered from a stored release (``release.reused``), assembled free from stored
-months (charged 0, not stored as a whole), or released fresh (charged ε); refused by a data
+run: views answered from a stored release (``release.reused``), derived free from stored
+measurements (``release.derived``), assembled free from stored months (charged 0, not stored
+as a whole), or released fresh (charged ε); refused by a data
 month's lifetime budget (``PeriodBudgetExhausted``), by the viewer's own monthly allowance
 (``BudgetExhausted``), or otherwise. Beside the refusals by a lifetime budget, how many of them
 could have been answered for free by post-processing releases already stored: every month of
@@ -100,6 +102,7 @@ class View:
 class Tally:
     views: int = 0
     stored: int = 0
+    derived: int = 0
     assembled: int = 0
     fresh: int = 0
     period: int = 0
@@ -110,7 +113,7 @@ class Tally:
 
     @property
     def answered(self) -> int:
-        return self.stored + self.assembled + self.fresh
+        return self.stored + self.derived + self.assembled + self.fresh
 
 
 def main() -> None:
@@ -155,18 +158,18 @@ def main() -> None:
     if not args.var:
         shutil.rmtree(source.parent, ignore_errors=True)
 
-    print("| scenario | lifetime ε / month (viewers) | views | stored | assembled | fresh | "
+    print("| scenario | lifetime ε / month (viewers) | views | stored | derived | assembled | fresh | "
           "refused: month's lifetime | refused: allowance | other | answered | "
           "+ derivable from stored (bound) | median rel. half-width | ε / data month max | "
           "median | months drawn on | months full (< ε 1 left) | pre-released views / refused | "
           "donor snapshots |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (scenario, cap), (total, _, extra) in results.items():
         viewer_cap = cap * (1 - catalog.policy.periods.reserved)
         spent = extra["spent"]
         width = f"{statistics.median(total.widths):.1%}" if total.widths else "–"
         print(f"| {scenario} | {cap:g} ({viewer_cap:g}) | {total.views:,} | {total.stored:,} | "
-              f"{total.assembled:,} | {total.fresh:,} | {total.period:,} | "
+              f"{total.derived:,} | {total.assembled:,} | {total.fresh:,} | {total.period:,} | "
               f"{total.allowance:,} | {total.other:,} | {total.answered / total.views:.1%} | "
               f"{(total.answered + total.derivable) / total.views:.1%} | {width} | "
               f"{max(spent, default=0):.2f} | "
@@ -180,13 +183,15 @@ def main() -> None:
         print()
         print(f"Scenario {scenario}, lifetime ε {cap:g} per data month, by view:")
         print()
-        print("| view | views | answered | stored | assembled | fresh | refused: lifetime | "
-              "refused: allowance | other | derivable (bound) | median rel. half-width |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| view | views | answered | stored | derived | assembled | fresh | "
+              "refused: lifetime | refused: allowance | other | derivable (bound) | "
+              "median rel. half-width |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for label, tally in sorted(kinds.items(), key=lambda kv: -kv[1].views):
             width = f"{statistics.median(tally.widths):.1%}" if tally.widths else "–"
             print(f"| {label} | {tally.views:,} | {tally.answered / tally.views:.0%} | "
-                  f"{tally.stored:,} | {tally.assembled:,} | {tally.fresh:,} | {tally.period:,} |"
+                  f"{tally.stored:,} | {tally.derived:,} | {tally.assembled:,} | "
+                  f"{tally.fresh:,} | {tally.period:,} |"
                   f" {tally.allowance:,} | {tally.other:,} | {tally.derivable:,} | {width} |")
     print()
     print(f"Machine: {os.cpu_count()} × {cpu_model()}, Python {platform.python_version()}; "
@@ -413,6 +418,8 @@ def _open(gate: Gate, principal: Principal, view: View, exports: Path):
         return "other", None
     if any(r.charged.value > 0 for r in releases):
         return "fresh", releases
+    if any(r.derived for r in releases):
+        return "derived", releases
     return ("stored" if all(r.reused for r in releases) else "assembled"), releases
 
 
@@ -428,6 +435,8 @@ def _export(gate: Gate, principal: Principal, query: Query, directory: Path):
     release = gate.release(principal, query)  # the export's release, stored: free
     if status.epsilon.value > 0:
         return "fresh", [release]
+    if release.mechanism.startswith("derived"):  # the worker derived it, free
+        return "derived", [release]
     return ("stored" if release.reused else "assembled"), [release]
 
 

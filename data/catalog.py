@@ -234,6 +234,25 @@ class Policy:
     delta_cap: float = 1e-6
     #: the lifetime budget of every data month (tenant × product × month), shared by all
     periods: PeriodPolicy = field(default_factory=lambda: PeriodPolicy())
+    #: when a view is answered by post-processing stored measurements instead of afresh
+    planner: PlannerPolicy = field(default_factory=lambda: PlannerPolicy())
+
+
+@dataclass(frozen=True)
+class PlannerPolicy:
+    """When the gate derives a view from measurements already stored instead of spending.
+
+    A derived count is the sum of stored finest-level noisy counts (post-processing: free).
+    It is used when at least ``min_share_accurate`` of the counts it shows are about as
+    accurate as a fresh release's would be: an interval half-width at most
+    ``max_width_ratio`` × a fresh one's at the asked level, or at most
+    ``max_relative_half_width`` of the count.
+    """
+
+    derive: bool = True
+    max_width_ratio: float = 1.5
+    max_relative_half_width: float = 0.05
+    min_share_accurate: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -499,7 +518,27 @@ def _load_policy(f: _File) -> Policy:
         empty_cell_rate=_empty_cell_rate(f, defaults),
         delta_cap=_delta_cap(f, defaults, delta=_delta(f, defaults)),
         periods=_period_policy(f, delta=_delta(f, defaults)),
+        planner=_planner_policy(f),
     )
+
+
+def _planner_policy(f: _File) -> PlannerPolicy:
+    if "planner" not in f.doc:
+        return PlannerPolicy()
+    spec = f.get(f.doc, "planner", "", dict)
+    where = "planner"
+    ratio = f.get(spec, "max_width_ratio", where, float, 1.5)
+    if not 1 <= ratio <= 100:
+        raise f.fail(f"{where}.max_width_ratio", f"must be in [1, 100], got {ratio}")
+    relative = f.get(spec, "max_relative_half_width", where, float, 0.05)
+    if not 0 <= relative < 1:
+        raise f.fail(f"{where}.max_relative_half_width", f"must be in [0, 1), got {relative}")
+    share = f.get(spec, "min_share_accurate", where, float, 0.9)
+    if not 0.5 <= share <= 1:
+        raise f.fail(f"{where}.min_share_accurate", f"must be in [0.5, 1], got {share}")
+    return PlannerPolicy(derive=f.get(spec, "derive", where, bool, True),
+                         max_width_ratio=ratio, max_relative_half_width=relative,
+                         min_share_accurate=share)
 
 
 def _period_policy(f: _File, *, delta: float) -> PeriodPolicy:

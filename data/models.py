@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -305,7 +306,12 @@ class CubeMonthly(Base):
 
     __tablename__ = "cube_monthly"
     __table_args__ = (
+        # A metric's months, whatever else is filtered: tenant series, maps of one month.
         Index("ix_cube_lookup", "tenant_id", "product_id", "metric", "period"),
+        # The dimensions pages filter on, then the months (issue 18): a category and an area of
+        # a 12-month series is a seek, not a read of every cell of the metric's months.
+        Index("ix_cube_dims", "tenant_id", "product_id", "metric", "category", "district",
+              "period"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -553,6 +559,18 @@ class ReleasePeriod(Base):
     product_id: Mapped[str] = mapped_column(PRODUCT)
     period: Mapped[date] = mapped_column(Date)
     cells: Mapped[list] = mapped_column(JSON)
+    #: The finest level's noisy counts over the period's whole public key set (released or
+    #: not) with the query and mechanism that made them: what coarser views are derived from
+    #: by post-processing (``privacy._derive``). Never shown; None for derived periods and
+    #: for sums and means.
+    measurement: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    #: what a measurement can be summed with: a digest of its tenant settings, metric, data
+    #: and policy version (None without a measurement), so the planner reads only candidates
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: whether the period was derived from stored measurements (charged nothing)
+    derived: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    __table_args__ = (Index("ix_release_periods_source", "tenant_id", "product_id", "source",
+                            "period"),)
 
 
 
@@ -705,3 +723,33 @@ class RoleMappingChange(Base):
     changed_by: Mapped[str] = mapped_column(String(256))
     reason: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime)
+
+
+# --- alerts (issue 20): which attention items the webhook has been told about -----------------
+
+
+class AlertDelivery(Base):
+    """One alert (an SLO breach, a budget near its cap, a failed job) and its webhook delivery.
+
+    ``alert_key`` names the occurrence (e.g. ``job:materialize:42``), so an alert is delivered
+    at most once: a row with ``delivered_at`` set is never sent again. A failed attempt leaves
+    ``delivered_at`` empty, counts ``attempts`` and keeps ``last_error``; the next run retries.
+    A sender takes an alert by a conditional UPDATE of ``claimed_until`` (a short lease), so
+    two senders running at once do not both post it.
+    """
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (UniqueConstraint("alert_key", name="uq_alert_delivery_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_key: Mapped[str] = mapped_column(String(256))
+    tenant_id: Mapped[str | None] = mapped_column(TENANT, nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSON)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: a sender's claim while it posts (cleared when the attempt ends either way)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -111,12 +111,15 @@ def thresholds(measured: Sequence[Measured], *, k: int, empty_cell_rate: float) 
 def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
                   levels: Sequence[Level], measured: Sequence[Measured], k: int,
                   measure: str, bounds: tuple[float, float] | None,
-                  empty_cell_rate: float) -> list[Cell]:
+                  empty_cell_rate: float,
+                  measurement: dict[Key, int] | None = None) -> list[Cell]:
     """Release every key: noisy cells ≥ τ, rolled-up children with their parent, or suppressed.
 
     The top's value is an estimate of the stratum's total from measurements only (never from
     which parts were selected); released parts are then scaled down, where they exceed it, to
-    fit under it, so parts + remainder = total in the stored cells.
+    fit under it, so parts + remainder = total in the stored cells. ``measurement``, when
+    given, receives the finest level's noisy count of every key (DP output: what coarser
+    views are later derived from by post-processing, ``privacy._derive``).
     """
     if len(levels) != len(measured):
         raise VeilBug("one set of mechanisms per hierarchy level is required")
@@ -157,6 +160,8 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
         noisy_sums = (mechanisms.total(sums) if mechanisms.total
                       else sums) if measure != "count" else sums
         if index == 0:
+            if measurement is not None:
+                measurement.update(zip(ordered, noisy_counts))
             for unit, noisy_n in zip(ordered, noisy_counts):
                 total, many = finest.get(_stratum(unit), (0, 0))
                 finest[_stratum(unit)] = (total + noisy_n, many + 1)

@@ -15,6 +15,7 @@ import itertools
 import json
 import secrets
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -40,6 +41,7 @@ from privacy._access import (authenticate_demo, authorize_page, check_role_mappi
                              resolve_principal)
 from privacy._audit import STORE_ERRORS, audit, audit_best_effort, audit_in
 from privacy._budget import Ledger, PeriodBudgetExhausted, PeriodLedger
+from privacy._derive import accurate_enough, derive_cells, mechanism_of, mechanism_record
 from privacy._records import RecordPage, RecordQuery, read_records
 from privacy._insights import Insight, correlate
 from privacy._engine import (Level, Measured, release_cells, release_loss, split_epsilon,
@@ -404,8 +406,11 @@ class Gate:
             stored = session.scalar(select(ReleaseRow.id).where(
                 ReleaseRow.query_key == self._series_key(principal, query, data_version, plan)))
             period_keys = self._period_keys(principal, query, data_version, plan)
-            missing = len(period_keys) - len(self._existing_periods(session, period_keys))
-        free = stored is not None or not missing
+            existing = self._existing_periods(session, period_keys)
+            missing = [month for month, key in period_keys.items() if key not in existing]
+            derived = (stored is None and bool(missing) and len(self._derive(
+                session, principal, query, plan, data_version, missing)) == len(missing))
+        free = stored is not None or not missing or derived
         status = self.budget(principal, product=plan.product.id)
         finest = plan.measured[0]
         main = finest.total if plan.metric.measure != "count" else finest.count
@@ -415,7 +420,8 @@ class Gate:
             noise_scale=main.scale if main else None,
             interval_half_width=main.half_width if main else None,
             remaining=status.remaining, cap=status.cap,
-            delta=Delta(0.0) if free else plan.delta, remaining_delta=status.remaining_delta)
+            delta=Delta(0.0) if free else plan.delta, remaining_delta=status.remaining_delta,
+            derived=derived)
 
     def release(self, principal: Principal, query: Query) -> Release:
         """Answer ``query`` for ``principal`` through every privacy rule, or refuse and say why.
@@ -463,7 +469,8 @@ class Gate:
         before: tuple[int, frozenset[str]] = (0, frozenset())
         for _attempt in range(_STORE_ATTEMPTS):
             with self._store.read() as session:
-                # One read transaction: data version, consent freshness, stored series, periods.
+                # One read transaction: data version, consent freshness, stored series, periods
+                # and the stored measurements the missing periods may be derived from.
                 data_version = self._data_version(session, principal.tenant, plan.product)
                 self._check_consent_applied(session, principal.tenant, plan.product)
                 series_key = self._series_key(principal, query, data_version, plan)
@@ -472,6 +479,10 @@ class Gate:
                 if stored is None:
                     period_keys = self._period_keys(principal, query, data_version, plan)
                     existing = self._existing_periods(session, period_keys)
+                    missing = [month for month, key in period_keys.items()
+                               if key not in existing]
+                    derived = self._derive(session, principal, query, plan, data_version,
+                                           missing)
             if stored is not None:  # outside the read: building it reads the lifetime budgets
                 return self._to_release(stored, plan.product, charged=Epsilon(0.0),
                                         reused=True, k=plan.k, level_epsilon=plan.level_epsilon)
@@ -480,7 +491,7 @@ class Gate:
                 raise conflict
             try:
                 return self._fresh(principal, query, plan, data_version, series_key,
-                                   period_keys, existing)
+                                   period_keys, existing, derived)
             except IntegrityError as exc:
                 conflict, before = exc, seen
         raise QueryRefused(
@@ -489,16 +500,18 @@ class Gate:
 
     def _fresh(self, principal: Principal, query: Query, plan: _Plan, data_version: int,
                series_key: str, period_keys: dict[date, str],
-               existing: dict[str, list]) -> Release:
+               existing: dict[str, list], derived: dict[date, list]) -> Release:
         missing = [month for month, key in period_keys.items() if key not in existing]
-        epsilon = plan.epsilon if missing else Epsilon(0.0)
-        delta = plan.delta if missing else Delta(0.0)
+        # periods derived from stored measurements cost nothing; the rest are computed
+        computed = [month for month in missing if month not in derived]
+        epsilon = plan.epsilon if computed else Epsilon(0.0)
+        delta = plan.delta if computed else Delta(0.0)
         delta_cap = self._catalog.policy.delta_cap
         today = self._clock().date()
         # every data month this release reads afresh draws its ε once from that month's
         # lifetime budget (a window period reads all of its months in one measurement)
-        periods = ((list(query.months) if query.period == "window" else missing)
-                   if missing else [])
+        periods = ((list(query.months) if query.period == "window" else computed)
+                   if computed else [])
         period_policy = self._catalog.policy.periods
         viewer = not _reserved(principal)
         period_cap = period_policy.cap(reserved_user=not viewer)
@@ -528,12 +541,17 @@ class Gate:
                     window=f"{status.window_start.isoformat()} – {status.window_end.isoformat()}",
                     product=plan.product.id, delta_requested=delta.value,
                     delta_remaining=status.remaining_delta.value)
-        new_cells = self._compute(principal, query, plan, months=missing) if missing else []
-        fresh: dict[str, list] = {period_keys[month]: [] for month in missing}
+        measured: dict[tuple[str, ...], int] = {}
+        new_cells = (self._compute(principal, query, plan, months=computed, measurement=measured)
+                     if computed else [])
+        fresh: dict[str, list] = {period_keys[month]: [] for month in computed}
         labels = query.periods
-        label_to_key = {labels[month]: period_keys[month] for month in missing}
+        label_to_key = {labels[month]: period_keys[month] for month in computed}
         for cell in new_cells:
             fresh[label_to_key[cell.key[0]]].append(cell.to_json())
+        for month, cells_of_month in derived.items():
+            fresh[period_keys[month]] = cells_of_month
+        measurements = self._measurements(query, plan, data_version, computed, measured)
         cells_json = [c for key in period_keys.values()
                       for c in (existing[key] if key in existing else fresh[key])]
         cells = [Cell.from_json(c) for c in cells_json]
@@ -543,7 +561,9 @@ class Gate:
             principal=principal.subject, role=principal.role, product_id=plan.product.id,
             query=query.canonical(),
             policy_version=policy_version(self._catalog.version, plan.settings.version),
-            data_version=data_version, mechanism=plan.mechanism, epsilon=epsilon.value,
+            data_version=data_version,
+            mechanism=plan.mechanism if computed else f"derived: {plan.mechanism}"[:64],
+            epsilon=epsilon.value,
             delta=delta.value, cells=cells_json, digest=_digest(cells), published=False, created_at=self._clock())
         # One transaction: the ε charge, the release and its periods commit together or not at
         # all, so a failure anywhere spends nothing and leaves no half-stored release.
@@ -568,9 +588,204 @@ class Gate:
             session.add_all(ReleasePeriod(
                 period_key=period_keys[month], release_id=release_id,
                 tenant_id=principal.tenant, product_id=plan.product.id, period=month,
-                cells=fresh[period_keys[month]]) for month in missing)
+                cells=fresh[period_keys[month]], measurement=measurements.get(month),
+                source=(self._source_key(principal, query, plan, data_version)
+                        if month in measurements else None),
+                derived=month in derived) for month in missing)
         return self._to_release(row, plan.product, charged=epsilon, reused=False, k=plan.k,
-                                level_epsilon=plan.level_epsilon, charged_delta=delta)
+                                level_epsilon=plan.level_epsilon, charged_delta=delta,
+                                derived=len(derived))
+
+    # --- deriving from stored measurements (privacy._derive) -------------------------------------
+
+    def _source_key(self, principal: Principal, query: Query, plan: _Plan,
+                    data_version: int) -> str:
+        """What measurements can be summed with each other: same metric, data, policy and
+        tenant settings (the planner reads only these)."""
+        return self._key(principal, data_version, plan, source=query.metric)
+
+    def _source(self, query: Query, plan: _Plan, data_version: int) -> dict:
+        """What a stored measurement was measured as: whether it can answer another view."""
+        return {"data_version": data_version, "policy_version": self._catalog.version,
+                "settings": plan.key_settings, "metric": query.metric, "level": query.level,
+                "geo": plan.geo, "dims": [d for d in query.group_by[1:] if d not in _GEO_LEVELS],
+                "filters": [list(f) for f in query.filters], "period": query.period,
+                "months": [m.isoformat() for m in query.months]}
+
+    def _measurements(self, query: Query, plan: _Plan, data_version: int, computed: list[date],
+                      measured: dict[tuple[str, ...], int]) -> dict[date, dict]:
+        """The finest level's noisy counts of each computed period, to derive from later."""
+        count = plan.measured[0].count
+        if not computed or count is None or plan.metric.measure != "count":
+            return {}
+        source = self._source(query, plan, data_version)
+        mechanism = mechanism_record(count)
+        by_label: dict[str, list] = defaultdict(list)
+        for key, noisy in measured.items():
+            by_label[key[0]].append([*key[1:], int(noisy)])
+        labels = query.periods
+        return {month: {"source": source, "mechanism": mechanism,
+                        "counts": by_label.get(labels[month], [])} for month in computed}
+
+    def _derive(self, session, principal: Principal, query: Query, plan: _Plan,
+                data_version: int, months: list[date]) -> dict[date, list]:
+        """The periods of ``months`` that stored measurements answer accurately enough, as
+        cell JSON (free: post-processing). Empty when nothing qualifies."""
+        planner = self._catalog.policy.planner
+        fine = plan.measured[0].count
+        if (not months or not planner.derive or fine is None
+                or plan.metric.measure != "count"):
+            return {}
+        window = query.period == "window"
+        read = list(query.months) if window else months
+        role = self._role(principal)
+        levels = {level for level in role.privacy_levels
+                  if level not in plan.settings.settings.disabled_levels}
+        rows = session.execute(select(ReleasePeriod.period, ReleasePeriod.measurement,
+                                      ReleasePeriod.cells).where(
+            ReleasePeriod.tenant_id == principal.tenant,
+            ReleasePeriod.product_id == plan.product.id,
+            ReleasePeriod.source == self._source_key(principal, query, plan, data_version),
+            ReleasePeriod.period.in_(read))).all()
+        sources: dict[date, list[dict]] = defaultdict(list)
+        totals: dict[date, list[list]] = defaultdict(list)
+        for period, measurement, cells in rows:
+            if not measurement:
+                continue
+            source = measurement["source"]
+            if (source["data_version"] != data_version
+                    or source["policy_version"] != self._catalog.version
+                    or source["settings"] != plan.key_settings
+                    or source["metric"] != query.metric or source["level"] not in levels
+                    or not self._covers(source, query, plan)):
+                continue
+            if source["period"] == "window":
+                if not window or source["months"] != [m.isoformat() for m in query.months]:
+                    continue
+                sources[query.start].append(measurement)
+            elif source["period"] == "month":
+                sources[period].append(measurement)
+                if (plan.geo == "tenant" and source["geo"] != "tenant"
+                        and source["dims"] == [d for d in query.group_by[1:]
+                                               if d not in _GEO_LEVELS]
+                        and {tuple(f) for f in source["filters"]} == set(query.filters)):
+                    totals[period].append(cells)
+        if not sources:
+            return {}
+        labels = query.periods
+        dims = [d for d in query.group_by[1:] if d not in _GEO_LEVELS]
+        out: dict[date, list] = {}
+        targets = [query.start] if window else months
+        for month in targets:
+            if window:
+                choices = [[m] for m in sources.get(query.start, ())
+                           if m["source"]["period"] == "window"]
+                monthly = self._window_sources(sources, query)
+                if monthly:
+                    choices.append(monthly)
+            else:
+                choices = [[m] for m in sources.get(month, ())]
+            label = labels[month]
+            keys = self._keys(principal, query, plan, [label], dims)
+            best: list | None = None
+            # the tenant of a finer view of the same breakdown: its stored totals (which also
+            # weigh in the top's own measurement) are the best estimate; then sums
+            candidates = [_as_totals(cells, keys, label) for cells in totals.get(month, ())]
+            candidates += [self._derived_cells(principal, query, plan, keys, label, measurements)
+                           for measurements in sorted(choices, key=_noise_volume)[:_DERIVE_TRIES]]
+            for cells in candidates:
+                if cells is None or not accurate_enough(
+                        cells, fresh_half_width=fine.half_width,
+                        max_ratio=planner.max_width_ratio,
+                        max_relative=planner.max_relative_half_width,
+                        min_share=planner.min_share_accurate):
+                    continue
+                best = [c.to_json() for c in cells]
+                break
+            if best is not None:
+                out[month] = best
+        return out
+
+    def _window_sources(self, sources: dict[date, list[dict]], query: Query) -> list[dict]:
+        """One monthly measurement per month of a window, all with the same mechanism (their
+        sum's noise is then a sum of identical noises); empty when some month has none."""
+        by_mechanism: dict[str, dict[date, dict]] = defaultdict(dict)
+        for month in query.months:
+            for measurement in sorted((m for m in sources.get(month, ())
+                                       if m["source"]["period"] == "month"),
+                                      key=lambda m: len(m["counts"])):
+                mechanism = json.dumps(measurement["mechanism"], sort_keys=True)
+                by_mechanism[mechanism].setdefault(month, measurement)
+        complete = [chosen for chosen in by_mechanism.values()
+                    if len(chosen) == len(query.months)]
+        if not complete:
+            return []
+        return [complete[0][month] for month in query.months]
+
+    def _covers(self, source: dict, query: Query, plan: _Plan) -> bool:
+        """Whether a source's keys determine every key of ``query``: a geography at least as
+        fine, every breakdown (or the same filter), and every extra filter on what it carries."""
+        if _GEO_LEVELS.index(source["geo"]) > _GEO_LEVELS.index(plan.geo):
+            return False
+        filters = {tuple(f) for f in source["filters"]}
+        if not filters <= set(query.filters):
+            return False
+        pinned = dict(filters)
+        for dimension in query.group_by[1:]:
+            if dimension not in _GEO_LEVELS and dimension not in source["dims"] \
+                    and dimension not in pinned:
+                return False
+        for dimension, _value in set(query.filters) - filters:
+            if dimension in _GEO_LEVELS:
+                if _GEO_LEVELS.index(source["geo"]) > _GEO_LEVELS.index(dimension):
+                    return False
+            elif dimension not in source["dims"]:
+                return False
+        return True
+
+    def _derived_cells(self, principal: Principal, query: Query, plan: _Plan,
+                       keys: list[tuple[str, ...]], label: str,
+                       measurements: list[dict]) -> list[Cell] | None:
+        """The view's cells for one period summed from ``measurements``; None if some key of
+        the public key set has nothing measured under it."""
+        wanted = {key: [0, 0] for key in keys}
+        filters = dict(query.filters)
+        dims = [d for d in query.group_by[1:] if d not in _GEO_LEVELS]
+        for measurement in measurements:
+            source = measurement["source"]
+            pinned = {d: v for d, v in source["filters"]}
+            for row in measurement["counts"]:
+                area, values, noisy = row[0], dict(zip(source["dims"], row[1:-1])), row[-1]
+                chain = self._chain(principal, area, source["geo"])
+                if any((chain.get(d) if d in _GEO_LEVELS else values.get(d, pinned.get(d)))
+                       != v for d, v in filters.items()):
+                    continue
+                key = (label, chain[plan.geo],
+                       *(values[d] if d in values else pinned[d] for d in dims))
+                slot = wanted.get(key)
+                if slot is None:
+                    return None  # a key outside the public key set: the sets disagree
+                slot[0] += noisy
+                slot[1] += 1
+        if any(many == 0 for _, many in wanted.values()):
+            return None
+        base = mechanism_of(measurements[0]["mechanism"])
+        return derive_cells(keys=keys, derived={k: (v[0], v[1]) for k, v in wanted.items()},
+                            levels=self._levels(principal, plan), base=base, k=plan.k,
+                            empty_cell_rate=self._catalog.policy.empty_cell_rate)
+
+    def _chain(self, principal: Principal, area: str, geo: str) -> dict[str, str]:
+        """An area's code at its own geography level and every coarser one."""
+        chain = {geo: area}
+        if geo == "h3_cell":
+            area = chain["district"] = self._district_of(area)
+            geo = "district"
+        if geo == "district":
+            area = chain["state"] = self._geography.state_of[area]
+            geo = "state"
+        if geo == "state":
+            chain["tenant"] = principal.tenant
+        return chain
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -844,7 +1059,7 @@ class Gate:
 
     def _to_release(self, row: ReleaseRow, product: ProductSpec, *, charged: Epsilon,
                     reused: bool, k: int, level_epsilon: float,
-                    charged_delta: Delta = Delta(0.0)) -> Release:
+                    charged_delta: Delta = Delta(0.0), derived: int = 0) -> Release:
         query = _query_of(row.query)
         # k and ε as the tenant's settings made them (the release is keyed by them)
         product = dataclasses.replace(product, k=k)
@@ -862,21 +1077,22 @@ class Gate:
             published=row.published,
             measure=product.metric(query.metric).measure,
             thresholds=self._thresholds(product, query, k=k, level_epsilon=level_epsilon),
-            empty_cell_bound=self._catalog.policy.empty_cell_rate)
+            empty_cell_bound=self._catalog.policy.empty_cell_rate, derived=derived)
 
     def _compute(self, principal: Principal, query: Query, plan: _Plan, *,
-                 months: list[date]) -> list[Cell]:
+                 months: list[date], measurement: dict | None = None) -> list[Cell]:
         """Aggregate the cube for ``months`` and release it through the engine."""
         keys, truth = self._aggregate(principal, query, plan, months=months)
-        return self._engine(principal, plan, keys=keys, truth=truth)
+        return self._engine(principal, plan, keys=keys, truth=truth, measurement=measurement)
 
     def _engine(self, principal: Principal, plan: _Plan, *, keys: list[tuple[str, ...]],
-                truth: dict[tuple[str, ...], tuple[int, float]]) -> list[Cell]:
+                truth: dict[tuple[str, ...], tuple[int, float]],
+                measurement: dict | None = None) -> list[Cell]:
         """Release the true aggregates of the public key set (noise, thresholds, roll-up)."""
         return release_cells(
             keys=keys, truth=truth, levels=self._levels(principal, plan), measured=plan.measured,
             k=plan.k, measure=plan.metric.measure, bounds=plan.metric.value_bounds,
-            empty_cell_rate=self._catalog.policy.empty_cell_rate)
+            empty_cell_rate=self._catalog.policy.empty_cell_rate, measurement=measurement)
 
     def _aggregate(self, principal: Principal, query: Query, plan: _Plan, *,
                    months: list[date]) -> tuple[list[tuple[str, ...]],
@@ -972,6 +1188,8 @@ _CLOCK_TTL = timedelta(seconds=60)
 #: release stored part of this one (see ``_release``), so a window of n periods needs at most
 #: n + 1 retries; this bound only guards against a loop, never meets a real race.
 _STORE_ATTEMPTS = 64
+#: stored sources tried per derived period, least noisy first (each try is post-processing)
+_DERIVE_TRIES = 3
 
 
 def unplaced(district: str) -> str:
@@ -1004,6 +1222,27 @@ def _store_error(exc: BaseException, *, doing: str) -> StoreError:
         f"The store failed while {doing} ({_error_kind(exc)}); nothing was spent and nothing "
         f"was stored. Try again in a moment; if it keeps failing, an operator should check "
         f"the database (VEIL_DATABASE_URL) and the server's log.")
+
+
+def _as_totals(cells: list[dict], keys: list[tuple[str, ...]],
+               label: str) -> list[Cell] | None:
+    """A finer view's stored total cells as the cells of its tenant view (keys ``keys``):
+    the same estimates and intervals; a stratum the finer view suppressed stays suppressed."""
+    found = {tuple(c["key"][1:]): Cell.from_json(c) for c in cells if c["status"] == "total"}
+    out = []
+    for key in keys:
+        total = found.get(tuple(key[1:]))
+        out.append(Cell(key=key, value=None, lower=None, upper=None, noise_scale=None,
+                        status="suppressed") if total is None else
+                   dataclasses.replace(total, key=key, status="noisy", members=()))
+    return out if any(c.value is not None for c in out) else None
+
+
+def _noise_volume(measurements: list[dict]) -> float:
+    """How noisy a derivation from ``measurements`` is at most, before looking at any count:
+    the variance of one measured count times how many are measured (what is summed)."""
+    return sum(mechanism_of(m["mechanism"]).variance * max(len(m["counts"]), 1)
+               for m in measurements)
 
 
 def _contiguous(months: list[date]) -> bool:

@@ -274,6 +274,9 @@ class Release:
     #: the lifetime budget of each data month this release reads, as of this call: what every
     #: release about that month has spent, by anyone (issue 16)
     lifetime: tuple[PeriodStatus, ...] = ()
+    #: how many of its periods this call derived from measurements already stored, for free
+    #: (``privacy._derive``); their cells' noise is a sum of stored noises, not ``mechanism``
+    derived: int = 0
 
     @property
     def lifetime_spent(self) -> PeriodStatus | None:
@@ -380,6 +383,8 @@ class Preview:
     cap: Epsilon
     delta: Delta = Delta(0.0)            # δ a fresh release costs (0: pure ε-DP)
     remaining_delta: Delta = Delta(0.0)
+    #: free because it can be derived from measurements already stored (``privacy._derive``)
+    derived: bool = False
 
 
 @dataclass(frozen=True)

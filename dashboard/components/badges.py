@@ -44,8 +44,10 @@ def lifetime_text(release: Release) -> str:
 
 
 def privacy_badge(release: Release) -> None:
-    cost = "free (a stored release)" if release.reused else (
-        f"ε {release.charged.value:g} charged")
+    cost = ("free (a stored release)" if release.reused else
+            "free (derived from numbers already released)"
+            if release.derived and release.charged.value == 0 else
+            f"ε {release.charged.value:g} charged")
     lifetime = lifetime_text(release)
     st.caption(
         f":material/shield_lock: {release.guarantee} This view: {cost}."
@@ -71,8 +73,9 @@ def budget_meter(status: BudgetStatus, preview: Preview | None = None, *,
                   f"{status.delta_cap.value:.1e} left)")
     if preview is not None:
         delta = (f" at δ {preview.delta.value:.0e}" if preview.delta.value > 0 else "")
-        label += (" · this view is free (stored release)" if preview.reused
-                  else f" · this view costs ε {preview.epsilon.value:g}{delta}")
+        label += (" · this view is free (derived from numbers already released)"
+                  if preview.derived else " · this view is free (stored release)"
+                  if preview.reused else f" · this view costs ε {preview.epsilon.value:g}{delta}")
     st.progress(fraction, text=label)
 
 
