@@ -45,6 +45,9 @@ class Settings:
     api_max_per_token: int = 8
     api_max_requests: int = 64
     api_max_connections: int = 512
+    #: Where `veil alerts --send` posts new alerts as JSON (VEIL_ALERT_WEBHOOK_URL): an https
+    #: URL, or http on the loopback interface; None: alerts are shown on the compliance page only.
+    alert_webhook_url: str | None = None
 
     @property
     def is_embedded(self) -> bool:
@@ -81,6 +84,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         role_mappings_file=Path(env.get("VEIL_ROLE_MAPPINGS")
                                 or PROJECT_ROOT / "config" / "role_mappings.toml"),
         export_worker=_export_worker(env),
+        alert_webhook_url=_alert_webhook_url(env),
         **_collector_limits(env),
     )
 
@@ -171,3 +175,45 @@ def _demo_accounts(env: dict[str, str], *, demo_mode: bool) -> bool | None:
         raise ConfigError("VEIL_DEMO_ACCOUNTS=1 needs VEIL_DEMO_MODE=1: demo accounts share a "
                           "public password and must never guard a store with real data")
     return raw == "1"
+
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def _alert_webhook_url(env: dict[str, str]) -> str | None:
+    """VEIL_ALERT_WEBHOOK_URL: https anywhere, plain http only to this machine's loopback.
+
+    Alerts name tenants, products and principals: they must not cross a network in clear text.
+    A value that is present but unusable stops start-up (fail closed), never silently drops
+    alerts.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    raw = env.get("VEIL_ALERT_WEBHOOK_URL", "").strip()
+    if not raw:
+        return None
+    name = "VEIL_ALERT_WEBHOOK_URL"
+    try:
+        parts = urlsplit(raw)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a URL ({exc}), got {raw!r}") from None
+    if parts.scheme not in {"http", "https"} or not host:
+        raise ConfigError(f"{name} must be an https:// URL (or http:// to 127.0.0.1, ::1 or "
+                          f"localhost), got {raw!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{name} must not carry a user name or password (put a token in its "
+                          f"path instead), got a URL with credentials for {host!r}")
+    if any(c.isspace() or ord(c) < 32 for c in raw):
+        raise ConfigError(f"{name} must not contain spaces or control characters")
+    if parts.scheme == "http":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host.lower() in _LOOPBACK_HOSTS
+        if not loopback:
+            raise ConfigError(f"{name} may use plain http only to the loopback interface "
+                              f"(127.0.0.1, ::1, localhost); use https for {host!r}")
+    return raw

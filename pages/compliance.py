@@ -11,7 +11,8 @@ from dashboard.components.charts import release_frame
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
 from dashboard.context import page_context
-from privacy import AuditFilter, BudgetFilter, ConsentFilter, ExportFilter, ReleaseFilter
+from privacy import (AuditFilter, BudgetFilter, ConsentFilter, ExportFilter, ReleaseFilter,
+                     add_months)
 
 gate, principal = page_context("compliance")
 catalog = gate.catalog
@@ -20,13 +21,16 @@ st.title("Compliance")
 st.caption(f"Records of {catalog.tenant(principal.tenant).name} only. Each section you open is "
            f"itself recorded in the audit log.")
 
-SECTIONS = ["Export records", "Audit log", "Release log", "Budget usage", "Policy versions",
-            "KPI definitions", "Consent", "Freshness & completeness", "Bias check"]
+SECTIONS = ["Export records", "Attention", "Job history", "Audit log", "Release log",
+            "Budget usage", "Policy versions", "KPI definitions", "Consent",
+            "Freshness & completeness", "Bias check", "Evidence bundle"]
 # Only the open tab runs (and is audited); the open tab is in the URL (?section=…) to link to.
 tabs = dict(zip(SECTIONS, st.tabs(SECTIONS, key="section", on_change="rerun",
                                   bind="query-params")))
 PERIODS = {"Last 7 days": 7, "Last 30 days": 30, "Last 365 days": 365, "All time": None}
 EXPORT_STATUSES = ["any", "pending", "queued", "running", "done", "failed", "rejected"]
+JOB_STATUSES = ["any", "failed", "succeeded", "running"]
+JOB_KINDS = {"any": None, "Materialisation": "materialize", "Export": "export"}
 
 
 def since(label: str) -> date | None:
@@ -48,6 +52,28 @@ if tabs["Export records"].open:
                 start=since(period), status=None if status == "any" else status,
                 requester=requester, page=int(number), page_size=25))
         views.show_export_records(records)
+
+if tabs["Attention"].open:
+    with tabs["Attention"]:
+        st.subheader("Needs attention")
+        st.caption("SLO breaches, budgets at 80% of their cap or more, failed jobs and spikes "
+                   "of refused requests, as of now.")
+        with guarded():
+            items = gate.compliance.attention(principal)
+        views.show_attention(items)
+
+if tabs["Job history"].open:
+    with tabs["Job history"]:
+        st.subheader("Job history")
+        left, middle, right = st.columns(3)
+        period = left.selectbox("Started", list(PERIODS), index=1, key="jobs_period")
+        status = middle.selectbox("Status", JOB_STATUSES, key="jobs_status")
+        kind = right.selectbox("Job", list(JOB_KINDS), key="jobs_kind")
+        with guarded():
+            runs = gate.compliance.job_history(
+                principal, status=None if status == "any" else status, kind=JOB_KINDS[kind],
+                since=since(period), limit=200)
+        views.show_jobs(runs)
 
 if tabs["Audit log"].open:
     with tabs["Audit log"]:
@@ -190,3 +216,28 @@ if tabs["Bias check"].open:
                            mime="text/csv", icon=":material/download:", key="bias_csv")
         with st.expander("Table of the released values"):
             st.dataframe(release_frame(release), hide_index=True, width="stretch")
+
+if tabs["Evidence bundle"].open:
+    with tabs["Evidence bundle"]:
+        st.subheader("Evidence bundle")
+        st.caption("One signed archive for an auditor: policy versions and diffs, release-log "
+                   "digests, export records and approvals, an audit summary and period budget "
+                   "usage for the months chosen. Building it is recorded in the audit log.")
+        this_month = today.replace(day=1)
+        months = [add_months(this_month, -i) for i in range(36)]
+        left, right = st.columns(2)
+        first = left.selectbox("From", months, index=6, key="evidence_from",
+                               format_func=lambda m: f"{m:%b %Y}")
+        last = right.selectbox("To", months, index=1, key="evidence_to",
+                               format_func=lambda m: f"{m:%b %Y}")
+        built = st.session_state.get("evidence_bundle")
+        if built is not None and built[0] != (first, last):
+            built = None  # another period: build again
+        if st.button("Build the evidence bundle", key="evidence_build",
+                     icon=":material/inventory_2:"):
+            with guarded(), st.spinner("Collecting and signing the evidence…"):
+                bundle = gate.compliance.evidence_bundle(principal, start=first, end=last)
+            built = ((first, last), bundle)
+            st.session_state["evidence_bundle"] = built
+        if built is not None:
+            views.show_evidence_bundle(built[1])

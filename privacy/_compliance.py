@@ -1,5 +1,7 @@
 """Compliance reads (SPEC D7): audit and release logs, export records, budgets, policies, KPI
-definitions, consent statistics, data quality, and the bias-check query.
+definitions, consent statistics, data quality, and the bias-check query; and (issue 20) the job
+history (``privacy._jobs``), the attention list of alerts (``privacy._alerts``) and the signed
+evidence bundle of a period (``privacy._evidence``).
 
 Reached as ``gate.compliance``. Owns what a compliance officer may read about their own tenant.
 Every read
@@ -894,17 +896,14 @@ class Compliance:
     def data_quality(self, principal: Principal) -> tuple[ProductQuality, ...]:
         """Freshness and completeness of every metric product of the tenant against its SLO."""
         now = self._clock()
-        today = now.date()
-        last = _add_months(today.replace(day=1), -1)
-        first = _add_months(last, -(self._catalog.policy.max_series_months - 1))
+        first, last = completeness_window(
+            now.date(), max_series_months=self._catalog.policy.max_series_months)
         with self._view(principal, "data_quality", {}) as seen:
             out = []
             with self._store.read() as session:
                 for fresh in freshness(session, self._catalog, tenant=principal.tenant, now=now):
-                    periods = set(session.scalars(
-                        select(CubeMonthly.period).distinct()
-                        .where(CubeMonthly.tenant_id == principal.tenant,
-                               CubeMonthly.product_id == fresh.product)).all())
+                    coverage = month_coverage(session, tenant=principal.tenant,
+                                              product=fresh.product, first=first, last=last)
                     batches, rows, rejected = session.execute(
                         select(func.count(), func.coalesce(func.sum(IngestBatch.rows), 0),
                                func.coalesce(func.sum(IngestBatch.rejected), 0))
@@ -912,17 +911,10 @@ class Compliance:
                                IngestBatch.product_id == fresh.product,
                                IngestBatch.started_at >= datetime.combine(first, time()))
                     ).one()
-                    months = {date.fromisoformat(str(p)[:10]) for p in periods}
-                    start = max(first, min(months)) if months else first
-                    expected = _months(start, last)
-                    missing = tuple(m.isoformat()[:7] for m in expected if m not in months)
+                    start, expected, missing = coverage.start, coverage.expected, coverage.missing
                     breaches = list(fresh.breaches)
-                    if not months:
-                        breaches.append("no months of data in its aggregates")
-                    elif missing:
-                        breaches.append(f"{len(missing)} of {len(expected)} months have no data "
-                                        f"({', '.join(missing[:6])}"
-                                        f"{' …' if len(missing) > 6 else ''})")
+                    if coverage.breach:
+                        breaches.append(coverage.breach)
                     out.append(ProductQuality(
                         product=fresh.product, title=fresh.title, slo_hours=fresh.slo_hours,
                         last_refresh=fresh.last_refresh,
@@ -930,12 +922,73 @@ class Compliance:
                         newest_event=fresh.newest_event, data_age_hours=fresh.data_age_hours,
                         pending_months=fresh.pending_months,
                         last_job_status=fresh.last_job_status, window_start=start,
-                        window_end=last, expected_months=len(expected),
-                        months_with_data=len(expected) - len(missing), missing_months=missing,
+                        window_end=last, expected_months=expected,
+                        months_with_data=expected - len(missing), missing_months=missing,
                         batches=int(batches), rows_ingested=int(rows),
                         rows_quarantined=int(rejected), breaches=tuple(breaches)))
             seen.update(breached=[q.product for q in out if q.breached])
         return tuple(out)
+
+    # -- job history, alerts and evidence (issue 20) --
+
+    def job_history(self, principal: Principal, *, status: str | None = None,
+                    kind: str | None = None, since: date | None = None,
+                    limit: int = 100) -> tuple:
+        """The tenant's materialisation and export runs, newest first (``JobRecord``s):
+        status, rows, duration, error. ``since`` is a day (UTC); runs started on or after it."""
+        detail = {"status": status, "kind": kind, "limit": limit,
+                  "since": since.isoformat() if isinstance(since, date) else since}
+        with self._view(principal, "job_history",
+                        {k: v for k, v in detail.items() if v is not None}) as seen:
+            from privacy._jobs import job_history
+
+            _check_day("since", since)
+            start = datetime.combine(since, time()) if since is not None else None
+            with self._store.read() as session:
+                runs = job_history(session, tenant=principal.tenant, status=status, kind=kind,
+                                   since=start, limit=limit)
+            seen.update(rows=len(runs), failed=sum(1 for r in runs if r.failed))
+        return runs
+
+    def attention(self, principal: Principal) -> tuple:
+        """What needs attention in the tenant now (``AlertState``s, most severe first): SLO
+        breaches, budgets near their cap, failed jobs, a spike of refusals — each with what the
+        alert webhook was told about it."""
+        with self._view(principal, "attention", {}) as seen:
+            from privacy._alerts import alert_states, current_alerts
+
+            with self._store.read() as session:
+                alerts = current_alerts(session, self._catalog, now=self._clock(),
+                                        tenant=principal.tenant)
+                states = alert_states(session, alerts)
+            seen.update(alerts=len(states),
+                        kinds=sorted({s.alert.kind for s in states}))
+        return states
+
+    def evidence_bundle(self, principal: Principal, *, start: date, end: date):
+        """The tenant's signed evidence bundle for the months ``start`` .. ``end`` (first days):
+        policy versions and diffs, release-log digests, export records and approvals, an audit
+        summary and period budget usage, with a signed manifest (``Bundle``)."""
+        detail = {"from": f"{start:%Y-%m}" if isinstance(start, date) else repr(start),
+                  "to": f"{end:%Y-%m}" if isinstance(end, date) else repr(end)}
+        with self._view(principal, "evidence_bundle", detail) as seen:
+            from privacy._evidence import build_bundle
+
+            with self._store.read() as session:
+                bundle = build_bundle(session, self._catalog, tenants=[principal.tenant],
+                                      start=start, end=end, secret=self._gate._secret,
+                                      generated_at=self._clock(),
+                                      generated_by=principal.subject)
+            seen.update(sha256=bundle.sha256, members=len(bundle.manifest["members"]))
+        return bundle
+
+    def evidence_key(self, principal: Principal) -> str:
+        """The hex Ed25519 public key that checks this deployment's evidence bundles."""
+        with self._view(principal, "evidence_key", {}):
+            from privacy._evidence import public_key
+
+            key = public_key(self._gate._secret)
+        return key
 
     # -- the bias-check dataset --
 
@@ -960,6 +1013,45 @@ class Compliance:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonthCoverage:
+    """Which months of a completeness window have cube rows (see the module docstring)."""
+
+    start: date                  # the window's first month: ``first`` or the product's first
+    expected: int                # months expected from ``start`` to the window's last month
+    missing: tuple[str, ...]     # YYYY-MM of the expected months without data
+    has_data: bool
+
+    @property
+    def breach(self) -> str | None:
+        if not self.has_data:
+            return "no months of data in its aggregates"
+        if self.missing:
+            return (f"{len(self.missing)} of {self.expected} months have no data "
+                    f"({', '.join(self.missing[:6])}{' …' if len(self.missing) > 6 else ''})")
+        return None
+
+
+def month_coverage(session, *, tenant: str, product: str, first: date,
+                   last: date) -> MonthCoverage:
+    """Month coverage of a (tenant, product) cube between ``first`` and ``last`` (months)."""
+    periods = set(session.scalars(
+        select(CubeMonthly.period).distinct()
+        .where(CubeMonthly.tenant_id == tenant, CubeMonthly.product_id == product)).all())
+    months = {date.fromisoformat(str(p)[:10]) for p in periods}
+    start = max(first, min(months)) if months else first
+    expected = _months(start, last)
+    missing = tuple(m.isoformat()[:7] for m in expected if m not in months)
+    return MonthCoverage(start=start, expected=len(expected), missing=missing,
+                         has_data=bool(months))
+
+
+def completeness_window(today: date, *, max_series_months: int) -> tuple[date, date]:
+    """The completeness window: ``max_series_months`` complete months up to last month."""
+    last = _add_months(today.replace(day=1), -1)
+    return _add_months(last, -(max_series_months - 1)), last
 
 
 def _detail(filters) -> dict:

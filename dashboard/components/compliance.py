@@ -28,9 +28,10 @@ from privacy import (
     Release,
 )
 
-__all__ = ["audit_frame", "bias_chart", "bias_csv", "budget_chart", "consent_chart",
-           "export_frame", "quality_frame", "release_log_frame", "show_audit_log",
-           "show_budget_usage", "show_consent", "show_export_records", "show_kpi_history",
+__all__ = ["attention_frame", "audit_frame", "bias_chart", "bias_csv", "budget_chart",
+           "consent_chart", "export_frame", "jobs_frame", "quality_frame", "release_log_frame",
+           "show_attention", "show_audit_log", "show_budget_usage", "show_consent",
+           "show_evidence_bundle", "show_export_records", "show_jobs", "show_kpi_history",
            "show_policy_diff", "show_policy_versions", "show_quality", "show_release_log"]
 
 _PALETTE = ["#2E6F95", "#B23A48", "#3C8D5A", "#D08C2E", "#6B4C9A", "#4A4A4A", "#1F9E89",
@@ -340,6 +341,106 @@ def show_quality(products: tuple[ProductQuality, ...]) -> None:
                    f"of data) to {q.window_end:%b %Y}. Freshness breaches when the cube was never "
                    f"built, changes wait longer than the SLO, or the newest event is older "
                    f"than the SLO.")
+
+
+# --- job history, attention, evidence (issue 20) ---------------------------------------------
+
+
+_JOB_COLUMNS = ["Status", "Job", "Product", "Started (UTC)", "Finished (UTC)", "Duration (s)",
+                "Rows", "Error", "Run"]
+
+
+def jobs_frame(runs) -> pd.DataFrame:
+    """One row per run (``JobRecord``s from ``gate.compliance.job_history``), newest first."""
+    return pd.DataFrame([{
+        "Status": "✗ failed" if r.failed else r.status, "Job": r.kind,
+        "Product": r.product or "—", "Started (UTC)": r.started_at,
+        "Finished (UTC)": r.finished_at,
+        "Duration (s)": None if r.duration_s is None else round(r.duration_s, 2),
+        "Rows": r.rows, "Error": r.error or "", "Run": r.id} for r in runs],
+        columns=_JOB_COLUMNS)
+
+
+def show_jobs(runs) -> None:
+    if not runs:
+        st.info("No job runs match these filters.")
+        return
+    failed = [r for r in runs if r.failed]
+    if failed:
+        st.error(f"{len(failed)} of {len(runs)} runs failed; the newest: {failed[0].kind} of "
+                 f"{failed[0].product or '—'} at {failed[0].started_at:%Y-%m-%d %H:%M} UTC.",
+                 icon=":material/error:")
+    st.dataframe(jobs_frame(runs).style.apply(
+        lambda row: [_BREACH if row["Status"].startswith("✗") else ""] * len(row), axis=1),
+        hide_index=True, width="stretch", column_config={
+            "Duration (s)": st.column_config.NumberColumn(format="%.2f"),
+            "Rows": st.column_config.NumberColumn(format="%d")})
+    st.caption("Materialisation runs rebuild the aggregate cubes; export runs build requested "
+               "files. A failed materialisation leaves the previous cube in place.")
+
+
+_KIND_TITLES = {"slo_breach": "SLO breached", "budget_near_cap": "Budget near its cap",
+                "job_failed": "Job failed", "refusal_spike": "Refusals spiking"}
+
+
+def attention_frame(items) -> pd.DataFrame:
+    """One row per alert (``AlertState``s from ``gate.compliance.attention``)."""
+    def webhook(item) -> str:
+        if item.delivered_at is not None:
+            return f"sent {item.delivered_at:%Y-%m-%d %H:%M}"
+        if item.attempts:
+            return f"not sent ({item.attempts} attempt(s)): {item.last_error}"
+        return "not sent yet"
+
+    return pd.DataFrame([{
+        "Severity": "‼ critical" if i.alert.severity == "critical" else "warning",
+        "Kind": _KIND_TITLES.get(i.alert.kind, i.alert.kind),
+        "Product": i.alert.product or "—", "What": i.alert.title, "Since (UTC)": i.alert.since,
+        "Webhook": webhook(i), "Alert id": i.alert.key} for i in items],
+        columns=["Severity", "Kind", "Product", "What", "Since (UTC)", "Webhook", "Alert id"])
+
+
+def show_attention(items) -> None:
+    if not items:
+        st.success("Nothing needs attention: every product is within its SLO, no budget is "
+                   "near its cap and no job has failed recently.",
+                   icon=":material/check_circle:")
+        return
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.alert.kind] = counts.get(item.alert.kind, 0) + 1
+    summary = "; ".join(f"{_KIND_TITLES.get(k, k)}: {n}" for k, n in counts.items())
+    critical = sum(1 for i in items if i.alert.severity == "critical")
+    (st.error if critical else st.warning)(
+        f"{len(items)} item(s) need attention ({critical} critical). {summary}.",
+        icon=":material/notifications_active:")
+    st.dataframe(attention_frame(items).style.apply(
+        lambda row: [_BREACH if row["Severity"].startswith("‼") else ""] * len(row), axis=1),
+        hide_index=True, width="stretch")
+    st.caption("Budgets are flagged at 80% of their cap. `veil alerts --send` posts each alert "
+               "once to the configured webhook (VEIL_ALERT_WEBHOOK_URL); one that could not be "
+               "delivered is retried on the next run.")
+
+
+def show_evidence_bundle(bundle) -> None:
+    """What was built, a download button for it, and how to verify it."""
+    manifest = bundle.manifest
+    signature = manifest["signature"]
+    st.success(f"Evidence bundle for {manifest['period']['from']} – {manifest['period']['to']}: "
+               f"{len(manifest['members'])} members, {len(bundle.data):,} bytes, SHA-256 "
+               f"{bundle.sha256[:16]}…", icon=":material/verified:")
+    st.download_button("Download the evidence bundle", data=bundle.data, file_name=bundle.name,
+                       mime="application/zip", icon=":material/download:",
+                       key="evidence_download")
+    st.dataframe(pd.DataFrame([{"Member": m["name"], "Bytes": m["bytes"],
+                                "SHA-256": m["sha256"]} for m in manifest["members"]]),
+                 hide_index=True, width="stretch")
+    st.markdown(f"Signed with Ed25519 key `{signature['public_key']}`. Anyone can check it: "
+                f"`veil evidence verify {bundle.name} --public-key {signature['public_key']}`"
+                f" (the README inside says how to check it by hand).")
+    if signature["demo_key"]:
+        st.warning("This is a demo store: the bundle is signed with the public demo key, so it "
+                   "proves the bundle is intact, not who made it.", icon=":material/info:")
 
 
 # --- the bias-check dataset ------------------------------------------------------------------
