@@ -15,8 +15,9 @@ import calendar
 from collections.abc import Callable
 from datetime import date, datetime
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from data.bootstrap import utcnow
@@ -34,18 +35,12 @@ _SLACK = 1e-9
 _DELTA_SLACK = 1e-15
 
 
-def _get_or_create(session: Session, query, make):
-    """The row ``query`` finds, created by ``make()`` first when there is none; a concurrent
-    session that creates it first wins (the unique constraint), and its row is returned."""
-    row = session.scalar(query)
-    if row is not None:
-        return row
-    try:
-        with session.begin_nested():
-            session.add(make())
-    except IntegrityError:
-        pass  # a concurrent session created it first
-    return session.scalars(query).one()
+def _insert_missing(session: Session, table, rows: list[dict], keys: tuple[str, ...]):
+    """INSERT ``rows``, skipping those whose ``keys`` exist already (a concurrent insert of
+    the same key waits for the other transaction and is then skipped): both dialects."""
+    dialect = session.get_bind().dialect.name
+    make = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return make(table).values(rows).on_conflict_do_nothing(index_elements=list(keys))
 
 
 def window_of(day: date) -> tuple[date, date]:
@@ -58,18 +53,6 @@ class Ledger:
     def __init__(self, store: Store, *, clock: Callable[[], datetime] = utcnow):
         self._store = store
         self._clock = clock  # stamps entries: the gate's clock, so a pinned gate stamps alike
-
-    def _account(self, session: Session, *, tenant: str, principal: str, role: str,
-                 product: str, cap: float, delta_cap: float | None,
-                 today: date) -> BudgetAccount:
-        start, end = window_of(today)
-        query = select(BudgetAccount).where(
-            BudgetAccount.tenant_id == tenant, BudgetAccount.principal == principal,
-            BudgetAccount.product_id == product, BudgetAccount.window_start == start)
-        return _get_or_create(session, query, lambda: BudgetAccount(
-            tenant_id=tenant, principal=principal, role=role, product_id=product,
-            window_start=start, window_end=end, cap=cap, spent=0.0,
-            delta_cap=delta_cap or 0.0, delta_spent=0.0))
 
     def status(self, *, tenant: str, principal: str, product: str, cap: float,
                today: date, delta_cap: float = 0.0) -> BudgetStatus:
@@ -87,34 +70,42 @@ class Ledger:
 
     def _spend(self, session: Session, *, tenant: str, principal: str, role: str,
                product: str, epsilon: Epsilon, cap: float, delta: Delta,
-               delta_cap: float | None, today: date) -> BudgetAccount:
+               delta_cap: float | None, today: date) -> int:
         """The atomic conditional UPDATE ``spent + ε <= cap`` (and ``delta_spent + δ <=
-        delta_cap`` when δ > 0), or BudgetExhausted saying which fell short."""
+        delta_cap`` when δ > 0) of the principal's account in this window, created first if
+        there is none (a concurrent creation wins quietly); its id, or BudgetExhausted saying
+        which fell short. Core statements: no ORM flush on the hot path."""
         if delta.value > 0 and delta_cap is None:
             raise VeilBug(f"a charge of {delta} needs the window's δ cap")
-        account = self._account(session, tenant=tenant, principal=principal, role=role,
-                                product=product, cap=cap, delta_cap=delta_cap, today=today)
-        conditions = [BudgetAccount.spent + epsilon.value <= BudgetAccount.cap + _SLACK]
-        values = {"spent": BudgetAccount.spent + epsilon.value}
+        accounts = BudgetAccount.__table__
+        start, end = window_of(today)
+        session.execute(_insert_missing(session, accounts, [{
+            "tenant_id": tenant, "principal": principal, "role": role, "product_id": product,
+            "window_start": start, "window_end": end, "cap": cap, "spent": 0.0,
+            "delta_cap": delta_cap or 0.0, "delta_spent": 0.0}],
+            ("tenant_id", "principal", "product_id", "window_start")))
+        where = (accounts.c.tenant_id == tenant, accounts.c.principal == principal,
+                 accounts.c.product_id == product, accounts.c.window_start == start)
+        conditions = [accounts.c.spent + epsilon.value <= accounts.c.cap + _SLACK]
+        values = {"spent": accounts.c.spent + epsilon.value}
         if delta_cap is not None:
             # the policy's δ cap as of this charge, like the ε cap (``Admin.cap_in``)
             values["delta_cap"] = delta_cap
         if delta.value > 0:
-            conditions.append(BudgetAccount.delta_spent + delta.value <= delta_cap + _DELTA_SLACK)
-            values["delta_spent"] = BudgetAccount.delta_spent + delta.value
-        result = session.execute(
-            update(BudgetAccount).where(BudgetAccount.id == account.id, *conditions)
-            .values(**values).execution_options(synchronize_session=False))
-        if result.rowcount != 1:
-            session.refresh(account)
-            start, end = window_of(today)
+            conditions.append(accounts.c.delta_spent + delta.value <= delta_cap + _DELTA_SLACK)
+            values["delta_spent"] = accounts.c.delta_spent + delta.value
+        drawn = session.execute(update(accounts).where(*where, *conditions).values(**values)
+                                .returning(accounts.c.id)).first()
+        if drawn is None:
+            account_cap, spent, delta_spent = session.execute(select(
+                accounts.c.cap, accounts.c.spent, accounts.c.delta_spent).where(*where)).one()
             raise BudgetExhausted(
-                requested=epsilon.value, remaining=max(account.cap - account.spent, 0.0),
+                requested=epsilon.value, remaining=max(account_cap - spent, 0.0),
                 window=f"{start.isoformat()} – {end.isoformat()}", product=product,
                 delta_requested=delta.value,
-                delta_remaining=(max(delta_cap - account.delta_spent, 0.0)
+                delta_remaining=(max(delta_cap - delta_spent, 0.0)
                                  if delta_cap is not None else None))
-        return account
+        return drawn[0]
 
     def reserve(self, *, tenant: str, principal: str, role: str, product: str,
                 epsilon: Epsilon, cap: float, today: date, delta: Delta = Delta(0.0),
@@ -124,7 +115,7 @@ class Ledger:
             account = self._spend(session, tenant=tenant, principal=principal, role=role,
                                   product=product, epsilon=epsilon, cap=cap, delta=delta,
                                   delta_cap=delta_cap, today=today)
-            entry = BudgetEntry(account_id=account.id, epsilon=epsilon.value,
+            entry = BudgetEntry(account_id=account, epsilon=epsilon.value,
                                 delta=delta.value, state="reserved", created_at=self._clock())
             session.add(entry)
             session.flush()
@@ -143,9 +134,9 @@ class Ledger:
                               product=product, epsilon=epsilon, cap=cap, delta=delta,
                               delta_cap=delta_cap, today=today)
         now = self._clock()
-        session.add(BudgetEntry(account_id=account.id, release_id=release_id,
-                                epsilon=epsilon.value, delta=delta.value, state="committed",
-                                created_at=now, settled_at=now))
+        session.execute(insert(BudgetEntry.__table__).values(
+            account_id=account, release_id=release_id, epsilon=epsilon.value,
+            delta=delta.value, state="committed", created_at=now, settled_at=now))
 
     def commit(self, session: Session, entry_id: int, *, release_id: str) -> None:
         """Mark a reservation spent, inside the caller's transaction that stores the release."""
@@ -200,15 +191,6 @@ class PeriodLedger:
         self._store = store
         self._clock = clock
 
-    def _budget(self, session: Session, *, tenant: str, product: str, period: date,
-                cap: float, delta_cap: float) -> PeriodBudget:
-        query = select(PeriodBudget).where(PeriodBudget.tenant_id == tenant,
-                                           PeriodBudget.product_id == product,
-                                           PeriodBudget.period == period)
-        return _get_or_create(session, query, lambda: PeriodBudget(
-            tenant_id=tenant, product_id=product, period=period, cap=cap, spent=0.0,
-            delta_cap=delta_cap, delta_spent=0.0))
-
     def charge(self, session: Session, *, tenant: str, product: str, periods: list[date],
                epsilon: Epsilon, delta: Delta, cap: float, full_cap: float, delta_cap: float,
                release_id: str, principal: str, role: str, viewer: bool = True) -> None:
@@ -218,38 +200,49 @@ class PeriodLedger:
         Everyone's draws together stay within ``full_cap`` (the month's lifetime ε); a
         ``viewer``'s draws, counted apart, within ``cap`` (the viewers' share of it), so that
         publication and umbrella exports, which may use the reserved rest, never eat into
-        what viewers have.
+        what viewers have. Core statements only: one insert of the months not yet drawn on
+        (a concurrent one wins quietly), one conditional UPDATE … RETURNING per month in month
+        order, one insert of every charge.
         """
+        months = sorted(set(periods))
+        if not months:
+            return
         now = self._clock()
-        for period in sorted(set(periods)):
-            budget = self._budget(session, tenant=tenant, product=product, period=period,
-                                  cap=full_cap, delta_cap=delta_cap)
-            conditions = [PeriodBudget.spent + epsilon.value <= full_cap + _SLACK]
-            values = {"spent": PeriodBudget.spent + epsilon.value, "cap": full_cap,
-                      "delta_cap": delta_cap}
-            if viewer:
-                conditions.append(PeriodBudget.viewer_spent + epsilon.value <= cap + _SLACK)
-                values["viewer_spent"] = PeriodBudget.viewer_spent + epsilon.value
-            if delta.value > 0:
-                conditions.append(PeriodBudget.delta_spent + delta.value
-                                  <= delta_cap + _DELTA_SLACK)
-                values["delta_spent"] = PeriodBudget.delta_spent + delta.value
-            result = session.execute(
-                update(PeriodBudget).where(PeriodBudget.id == budget.id, *conditions)
-                .values(**values).execution_options(synchronize_session=False))
-            if result.rowcount != 1:
-                session.refresh(budget)
-                remaining = min(full_cap - budget.spent,
-                                cap - budget.viewer_spent if viewer else full_cap)
+        budgets = PeriodBudget.__table__
+        session.execute(_insert_missing(session, budgets, [
+            {"tenant_id": tenant, "product_id": product, "period": month, "cap": full_cap,
+             "spent": 0.0, "viewer_spent": 0.0, "delta_cap": delta_cap, "delta_spent": 0.0}
+            for month in months], ("tenant_id", "product_id", "period")))
+        conditions = [budgets.c.spent + epsilon.value <= full_cap + _SLACK]
+        values = {"spent": budgets.c.spent + epsilon.value, "cap": full_cap,
+                  "delta_cap": delta_cap}
+        if viewer:
+            conditions.append(budgets.c.viewer_spent + epsilon.value <= cap + _SLACK)
+            values["viewer_spent"] = budgets.c.viewer_spent + epsilon.value
+        if delta.value > 0:
+            conditions.append(budgets.c.delta_spent + delta.value <= delta_cap + _DELTA_SLACK)
+            values["delta_spent"] = budgets.c.delta_spent + delta.value
+        charges = []
+        for month in months:
+            where = (budgets.c.tenant_id == tenant, budgets.c.product_id == product,
+                     budgets.c.period == month)
+            drawn = session.execute(update(budgets).where(*where, *conditions)
+                                    .values(**values).returning(budgets.c.id)).first()
+            if drawn is None:
+                spent, viewers, delta_spent = session.execute(select(
+                    budgets.c.spent, budgets.c.viewer_spent, budgets.c.delta_spent)
+                    .where(*where)).one()
+                remaining = min(full_cap - spent, cap - viewers if viewer else full_cap)
                 raise PeriodBudgetExhausted(
-                    product=product, period=period, requested=epsilon.value,
+                    product=product, period=month, requested=epsilon.value,
                     remaining=max(remaining, 0.0), cap=cap if viewer else full_cap,
                     delta_requested=delta.value,
-                    delta_remaining=max(delta_cap - budget.delta_spent, 0.0)
+                    delta_remaining=max(delta_cap - delta_spent, 0.0)
                     if delta.value else None)
-            session.add(PeriodCharge(budget_id=budget.id, release_id=release_id,
-                                     principal=principal, role=role, epsilon=epsilon.value,
-                                     delta=delta.value, at=now))
+            charges.append({"budget_id": drawn[0], "release_id": release_id,
+                            "principal": principal, "role": role, "epsilon": epsilon.value,
+                            "delta": delta.value, "at": now})
+        session.execute(insert(PeriodCharge.__table__), charges)
 
     def status(self, *, tenant: str, product: str, periods: list[date], cap: float,
                delta_cap: float) -> dict[date, PeriodStatus]:

@@ -589,7 +589,7 @@ class Gate:
                 period_key=period_keys[month], release_id=release_id,
                 tenant_id=principal.tenant, product_id=plan.product.id, period=month,
                 cells=fresh[period_keys[month]], measurement=measurements.get(month),
-                source=(self._source_key(principal, query, plan, data_version)
+                source=(self._source_key(principal, query, plan, data_version, query.filters)
                         if month in measurements else None),
                 derived=month in derived) for month in missing)
         return self._to_release(row, plan.product, charged=epsilon, reused=False, k=plan.k,
@@ -598,11 +598,13 @@ class Gate:
 
     # --- deriving from stored measurements (privacy._derive) -------------------------------------
 
-    def _source_key(self, principal: Principal, query: Query, plan: _Plan,
-                    data_version: int) -> str:
-        """What measurements can be summed with each other: same metric, data, policy and
-        tenant settings (the planner reads only these)."""
-        return self._key(principal, data_version, plan, source=query.metric)
+    def _source_key(self, principal: Principal, query: Query, plan: _Plan, data_version: int,
+                    filters) -> str:
+        """Which measurements a view may be derived from: same metric, data, policy and
+        tenant settings, and filters (a source's filters are a subset of the view's), so the
+        planner reads only candidates (one key per subset of the view's few filters)."""
+        return self._key(principal, data_version, plan, source=query.metric,
+                         filters=sorted(list(f) for f in filters))
 
     def _source(self, query: Query, plan: _Plan, data_version: int) -> dict:
         """What a stored measurement was measured as: whether it can answer another view."""
@@ -645,7 +647,10 @@ class Gate:
                                       ReleasePeriod.cells).where(
             ReleasePeriod.tenant_id == principal.tenant,
             ReleasePeriod.product_id == plan.product.id,
-            ReleasePeriod.source == self._source_key(principal, query, plan, data_version),
+            ReleasePeriod.source.in_([
+                self._source_key(principal, query, plan, data_version, subset)
+                for size in range(len(query.filters) + 1)
+                for subset in itertools.combinations(query.filters, size)]),
             ReleasePeriod.period.in_(read))).all()
         sources: dict[date, list[dict]] = defaultdict(list)
         totals: dict[date, list[list]] = defaultdict(list)
