@@ -11,7 +11,10 @@ from dashboard.worker import start_export_worker
 from privacy import VeilError
 
 # An emoji favicon is drawn in the browser; a :material: one would be fetched from Google.
-st.set_page_config(page_title="Veil", page_icon="🛡️", layout="wide")
+# The menu (with the light/dark theme choice) shows only when it has an item of ours: About.
+st.set_page_config(page_title="Veil", page_icon="🛡️", layout="wide", menu_items={
+    "About": "**Veil** — privacy-first analytics for public programmes. Every number passes "
+             "one privacy gate; no individual can be singled out."})
 
 try:
     settings = current_settings()

@@ -8,7 +8,11 @@ Two identity sources resolve through the same role-mapping table (in the gate):
   ``iat`` (a browser refresh starts a new Streamlit session but keeps the cookie, so the bound
   must come from the token, not from this session).
 - **Demo accounts** (local, argon2-hashed, clearly labelled) in demo mode, switched off when
-  OIDC is configured unless VEIL_DEMO_ACCOUNTS=1; the session runs from the demo sign-in.
+  OIDC is configured unless VEIL_DEMO_ACCOUNTS=1; the session runs from the demo sign-in. The
+  gate keeps the sign-in on record (like an OIDC one) under the hash of a random token; the
+  browser keeps the token in a cookie (``veil_demo``, SameSite=Strict, expiring with the
+  session), so a refresh resumes the sign-in the record says is still open, and a token that
+  was signed out or has expired is refused (audited) and gets the sign-in page.
 
 With neither, nobody gets in and the page names the missing setting; a secrets file that does
 not parse lets nobody in either (never "as if absent", which would switch the demo accounts
@@ -16,13 +20,14 @@ back on), naming the file and line. An identity without a role mapping gets a "n
 (the gate audits it); never a default role. Everything outside this module receives a
 Principal, never ``st.user``.
 
-Every run of an OIDC sign-in is checked against the gate's record of it (a copied cookie of a
-sign-in that was signed out or has expired gets the sign-in page, and the gate audits the
-refusal); ``st.session_state`` holds only who this browser tab shows as signed in.
+Every run of an OIDC or demo sign-in is checked against the gate's record of it (a copied
+cookie of a sign-in that was signed out or has expired gets the sign-in page, and the gate
+audits the refusal); ``st.session_state`` holds only who this browser tab shows as signed in.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -58,6 +63,16 @@ _EXPIRED_KEY = "veil_session_expired"
 #: The claim that asks the gate to check this browser sign-in against its record (and bound
 #: it to this many hours): privacy._access.SESSION_HOURS_CLAIM.
 _SESSION_HOURS_CLAIM = "veil_session_hours"
+#: The claim that carries a demo sign-in's token to the gate: privacy._access.DEMO_TOKEN_CLAIM.
+_DEMO_TOKEN_CLAIM = "veil_demo_token"
+#: The browser cookie that carries ``<signed-in unix time>.<token>`` across a refresh.
+DEMO_COOKIE = "veil_demo"
+#: This tab's demo sign-in token (the cookie is written by the browser, read on refresh only).
+_DEMO_TOKEN_KEY = "veil_demo_token"
+#: A cookie value this tab has already ended: the browser may still send it until it has run
+#: the script that drops it, and it must not be resumed (nor refused again) meanwhile.
+_DEMO_DROPPED_KEY = "veil_demo_dropped"
+_COOKIE_VALUE = re.compile(r"(\d{1,12})\.([A-Za-z0-9_-]{32,128})")
 
 
 @dataclass(frozen=True)
@@ -171,18 +186,114 @@ def require_principal(gate: Gate, settings: Settings) -> Principal:
             end_session()  # a principal without a sign-in time is not a sign-in
         elif session_expired(started, hours=settings.session_hours, at=at):
             end_session()
+            _forget_demo_token()
             gate.record_session_end(principal, reason="expired")
             st.session_state[_EXPIRED_KEY] = True
         elif principal.source == "demo" and demo_accounts_enabled(gate, settings, auth):
+            token = st.session_state.get(_DEMO_TOKEN_KEY)
+            if token is None:  # UI state set without a sign-in token (tests): nothing to check
+                return principal
+            # Like OIDC: checked against the gate's record on every run, so a sign-out in
+            # another tab or browser ends this one at its next click.
+            principal = _resume_demo(gate, settings, auth, token)
+            _keep_demo_cookie(token, started=started, hours=settings.session_hours)
             return principal
         else:
             # OIDC: the cookie is checked against the gate's record of the sign-in on every
             # run (below), so a sign-in ended elsewhere ends here at the next click too.
             end_session()
+            _forget_demo_token()
+    if demo_accounts_enabled(gate, settings, auth):
+        resumed = _demo_cookie()
+        if resumed is not None:  # a refresh (or a new tab) of a demo sign-in
+            started, token = resumed
+            principal = _resume_demo(gate, settings, auth, token)
+            start_session(principal, signed_in_at=started)
+            st.session_state[_DEMO_TOKEN_KEY] = token
+            _keep_demo_cookie(token, started=started, hours=settings.session_hours)
+            return principal
     if auth.usable and st.user.get("is_logged_in", False):
         return _oidc_principal(gate, settings, auth, at)
     _sign_in_page(gate, settings, auth)
     _stop_outside_the_app()
+
+
+# --- demo sign-ins across a refresh ------------------------------------------------------------
+
+
+def _browser_cookies() -> Mapping[str, str]:
+    """The cookies the browser sent when this tab connected (a refresh reconnects); none
+    outside a browser (AppTest has no client to send any)."""
+    cookies = st.context.cookies
+    if not isinstance(cookies, Mapping):
+        return {}
+    return {name: value for name, value in cookies.items() if isinstance(value, str)}
+
+
+def _demo_cookie() -> tuple[datetime, str] | None:
+    """(signed-in time, token) from the browser's demo cookie, unless absent, malformed or
+    already ended in this tab. The time is only shown ("Session ends …"): the gate's record
+    decides when the sign-in ends."""
+    value = _browser_cookies().get(DEMO_COOKIE)
+    if not value or value == st.session_state.get(_DEMO_DROPPED_KEY):
+        return None
+    match = _COOKIE_VALUE.fullmatch(value)
+    if match is None:
+        st.session_state[_DEMO_DROPPED_KEY] = value
+        return None
+    try:
+        started = datetime.fromtimestamp(int(match[1]), UTC)
+    except (OverflowError, OSError, ValueError):
+        st.session_state[_DEMO_DROPPED_KEY] = value
+        return None
+    return started, match[2]
+
+
+def _resume_demo(gate: Gate, settings: Settings, auth: AuthConfig, token: str) -> Principal:
+    """The principal of the demo sign-in on record under ``token``; the sign-in page (with the
+    reason) if the gate refuses it: signed out, expired, unknown, or no longer mapped."""
+    try:
+        return gate.resolve({_DEMO_TOKEN_CLAIM: token,
+                             _SESSION_HOURS_CLAIM: settings.session_hours}, source="demo")
+    except VeilError as exc:
+        end_session()
+        _forget_demo_token()
+        if getattr(exc, "sign_in_ended", None) == "expired":
+            st.session_state[_EXPIRED_KEY] = True
+            notice = None
+        else:
+            notice = str(exc)
+        _sign_in_page(gate, settings, auth, notice=notice)
+        _stop_outside_the_app()
+
+
+def _forget_demo_token() -> None:
+    """Forget this tab's demo token and never resume its cookie in this tab again."""
+    token = st.session_state.pop(_DEMO_TOKEN_KEY, None)
+    cookie = _browser_cookies().get(DEMO_COOKIE)
+    if cookie:
+        st.session_state[_DEMO_DROPPED_KEY] = cookie
+    elif token is not None:
+        st.session_state[_DEMO_DROPPED_KEY] = token
+
+
+def _cookie_script(value: str, *, seconds: int) -> str:
+    """A script that sets (or, with 0 seconds, drops) the demo cookie in this browser."""
+    text = html.escape(f"{DEMO_COOKIE}={value}; Max-Age={max(seconds, 0)}; Path=/; "
+                       f"SameSite=Strict", quote=False)
+    return (f'<script>document.cookie = "{text}" + (location.protocol === "https:" ? '
+            f'"; Secure" : "");</script>')
+
+
+def _keep_demo_cookie(token: str, *, started: datetime, hours: float) -> None:
+    """Keep the browser's demo cookie for the rest of the session (a refresh resumes it)."""
+    seconds = int((session_ends_at(started, hours=hours) - now()).total_seconds())
+    st.sidebar.html(_cookie_script(f"{int(started.timestamp())}.{token}", seconds=seconds),
+                    unsafe_allow_javascript=True)
+
+
+def _drop_demo_cookie() -> None:
+    st.html(_cookie_script("", seconds=0), unsafe_allow_javascript=True)
 
 
 def _issued_at(claims: Mapping) -> datetime | None:
@@ -258,6 +369,7 @@ def _outside() -> None:
 def sign_out(gate: Gate) -> None:
     """End this session: audit it, drop the principal, and sign out of the provider too."""
     principal = end_session()
+    _forget_demo_token()
     if principal is not None:
         gate.record_session_end(principal, reason="signed out")
     if st.user.get("is_logged_in", False):
@@ -295,6 +407,8 @@ def _sign_in_page(gate: Gate, settings: Settings, auth: AuthConfig, *,
                   notice: str | None = None) -> None:
     st.title("Veil")
     st.caption("Privacy-first analytics for public programmes")
+    if _browser_cookies().get(DEMO_COOKIE) or st.session_state.get(_DEMO_DROPPED_KEY):
+        _drop_demo_cookie()  # signed out, expired or refused: the browser forgets it too
     if notice:
         st.warning(notice, icon=":material/logout:")
     if st.session_state.pop(_EXPIRED_KEY, False):
@@ -311,7 +425,7 @@ def _sign_in_page(gate: Gate, settings: Settings, auth: AuthConfig, *,
     if auth.usable:
         st.button("Sign in with your organisation", type="primary", on_click=st.login)
     if demo:
-        _demo_form(gate)
+        _demo_form(gate, settings)
 
 
 def _no_identity_source(gate: Gate, settings: Settings, auth: AuthConfig) -> str:
@@ -331,7 +445,7 @@ def _no_identity_source(gate: Gate, settings: Settings, auth: AuthConfig) -> str
     return f"Nobody can sign in: {'; '.join(reasons)}."
 
 
-def _demo_form(gate: Gate) -> None:
+def _demo_form(gate: Gate, settings: Settings) -> None:
     st.subheader("Demo accounts")
     st.info(
         "**Demo identity source.** These local accounts exist only in demo mode and hold no "
@@ -346,9 +460,12 @@ def _demo_form(gate: Gate) -> None:
     if submitted:
         try:
             claims = gate.authenticate_demo(username=username, password=password)
-            principal = gate.resolve(claims, source="demo")
+            # On record in the gate, like an OIDC sign-in: a refresh resumes it by its token.
+            principal = gate.resolve({**claims, _SESSION_HOURS_CLAIM: settings.session_hours},
+                                     source="demo")
         except VeilError as exc:
             show_error(exc)
             return
         start_session(principal, signed_in_at=now())
+        st.session_state[_DEMO_TOKEN_KEY] = claims[_DEMO_TOKEN_CLAIM]
         st.rerun()

@@ -4,8 +4,16 @@ import streamlit as st
 
 from dashboard.components.badges import privacy_badge
 from dashboard.components.clock import data_as_of
-from dashboard.components.charts import release_csv, release_frame, series_chart, trend_chart
+from dashboard.components.charts import (
+    for_theme,
+    release_csv,
+    release_frame,
+    series_chart,
+    trend_chart,
+)
 from dashboard.components.errors import guarded
+from dashboard.components.tables import release_table
+from dashboard.components.urlstate import from_url, to_url
 from dashboard.context import page_context
 
 gate, principal = page_context("donor")
@@ -33,7 +41,10 @@ def _label(release) -> str:
     product = catalog.product(release.product)
     return f"{product.metric(release.query.metric).title} — {product.title}"
 
-release = st.selectbox("Series", releases, format_func=_label)
+series = [f"{r.product}/{r.query.metric}" for r in releases]
+chosen = from_url("series", series, series[0])
+release = st.selectbox("Series", releases, format_func=_label, index=series.index(chosen))
+to_url(series=f"{release.product}/{release.query.metric}")
 product = catalog.product(release.product)
 with guarded():
     clock = gate.data_clock(principal, product=product.id)
@@ -49,7 +60,7 @@ if len(release.query.group_by) > 1:
                           names=names)
 else:
     figure = trend_chart(release, title=metric.title, unit=metric.title)
-st.plotly_chart(figure, width="stretch")
+st.plotly_chart(for_theme(figure, dark=st.context.theme.type == "dark"), width="stretch")
 privacy_badge(release)
 
 frame = release_frame(release)
@@ -59,4 +70,6 @@ st.download_button("Download CSV", data=release_csv(release, title=f"published s
                    file_name=f"veil-{release.product}-{release.query.metric}.csv",
                    mime="text/csv", icon=":material/download:")
 with st.expander("Table of the published values"):
-    st.dataframe(frame, hide_index=True, width="stretch")
+    release_table(frame, measure=release.measure, confidence=release.confidence, names=names,
+                  caption=f"{metric.title} — {product.title}, {release.query.start:%b %Y} – "
+                          f"{release.query.end:%b %Y}")

@@ -3,12 +3,17 @@
 import streamlit as st
 
 from dashboard.components.badges import budget_meter
-from dashboard.components.clock import data_as_of, months_slider
+from dashboard.components.clock import data_as_of, month_range, month_text, parse_month
 from dashboard.components.errors import guarded, show_error
 from dashboard.components.exports import download_panel, export_list, link_url
 from dashboard.components.levels import level_select
+from dashboard.components.urlstate import from_url, to_url
 from dashboard.context import page_context
-from privacy import DownloadLink, RecordQuery, VeilError
+from privacy import DownloadLink, Query, RecordQuery, VeilError
+
+BREAKDOWNS = {"month only": "Month only", "state": "State", "district": "District",
+              "age_bucket": "Age group", "gender": "Gender", "category": "Category"}
+STATUSES = ["unverified", "verified", "any"]
 
 gate, principal = page_context("exports")
 catalog = gate.catalog
@@ -35,28 +40,38 @@ st.subheader("New export")
 products = gate.exports.products(principal)
 purposes = gate.exports.purposes(principal)
 product_id = st.selectbox("Data product", products,
+                          index=products.index(from_url("product", products, products[0])),
                           format_func=lambda p: catalog.product(p).title)
 product = catalog.product(product_id)
 umbrella = False
 if product.kind == "metric_set":
     left, middle, right = st.columns(3)
-    metric = left.selectbox("Metric", [m.id for m in product.metrics],
+    metric_ids = [m.id for m in product.metrics]
+    metric = left.selectbox("Metric", metric_ids,
+                            index=metric_ids.index(from_url("metric", metric_ids,
+                                                            metric_ids[0])),
                             format_func=lambda m: product.metric(m).title)
-    level = level_select(middle, gate, principal)
+    level = level_select(middle, gate, principal, preferred=st.query_params.get("level"))
     with guarded():
         clock = gate.data_clock(principal, product=product.id)
-    months = months_slider(right, longest=clock.longest(), default=12)
+    options = list(clock.months())
+    window = month_range(right, options, most=clock.max_months, key="export_window",
+                         start=parse_month(st.query_params.get("from"), options),
+                         end=parse_month(st.query_params.get("to"), options))
     data_as_of(clock)
-    if months is None:
+    if window is None:
         st.stop()
     allowed = gate.dimensions(principal, product.id)
-    by = st.selectbox("Break down by", ["month only"] + [
-        d for d in ("state", "district", "age_bucket", "gender", "category") if d in allowed],
-        format_func={"month only": "Month only", "state": "State", "district": "District",
-                     "age_bucket": "Age group", "gender": "Gender",
-                     "category": "Category"}.get)
-    query = clock.query(metric=metric, level=level, months=months,
-                        group_by=("month",) if by == "month only" else ("month", by))
+    breakdowns = ["month only"] + [d for d in BREAKDOWNS if d != "month only" and d in allowed]
+    by = st.selectbox("Break down by", breakdowns,
+                      index=breakdowns.index(from_url("by", breakdowns, "month only")),
+                      format_func=BREAKDOWNS.get)
+    months = (window[1].year - window[0].year) * 12 + window[1].month - window[0].month + 1
+    query = Query.ending(product=product.id, metric=metric, level=level, months=months,
+                         end=window[1],
+                         group_by=("month",) if by == "month only" else ("month", by))
+    to_url(product=product_id, metric=metric, level=level, by=by, status=None,
+           **{"from": month_text(window[0]), "to": month_text(window[1])})
     if gate.exports.may_request_umbrella(principal):
         umbrella = st.toggle("All tenants (umbrella export: runs after two platform "
                              "administrators approve it; each tenant's budget pays its part)")
@@ -68,10 +83,16 @@ if product.kind == "metric_set":
             show_error(exc)
 else:
     left, right = st.columns(2)
-    status_filter = left.selectbox("Verification status", ["unverified", "verified", "any"])
+    status_filter = left.selectbox("Verification status", STATUSES,
+                                   index=STATUSES.index(from_url("status", STATUSES,
+                                                                 "unverified")),
+                                   format_func=str.capitalize)
+    # not in the address: a search may name a person's registration or agent
     search = right.text_input("Search agent, district or registration id", max_chars=64)
     query = RecordQuery(product=product.id, search=search,
                         filters=() if status_filter == "any" else (("status", status_filter),))
+    to_url(product=product_id, status=status_filter, metric=None, level=None, by=None,
+           **{"from": None, "to": None})
     st.caption("Every matching record of your tenant, with the field treatments of your role "
                "(as on the Operational lists page).")
 

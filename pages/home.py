@@ -68,5 +68,8 @@ if role.budget_epsilon > 0 and "trends" in pages:
         st.dataframe([{"Data product": catalog.product(b.product).title,
                        "Left this month (ε)": round(b.remaining.value, 3),
                        "Spent (ε)": round(b.spent.value, 3), "Monthly budget (ε)": b.cap.value}
-                      for b in budgets], hide_index=True, width="stretch")
+                      for b in budgets], hide_index=True, width="stretch",
+                     column_config={title: st.column_config.NumberColumn(title, format="%.2f")
+                                    for title in ("Left this month (ε)", "Spent (ε)",
+                                                  "Monthly budget (ε)")})
 st.caption(f"Policy version {catalog.version[:12]}")

@@ -3,10 +3,11 @@
 import streamlit as st
 
 from dashboard.components.badges import budget_meter, privacy_badge, spend_button
-from dashboard.components.clock import data_as_of, months_slider
-from dashboard.components.charts import insight_chart
+from dashboard.components.clock import data_as_of, month_range, month_text, parse_month
+from dashboard.components.charts import for_theme, insight_chart
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
+from dashboard.components.urlstate import from_url, to_url
 from dashboard.context import page_context
 from privacy import Query
 
@@ -21,14 +22,15 @@ metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products if p.kind == "metr
 label = lambda key: f"{metrics[key][1].title} — {metrics[key][0].title}"  # noqa: E731
 keys = list(metrics)
 left, right = st.columns(2)
+x_default = next(k for k in keys if metrics[k][0].vertical == "education")
 x_key = left.selectbox("First metric", keys, format_func=label,
-                       index=next(i for i, k in enumerate(keys)
-                                  if metrics[k][0].vertical == "education"))
+                       index=keys.index(from_url("x", keys, x_default)))
 x_product, x_metric = metrics[x_key]
 others = [k for k in keys if metrics[k][0].vertical != x_product.vertical]
+y_default = next((k for k in others if metrics[k][0].vertical == "social_protection"),
+                 others[0])
 y_key = right.selectbox("Compared with", others, format_func=label,
-                        index=next((i for i, k in enumerate(others)
-                                    if metrics[k][0].vertical == "social_protection"), 0))
+                        index=others.index(from_url("y", others, y_default)))
 y_product, y_metric = metrics[y_key]
 with guarded():
     clocks = [gate.data_clock(principal, product=p.id) for p in (x_product, y_product)]
@@ -40,13 +42,19 @@ if None in ends:
     st.info("One of the two products has no complete month of data yet.")
     st.stop()
 end = min(ends)
-longest = min(12, *(c.max_months for c in clocks),
-              *(len([m for m in c.months() if m <= end]) for c in clocks))
+# the months both products have data in, up to the earlier latest complete month
+options = sorted(set.intersection(*(set(m for m in c.months() if m <= end) for c in clocks)))
 left, right = st.columns(2)
-months = months_slider(left, longest=longest, default=12, key="insight_months")
-if months is None:
+window = month_range(left, options, most=min(12, *(c.max_months for c in clocks)),
+                     key="insight_window", start=parse_month(st.query_params.get("from"), options),
+                     end=parse_month(st.query_params.get("to"), options))
+if window is None:
     st.stop()
-level = level_select(right, gate, principal)
+months = (window[1].year - window[0].year) * 12 + window[1].month - window[0].month + 1
+end = window[1]
+level = level_select(right, gate, principal, preferred=st.query_params.get("level"))
+to_url(x=x_key, y=y_key, level=level,
+       **{"from": month_text(window[0]), "to": month_text(window[1])})
 # One value per district for the whole window (not per month): a district's window total is
 # large enough to stand on its own where its monthly counts would be rolled up.
 queries = [Query.ending(product=p.id, metric=m.id, level=level, months=months, end=end,
@@ -78,9 +86,10 @@ if not all(p.reused for p in previews):
 with guarded():
     insight = gate.insight(principal, *queries)  # both stored: spends nothing
 names = {d.code: d.name for d in catalog.districts}
-st.plotly_chart(insight_chart(insight, names=names,
+st.plotly_chart(for_theme(insight_chart(insight, names=names,
                               x_title=f"{x_metric.title} ({months} months)",
-                              y_title=f"{y_metric.title} ({months} months)"), width="stretch")
+                              y_title=f"{y_metric.title} ({months} months)"),
+                          dark=st.context.theme.type == "dark"), width="stretch")
 if insight.r is None:
     st.warning("Too few districts have their own value in both series to compare them; "
                "try a longer window.")

@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard.components.badges import budget_meter, privacy_badge, spend_button
-from dashboard.components.clock import data_as_of
+from dashboard.components.clock import data_as_of, month_text, parse_month
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
 from dashboard.components.geography import MAP_HEIGHT, tenant_geography
@@ -19,6 +19,7 @@ from dashboard.components.maps import (
     release_map,
     selected_district,
 )
+from dashboard.components.urlstate import from_url, to_url
 from dashboard.context import page_context
 from privacy import Query
 
@@ -29,7 +30,8 @@ st.title("Map")
 
 metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products if p.kind == "metric_set"
            for m in p.metrics if m.measure == "count"}
-choice = st.selectbox("Metric", list(metrics),
+keys = list(metrics)
+choice = st.selectbox("Metric", keys, index=keys.index(from_url("metric", keys, keys[0])),
                       format_func=lambda key: f"{metrics[key][1].title} — {metrics[key][0].title}")
 product, metric = metrics[choice]
 with guarded():
@@ -42,7 +44,7 @@ if not months:
 left, middle, right = st.columns(3)
 # H3 cells only for a role that sees them as stored (researchers see them as districts)
 areas = [a for a in ("district", "h3_cell") if a in gate.dimensions(principal, product.id)]
-geo = left.selectbox("Areas", areas,
+geo = left.selectbox("Areas", areas, index=areas.index(from_url("areas", areas, areas[0])),
                      format_func={"district": "Districts", "h3_cell": "H3 cells (~5 km²)"}.get)
 
 
@@ -53,9 +55,12 @@ def month_label(month) -> str:
 
 
 # The latest complete month by default; the partial one only when chosen, and labelled so.
+linked = parse_month(st.query_params.get("month"), months)
 month = middle.selectbox("Month", months, format_func=month_label,
-                         index=1 if months[0] == clock.partial and len(months) > 1 else 0)
-level = level_select(right, gate, principal)
+                         index=months.index(linked) if linked is not None else
+                         1 if months[0] == clock.partial and len(months) > 1 else 0)
+level = level_select(right, gate, principal, preferred=st.query_params.get("level"))
+to_url(metric=choice, areas=geo, month=month_text(month), level=level)
 query = Query(product=product.id, metric=metric.id, level=level, start=month, end=month,
               group_by=("month", geo))
 
@@ -85,10 +90,12 @@ scale = colour_scale(float(shown.max()) if not shown.empty else 1.0)
 places = tenant_geography(catalog, geography, principal.tenant)
 drawn, legend = st.columns([4, 1])
 with drawn:
-    event = st.pydeck_chart(release_map(frame, scale=scale, geography=places),
+    dark = st.context.theme.type == "dark"
+    event = st.pydeck_chart(release_map(frame, scale=scale, geography=places, dark=dark),
                             height=MAP_HEIGHT, on_select="rerun",
                             selection_mode="single-object", key="map_area")
-legend.markdown(legend_html(scale, title=f"{metric.title}, {month:%B %Y}", geography=places),
+legend.markdown(legend_html(scale, title=f"{metric.title}, {month:%B %Y}", geography=places,
+                            dark=dark),
                 unsafe_allow_html=True)
 district = selected_district(event.selection)
 if district:
@@ -116,4 +123,9 @@ else:
               help="The whole tenant's count for this month is under the release threshold.")
 privacy_badge(release)
 with st.expander("Table view of this map"):
-    st.dataframe(map_table(frame, geo=geo), hide_index=True, width="stretch")
+    table = map_table(frame, geo=geo)
+    st.caption(f"{metric.title} by {'H3 cell' if geo == 'h3_cell' else 'district'}, "
+               f"{month:%B %Y}")
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        column: st.column_config.NumberColumn(column, format="localized")
+        for column in table.columns if column not in ("Area", "H3 cell", "Shown as")})

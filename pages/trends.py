@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard.components.badges import budget_meter, privacy_badge, spend_button
 from dashboard.components.charts import (
+    for_theme,
     mark_definition_changes,
     period_chart,
     period_frame,
@@ -14,12 +15,19 @@ from dashboard.components.charts import (
     series_chart,
     trend_chart,
 )
-from dashboard.components.clock import data_as_of, months_slider, partial_toggle
+from dashboard.components.clock import (
+    data_as_of,
+    month_range,
+    month_text,
+    parse_month,
+    partial_toggle,
+)
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
+from dashboard.components.tables import release_table
 from dashboard.components.urlstate import from_url, list_from_url, number_from_url, to_url
 from dashboard.context import page_context
-from privacy import add_months
+from privacy import Query, add_months
 
 MODES = {"tenant": "Whole tenant", "areas": "Compare areas",
          "year": "Compare with a year earlier"}
@@ -47,17 +55,23 @@ mode = left.radio("Show", list(MODES.values()), index=list(MODES).index(view),
                   horizontal=False)
 level = level_select(middle, gate, principal, preferred=st.query_params.get("level"))
 partial = partial_toggle(right, clock, key="trends_partial")
-# A year-earlier comparison needs both windows inside the data: 12 months fewer to choose from.
-longest = clock.longest(include_partial=partial) - (12 if mode.endswith("year earlier") else 0)
-if mode.endswith("year earlier") and longest < 1:
-    st.info("There is not yet a year of data before the latest month to compare with.")
+# A year-earlier comparison needs both windows inside the data: only months with a year before.
+options = available = list(clock.months(include_partial=partial))
+if mode.endswith("year earlier"):
+    options = [m for m in available if add_months(m, -12) >= available[0]]
+    if not options:
+        st.info("There is not yet a year of data before the latest month to compare with.")
+        st.stop()
+window = month_range(right, options, most=clock.max_months, key="trends_window",
+                     default_months=number_from_url("months", lowest=1,
+                                                    highest=max(len(options), 1), default=12),
+                     start=parse_month(st.query_params.get("from"), options),
+                     end=parse_month(st.query_params.get("to"), options))
+if window is None:
     st.stop()
-months = months_slider(right, longest=longest, key="trends_months",
-                       default=number_from_url("months", lowest=1, highest=max(longest, 1),
-                                               default=12))
-if months is None:
-    st.stop()
-base = clock.query(metric=metric.id, level=level, months=months, include_partial=partial)
+months = (window[1].year - window[0].year) * 12 + window[1].month - window[0].month + 1
+base = Query.ending(product=product.id, metric=metric.id, level=level, months=months,
+                    end=window[1])
 partial_months = {f"{clock.partial:%Y-%m}"} if partial and clock.partial else set()
 
 areas: list[str] = []
@@ -84,7 +98,8 @@ else:
 
 # the view on screen, in the address bar: bookmark it, share it, refresh it
 to_url(metric=choice, view=next(k for k, v in MODES.items() if v == mode), level=level,
-       months=months, by=queries[0].group_by[1] if mode == "Compare areas" else None,
+       months=None, **{"from": month_text(window[0]), "to": month_text(window[1])},
+       by=queries[0].group_by[1] if mode == "Compare areas" else None,
        areas=areas if mode == "Compare areas" else None, district=None)
 
 with guarded():
@@ -117,7 +132,7 @@ with chart_col:
                              partial=partial_months)
     if mode != "Compare with a year earlier":
         mark_definition_changes(figure, metric, releases[0].query)
-    st.plotly_chart(figure, width="stretch")
+    st.plotly_chart(for_theme(figure, dark=st.context.theme.type == "dark"), width="stretch")
     for release in releases:  # exactly what the chart shows, free: the stored releases
         span = f"{release.query.start:%b %Y} – {release.query.end:%b %Y}"
         st.download_button(
@@ -135,10 +150,13 @@ for release in releases:
     privacy_badge(release)
 with st.expander("Table of the released values"):
     if mode == "Compare with a year earlier":
-        st.caption(f"{metric.title}: each month of {releases[0].query.start:%b %Y} – "
-                   f"{releases[0].query.end:%b %Y} beside the same month a year earlier")
-        st.dataframe(period_frame(releases[0], releases[1]), hide_index=True, width="stretch")
+        release_table(period_frame(releases[0], releases[1]), measure=releases[0].measure,
+                      confidence=releases[0].confidence, names=names,
+                      caption=f"{metric.title}: each month of {releases[0].query.start:%b %Y} – "
+                              f"{releases[0].query.end:%b %Y} beside the same month a year "
+                              f"earlier")
     else:
-        st.caption(f"{metric.title}, {releases[0].query.start:%b %Y} – "
-                   f"{releases[0].query.end:%b %Y}")
-        st.dataframe(release_frame(releases[0]), hide_index=True, width="stretch")
+        release_table(release_frame(releases[0]), measure=releases[0].measure,
+                      confidence=releases[0].confidence, names=names,
+                      caption=f"{metric.title}, {releases[0].query.start:%b %Y} – "
+                              f"{releases[0].query.end:%b %Y}")

@@ -17,13 +17,23 @@ each later one checks it, and a sign-in that was signed out or has expired is re
 (``SignInEnded``, audited) even though the browser's identity cookie still says otherwise.
 ``Gate.record_session_end`` ends them (``end_sign_ins``) in the transaction that audits the
 sign-out.
+
+**Demo sign-ins are on record the same way.** A demo password check hands out a random token
+(``DEMO_TOKEN_CLAIM``) and a proof that this process checked the password; resolving those
+claims with ``SESSION_HOURS_CLAIM`` records the sign-in under the token's SHA-256 (the store
+never holds the token). Later, the token alone resumes it (a browser refresh): the record, not
+the browser, says who it is and until when; an unknown, signed-out or expired token is refused
+and audited. Only a password check can start a demo sign-in: a token without the proof finds
+an existing record or nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,27 +53,40 @@ from data.role_mappings import canonical_email, load_role_mappings, role_mapping
 from privacy._audit import audit, audit_in
 from privacy._values import Principal
 
-__all__ = ["SESSION_HOURS_CLAIM", "SignInEnded", "authenticate_demo", "authorize_page",
-           "canonical_subject", "check_role_mappings", "end_sign_ins", "resolve_principal"]
+__all__ = ["DEMO_TOKEN_CLAIM", "SESSION_HOURS_CLAIM", "SignInEnded", "authenticate_demo",
+           "authorize_page", "canonical_subject", "check_role_mappings", "end_sign_ins",
+           "resolve_principal"]
 
 #: The dashboard adds this key to the claims of a browser sign-in (an identity cookie): the
 #: sign-in is then kept on record and lasts this many hours from the ID token's ``iat``.
 SESSION_HOURS_CLAIM = "veil_session_hours"
+#: A demo sign-in's bearer token (random, 256 bits): with the proof from ``authenticate_demo``
+#: it starts a recorded demo sign-in; alone, it resumes one that is on record and still open.
+DEMO_TOKEN_CLAIM = "veil_demo_token"
+_DEMO_PROOF_CLAIM = "veil_demo_password_checked"
+#: Keys the proof that this process checked a demo password; never stored, never sent out.
+_PROOF_KEY = secrets.token_bytes(32)
 
 
 class SignInEnded(AccessDenied):
-    """This browser sign-in is over (signed out or expired); signing in again starts another."""
+    """This browser sign-in is over (signed out, expired, or a demo token not on record);
+    signing in again starts another."""
 
     def __init__(self, message: str, *, reason: str):
         super().__init__(message)
-        #: ``signed out`` or ``expired``: the dashboard shows the sign-in page for either
+        #: ``signed out``, ``expired`` or (a demo token) ``not on record``: the dashboard shows
+        #: the sign-in page for each
         self.sign_in_ended = reason
+
 
 _HASHER = PasswordHasher()
 
 
 def authenticate_demo(store: Store, *, username: str, password: str) -> dict:
-    """Check a demo account's password; return its identity claims or raise AccessDenied."""
+    """Check a demo account's password; return its identity claims or raise AccessDenied.
+
+    The claims carry a fresh sign-in token and this process's proof of the password check, so
+    that resolving them with ``SESSION_HOURS_CLAIM`` can start a recorded demo sign-in."""
     with store.read() as session:
         account = session.get(LocalAccount, canonical_email(username))
     if account is None:
@@ -75,7 +98,13 @@ def authenticate_demo(store: Store, *, username: str, password: str) -> dict:
         audit(store, principal=account.username, tenant=None, role=None, action="login",
               target="demo", outcome="refused", detail={"reason": "wrong password"})
         raise AccessDenied("Unknown demo account or wrong password.") from None
-    return {"email": account.username, "name": account.display_name, "iss": "veil-demo"}
+    token = secrets.token_urlsafe(32)
+    return {"email": account.username, "name": account.display_name, "iss": "veil-demo",
+            DEMO_TOKEN_CLAIM: token, _DEMO_PROOF_CLAIM: _demo_proof(account.username, token)}
+
+
+def _demo_proof(username: str, token: str) -> str:
+    return hmac.new(_PROOF_KEY, f"{username}\0{token}".encode(), hashlib.sha256).hexdigest()
 
 
 def _usable_email(claims: dict, *, source: str) -> str | None:
@@ -127,11 +156,13 @@ def resolve_principal(store: Store, catalog: Catalog, claims: dict, *, source: s
     against its record first (``SignInEnded`` if it is over), and recorded on its first request;
     only that first request is audited as a login.
     """
+    sign_in = None
+    if source == "demo" and SESSION_HOURS_CLAIM in claims and DEMO_TOKEN_CLAIM in claims:
+        sign_in, claims = _demo_sign_in(store, claims)
     candidates = _candidates(claims, source=source)
     who = canonical_subject(claims, source=source) or "<anonymous>"
-    sign_in = _SignInClaims.of(store, claims, subject=who) \
-        if source == "oidc" and SESSION_HOURS_CLAIM in claims else None
-    if sign_in is not None:
+    if source == "oidc" and SESSION_HOURS_CLAIM in claims:
+        sign_in = _SignInClaims.of(store, claims, subject=who)
         _refuse_if_ended(store, sign_in)
     with store.read() as session:
         rows = session.scalars(select(RoleMapping).where(
@@ -183,6 +214,7 @@ class _SignInClaims:
     issued_at: datetime   # naive UTC, wall clock (the provider's)
     expires_at: datetime
     now: datetime
+    source: str = "oidc"
 
     @classmethod
     def of(cls, store: Store, claims: dict, *, subject: str) -> _SignInClaims:
@@ -210,16 +242,54 @@ class _SignInClaims:
                    expires_at=issued + timedelta(hours=hours), now=now)
 
 
+def _demo_sign_in(store: Store, claims: dict) -> tuple[_SignInClaims, dict]:
+    """The record of a demo sign-in and the claims to resolve it by.
+
+    With the password check's proof: a new sign-in, starting now. Without: the sign-in on
+    record under the token's hash, if it is still open; the record names the subject (whatever
+    else the claims say), so a token can only ever resume what a password check started.
+    """
+    hours = claims[SESSION_HOURS_CLAIM]
+    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not hours > 0:
+        raise VeilBug(f"{SESSION_HOURS_CLAIM} must be a positive number, got {hours!r}")
+    token = str(claims[DEMO_TOKEN_CLAIM])
+    key = hashlib.sha256(token.encode()).hexdigest()
+    now = utcnow()
+    proof = claims.get(_DEMO_PROOF_CLAIM)
+    username = canonical_email(str(claims.get("email") or ""))
+    if isinstance(proof, str) and hmac.compare_digest(proof, _demo_proof(username, token)):
+        return _SignInClaims(id=key, subject=username, issuer="veil-demo", issued_at=now,
+                             expires_at=now + timedelta(hours=hours), now=now,
+                             source="demo"), claims
+    with store.read() as session:
+        row = session.get(SignIn, key)
+        account = session.get(LocalAccount, row.subject) if row is not None else None
+    if row is None or row.source != "demo":
+        audit(store, principal="<unknown demo sign-in>", tenant=None, role=None,
+              action="login", target="demo", outcome="refused",
+              detail={"reason": "sign-in not on record", "sign_in": key[:16]})
+        raise SignInEnded("This sign-in is not on record (it may have been removed). Please "
+                          "sign in again.", reason="not on record")
+    sign_in = _SignInClaims(id=key, subject=row.subject, issuer=row.issuer,
+                            issued_at=row.issued_at,
+                            expires_at=min(row.expires_at,
+                                           row.issued_at + timedelta(hours=hours)),
+                            now=now, source="demo")
+    _refuse_if_ended(store, sign_in)
+    return sign_in, {"email": row.subject, "iss": "veil-demo",
+                     "name": account.display_name if account is not None else row.subject}
+
+
 def _refuse_if_ended(store: Store, sign_in: _SignInClaims) -> None:
     """Raise SignInEnded (audited) if this sign-in was signed out or has expired."""
     with store.read() as session:
         row = session.get(SignIn, sign_in.id)
         signed_out_since = None
-        if row is None:
+        if row is None and sign_in.source == "oidc":
             # A cookie never presented before, issued before this person last signed out:
             # signing out ends every sign-in begun before it, seen by Veil or not.
             signed_out_since = session.scalar(select(func.max(SignIn.issued_at)).where(
-                SignIn.subject == sign_in.subject, SignIn.source == "oidc",
+                SignIn.subject == sign_in.subject, SignIn.source == sign_in.source,
                 SignIn.ended_reason == "signed out"))
     if row is not None and row.ended_at is not None:
         reason = row.ended_reason or "signed out"
@@ -234,7 +304,7 @@ def _refuse_if_ended(store: Store, sign_in: _SignInClaims) -> None:
         if row is not None and row.ended_at is None:
             row.ended_at, row.ended_reason = utcnow(), reason
         audit_in(session, principal=sign_in.subject, tenant=None, role=None, action="login",
-                 target="oidc", outcome="refused",
+                 target=sign_in.source, outcome="refused",
                  detail={"reason": f"sign-in {reason}", "sign_in": sign_in.id[:16]})
     if reason == "expired":
         raise SignInEnded(f"This sign-in expired at {sign_in.expires_at:%d %b %H:%M} UTC. "
@@ -252,7 +322,7 @@ def _record_sign_in(store: Store, sign_in: _SignInClaims) -> bool:
         with store.write.begin() as session:
             if session.get(SignIn, sign_in.id) is not None:
                 return False
-            session.add(SignIn(id=sign_in.id, subject=sign_in.subject, source="oidc",
+            session.add(SignIn(id=sign_in.id, subject=sign_in.subject, source=sign_in.source,
                                issuer=sign_in.issuer, issued_at=sign_in.issued_at,
                                expires_at=sign_in.expires_at, started_at=utcnow()))
     except IntegrityError:  # the same sign-in's first request, twice at once (PostgreSQL)

@@ -20,8 +20,8 @@ from privacy import Release, VeilBug, add_months
 
 from dashboard.components.badges import interval_percent
 
-__all__ = ["insight_chart", "mark_definition_changes", "period_chart", "period_frame",
-           "release_frame", "rounded_for_display", "series_chart", "trend_chart"]
+__all__ = ["for_theme", "insight_chart", "mark_definition_changes", "period_chart",
+           "period_frame", "release_frame", "rounded_for_display", "series_chart", "trend_chart"]
 
 _PALETTE = ["#2E6F95", "#B23A48", "#3C8D5A", "#D08C2E", "#6B4C9A", "#4A4A4A"]
 _EARLIER = "#8A969E"
@@ -411,3 +411,49 @@ def mark_definition_changes(figure: go.Figure, metric, query) -> None:
             figure.add_annotation(x=month, y=1, yref="paper", showarrow=False,
                                   text=f"KPI v{version.version}", yanchor="bottom",
                                   font={"color": "#B23A48", "size": 11})
+
+
+# --- the dark theme ---------------------------------------------------------------------------
+
+#: each series colour's counterpart on the dark theme's ground: the same hue, lighter, so a
+#: line and its interval band read as well on #141E25 as the originals on white
+_DARK = {"#2E6F95": "#7AB8DE", "#B23A48": "#E8808C", "#3C8D5A": "#7CCB94",
+         "#D08C2E": "#EDB56A", "#6B4C9A": "#B39BDB", "#4A4A4A": "#C9D1D6",
+         "#8A969E": "#A9B4BB", "#9AA5AD": "#8A969E",
+         # the overview's sparkline band
+         "RGBA(46, 111, 149, 0.18)": "rgba(122, 184, 222, 0.25)"}
+
+
+def _darker_ground(value):
+    if isinstance(value, str):
+        return _DARK.get(value.upper(), value)
+    if isinstance(value, (list, tuple)):
+        return [_darker_ground(v) for v in value]
+    return value
+
+
+def for_theme(figure: go.Figure, *, dark: bool) -> go.Figure:
+    """``figure`` recoloured for the dark theme (``dark``), else unchanged. Streamlit's plotly
+    theme already follows the app's theme for text, grid and ground; only the series colours
+    Veil sets itself need their lighter counterparts."""
+    if not dark:
+        return figure
+    for trace in figure.data:
+        for part in ("line", "marker"):
+            style = getattr(trace, part, None)
+            if style is not None and getattr(style, "color", None) is not None:
+                style.color = _darker_ground(style.color)
+            edge = getattr(style, "line", None) if part == "marker" else None
+            if edge is not None and edge.color is not None:
+                edge.color = _darker_ground(edge.color)
+        if getattr(trace, "fillcolor", None) is not None:
+            trace.fillcolor = _darker_ground(trace.fillcolor)
+    for shape in figure.layout.shapes or ():
+        if shape.fillcolor is not None:
+            shape.fillcolor = _darker_ground(shape.fillcolor)
+        if shape.line is not None and shape.line.color is not None:
+            shape.line.color = _darker_ground(shape.line.color)
+    for note in figure.layout.annotations or ():
+        if note.font is not None and note.font.color is not None:
+            note.font.color = _darker_ground(note.font.color)
+    return figure

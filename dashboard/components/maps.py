@@ -35,10 +35,19 @@ _STATE_LINES = ((31, 120, 140), (150, 90, 40), (90, 115, 45), (70, 80, 125), (15
 #: Streamlit's own face, already loaded from the app's server; a pydeck String, because pydeck
 #: turns a plain string into an accessor expression
 _FONT = pdk.types.String('"Source Sans", "Source Sans Pro", sans-serif')
-_BLANK_STYLE = "data:application/json;charset=utf-8," + quote(json.dumps(
-    {"version": 8, "sources": {},
-     "layers": [{"id": "background", "type": "background",
-                 "paint": {"background-color": "#F2F5F7"}}]}))
+
+
+def _blank_style(background: str) -> str:
+    return "data:application/json;charset=utf-8," + quote(json.dumps(
+        {"version": 8, "sources": {},
+         "layers": [{"id": "background", "type": "background",
+                     "paint": {"background-color": background}}]}))
+
+
+_BLANK_STYLE = _blank_style("#F2F5F7")
+#: the dark theme's map: the app's dark panel colour, light lines and names on dark labels
+_DARK_STYLE = _blank_style("#1F2D36")
+_DARK_DISTRICT_LINE = (190, 200, 206)
 #: the id of the values layer, the one a click selects from
 AREAS_LAYER = "areas"
 
@@ -164,7 +173,7 @@ def _state_colours(geography: TenantGeography) -> dict[str, tuple[int, int, int]
 
 
 def legend_html(scale: ColourScale, *, title: str,
-                geography: TenantGeography | None = None) -> str:
+                geography: TenantGeography | None = None, dark: bool = False) -> str:
     """The colour legend shown beside the map (pydeck draws none): the value scale, highest
     first, then the amber and grey keys, each state's outline colour and the districts'."""
     rows = [f'<div style="font-weight:600;margin-bottom:0.3em">{html.escape(title)}</div>']
@@ -183,7 +192,8 @@ def legend_html(scale: ColourScale, *, title: str,
         rows.append(f"<div style='{margin}'>{_swatch('border:3px solid ' + _rgb(colour))}"
                     f"{html.escape(names[code])}</div>")
     gap = "" if states else "margin-top:0.4em"
-    rows.append(f"<div style='{gap}'>{_swatch('border:1px solid ' + _rgb(_DISTRICT_LINE))}"
+    line = _DARK_DISTRICT_LINE if dark else _DISTRICT_LINE
+    rows.append(f"<div style='{gap}'>{_swatch('border:1px solid ' + _rgb(line))}"
                 "district outline</div>")
     return ('<div class="veil-map-legend" style="font-size:0.875rem;line-height:1.7">'
             + "".join(rows) + "</div>")
@@ -212,9 +222,10 @@ def map_legend(release: Release) -> str:
 
 
 def release_map(frame: pd.DataFrame, *, scale: ColourScale,
-                geography: TenantGeography) -> pdk.Deck:
+                geography: TenantGeography, dark: bool = False) -> pdk.Deck:
     """The deck: values by cell (the one pickable layer), then state and district outlines and
-    the place names on top, opened at the view fitted to the tenant."""
+    the place names on top, opened at the view fitted to the tenant; ``dark`` draws it for the
+    dark theme (dark ground, light lines and names)."""
     colours = []
     for status, value in zip(frame["status"], frame["value"]):
         if status == "rolled up":
@@ -235,17 +246,22 @@ def release_map(frame: pd.DataFrame, *, scale: ColourScale,
                        get_line_color="line", line_width_min_pixels=4, pickable=False)
     districts = pdk.Layer("PolygonLayer", id="district-outlines",
                           data=list(geography.district_outlines), get_polygon="polygon",
-                          filled=False, stroked=True, get_line_color=[*_DISTRICT_LINE, 230],
+                          filled=False, stroked=True,
+                          get_line_color=[*(_DARK_DISTRICT_LINE if dark else _DISTRICT_LINE),
+                                          230],
                           line_width_min_pixels=1, pickable=False)
     names = [pdk.Layer("TextLayer", id=layer_id, data=list(labels), get_position="position",
                        get_text="name", get_pixel_offset="offset",
                        get_size=labels[0]["size"] if labels else 12,
                        get_color=colour, font_family=_FONT, font_weight=weight,
-                       background=True, get_background_color=[255, 255, 255, 170],
+                       background=True,
+                       get_background_color=[20, 30, 37, 190] if dark else [255, 255, 255, 170],
                        background_padding=[3, 1], pickable=False)
              for layer_id, labels, colour, weight in (
-                 ("state-names", geography.state_labels, [85, 85, 85, 255], 400),
-                 ("district-names", geography.labels, [20, 20, 20, 255], 600))]
+                 ("state-names", geography.state_labels,
+                  [190, 200, 206, 255] if dark else [85, 85, 85, 255], 400),
+                 ("district-names", geography.labels,
+                  [240, 244, 247, 255] if dark else [20, 20, 20, 255], 600))]
     view = pdk.ViewState(latitude=geography.view.latitude, longitude=geography.view.longitude,
                          zoom=geography.view.zoom)
     # A blank style as a data: URL: without a style Streamlit loads a third-party basemap,
@@ -253,7 +269,7 @@ def release_map(frame: pd.DataFrame, *, scale: ColourScale,
     tip = {"text": "{tooltip}",  # wraps, so a long place name stays inside the map
            "style": {"maxWidth": "280px", "whiteSpace": "normal", "fontSize": "0.85rem"}}
     return pdk.Deck(layers=[values, states, districts, *names], initial_view_state=view,
-                    map_style=_BLANK_STYLE, tooltip=tip)
+                    map_style=_DARK_STYLE if dark else _BLANK_STYLE, tooltip=tip)
 
 
 def selected_district(selection) -> str | None:

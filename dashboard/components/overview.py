@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard.components.badges import interval_percent
+from dashboard.components.charts import for_theme
 from dashboard.navigation import PAGES
 from privacy import (
     AuditFilter,
@@ -327,7 +328,8 @@ def _show_tile(tile: Tile) -> None:
         st.caption(f"{month} · {interval_text(latest, measure=tile.measure, level=tile.level)}"
                    f"  \n{tile.product} · {tile.source}")
     if sum(p.value is not None for p in tile.points) > 1:
-        st.plotly_chart(sparkline(tile.points, measure=tile.measure), width="stretch",
+        st.plotly_chart(for_theme(sparkline(tile.points, measure=tile.measure),
+                                  dark=st.context.theme.type == "dark"), width="stretch",
                         config={"displayModeBar": False, "staticPlot": True},
                         key=f"spark-{tile.product}-{tile.title}")
 

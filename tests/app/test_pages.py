@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -123,7 +124,8 @@ def test_trends_marks_a_kpi_definition_change_and_shows_its_history(demo_env):
     options = at.selectbox[0].options
     at.selectbox[0].select_index(next(i for i, o in enumerate(options)
                                       if o.startswith("Average nutrition score"))).run()
-    at.slider[0].set_value(24).run()
+    [months] = [s for s in at.select_slider if s.label == "Months"]
+    months.set_value((date(2024, 11, 1), date(2026, 10, 1))).run()  # 24 months
     [b for b in at.button if "Show trend" in b.label][0].click().run()
     assert not at.exception
     _, layout = _trend_traces(at)

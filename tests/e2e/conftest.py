@@ -201,7 +201,9 @@ class Provider:
 
 
 #: The apps the session may start, each on its own port: name → extra environment.
-APPS = {"main": {}, "short-session": {"VEIL_SESSION_HOURS": "0.004"}}  # 14.4 seconds
+APPS = {"main": {}, "short-session": {"VEIL_SESSION_HOURS": "0.004"},  # 14.4 seconds
+        # the demo accounts beside OIDC (demo mode), for the demo sign-in's refresh
+        "demo": {"VEIL_DEMO_ACCOUNTS": "1"}}
 
 
 @pytest.fixture(scope="session")
@@ -312,6 +314,13 @@ def short_session_app(provider, ports, e2e_var, e2e_mappings, e2e_dir, artifacts
 
 
 @pytest.fixture(scope="session")
+def demo_app(provider, ports, e2e_var, e2e_mappings, e2e_dir, artifacts) -> Iterator[App]:
+    """The same dashboard with the demo accounts switched on beside OIDC."""
+    with _app("demo", provider, ports, e2e_var, e2e_mappings, e2e_dir, artifacts) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
 def browser(e2e_tools):
     from playwright.sync_api import sync_playwright
 
@@ -329,9 +338,17 @@ def external_requests() -> list[str]:
 
 
 @pytest.fixture
-def page(browser, artifacts, request, external_requests):
+def color_scheme() -> str:
+    """The system colour scheme the browser reports (Veil follows it until a reader picks a
+    theme in the app menu); a test overrides this fixture for the dark theme."""
+    return "light"
+
+
+@pytest.fixture
+def page(browser, artifacts, request, external_requests, color_scheme):
     """A fresh browser context (no cookies) whose traffic is confined to 127.0.0.1."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                  color_scheme=color_scheme, accept_downloads=True)
 
     def loopback_only(route) -> None:
         url = route.request.url
