@@ -9,6 +9,9 @@ Measures, on a fresh store and one synthetic JSONL file:
              identical fresh table, events/s. Only the inserts and commits are timed: reading
              and the rules are left out, so raw is what the store alone can take.
 The ratio pipeline / raw is what everything the pipeline does costs over a bare bulk insert.
+On PostgreSQL each line also gives the server's CPU per row (its backends for the benchmark's
+database, read from /proc): with the storing process's and the worker's, that is the CPU one
+event costs in all, which a loaded machine slows down but does not change.
 The machine's 1-minute load average is printed with each measurement: on a shared machine
 other jobs take CPU from both, so compare the two within a run.
 
@@ -123,6 +126,29 @@ def bench_rules(catalog: Catalog, path: Path) -> tuple[int, float]:
     return n, time.perf_counter() - started
 
 
+def server_cpu(store: Store) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving ``store``'s database (Linux /proc;
+    the server runs on this machine in the benchmarks). Empty for SQLite."""
+    if store.dialect != "postgresql":
+        return {}
+    with store.engine.connect() as connection:
+        pids = connection.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()").scalars().all()
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
+
+
 def bench_raw(store: Store, catalog: Catalog, path: Path, chunk_rows: int) -> tuple[int, float]:
     """The same de-identified rows (deduplicated, as stored) bulk-inserted with no checks."""
     rules = Rules(catalog, tenant=TENANT, product=PRODUCT, secret=SECRET)
@@ -131,6 +157,7 @@ def bench_raw(store: Store, catalog: Catalog, path: Path, chunk_rows: int) -> tu
     bulk = _BulkSettings(store)  # the page cache and checkpoints the pipeline uses, to be fair
     timed = 0.0
     stored = 0
+    server_before = server_cpu(store)
     while chunk := list(islice(rows, chunk_rows)):
         batch = []
         for _, row in chunk:
@@ -155,6 +182,9 @@ def bench_raw(store: Store, catalog: Catalog, path: Path, chunk_rows: int) -> tu
         finally:
             raw.close()
     timed += time.perf_counter() - started
+    server = cpu_used(server_before, server_cpu(store))
+    if server:
+        print(f"  (raw: server {server / max(stored, 1) * 1e6:.1f} µs CPU/row)")
     return stored, timed
 
 
@@ -213,10 +243,12 @@ def bench_pipeline(args, catalog: Catalog, var_dir: Path, path: Path,
     rate (rows/s) and the store's dialect."""
     with fresh_store(args.postgres, var_dir, secret=SECRET) as store:
         grant_all(store, subjects)
+        server_before = server_cpu(store)
         before = os.times()
         report = ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT,
                              secret=SECRET, chunk_rows=args.chunk_rows)
         after = os.times()
+        server = cpu_used(server_before, server_cpu(store))
         cpu = after.user + after.system - before.user - before.system
         worker_cpu = (after.children_user + after.children_system
                       - before.children_user - before.children_system)
@@ -226,7 +258,8 @@ def bench_pipeline(args, catalog: Catalog, var_dir: Path, path: Path,
     rate = report.rows / report.seconds
     print(f"pipeline        {report.rows:>10,} rows  {report.seconds:7.2f} s  "
           f"{rate:>10,.0f} rows/s  µs CPU/row: {cpu / report.rows * 1e6:.1f} "
-          f"in this process, {worker_cpu / report.rows * 1e6:.1f} in the worker  "
+          f"in this process, {worker_cpu / report.rows * 1e6:.1f} in the worker"
+          f"{f', {server / report.rows * 1e6:.1f} in the server' if server else ''}  "
           f"(accepted {report.accepted:,}, duplicate "
           f"{report.duplicate:,}, bounded {report.bounded:,}, rejected {report.rejected:,};"
           f" stored {stored:,})  load {_load()}")

@@ -7,8 +7,9 @@ that proves determinism through the database.
 
 It must never store a raw subject id (only ``hmac-sha256(secret, raw)[:32]``), never read the
 clock or global random state (same seed + size + secret + as-of day → identical rows), never
-exceed a product's per-subject daily contribution bound, and never build aggregates: cubes are
-``data.materialize``'s job, and the caller runs it after ``generate``.
+exceed a product's per-subject daily contribution bound nor, when the product declares one, its
+per-subject monthly bound, and never build aggregates: cubes are ``data.materialize``'s job,
+and the caller runs it after ``generate``.
 
 Shape of the data, and why:
 
@@ -19,9 +20,9 @@ Shape of the data, and why:
 * Each product has a profile (age mix, categories, season, time of day, value model). A
   product without a profile still gets generic but valid rows, so a catalog change does not
   break the demo.
-* Events are generated per (tenant, product) in chunks of whole subjects, so the daily
-  contribution bound can be enforced inside a chunk and ``large`` (10M+ events) streams
-  through bounded memory.
+* Events are generated per (tenant, product) in chunks of whole subjects, so the daily and
+  monthly contribution bounds can be enforced inside a chunk and ``large`` (10M+ events)
+  streams through bounded memory.
 """
 
 from __future__ import annotations
@@ -257,6 +258,7 @@ class _Calendar:
     start: date  # the first day of the window
     n_days: int  # days in the window
     month: np.ndarray  # calendar month 1..12
+    month_index: np.ndarray  # months since the window's first month (0, 1, …)
     weekday: np.ndarray  # 0 = Monday
     day_of_month: np.ndarray
     day_str: np.ndarray
@@ -275,6 +277,8 @@ def _calendar(as_of: date) -> _Calendar:
     return _Calendar(
         start=start, n_days=n_days,
         month=np.array([d.month for d in days]),
+        month_index=np.array([(d.year - start.year) * 12 + d.month - start.month
+                              for d in days]),
         weekday=np.array([d.weekday() for d in days]),
         day_of_month=np.array([d.day for d in days]),
         day_str=day_str, month_str=month_str, ts_str=ts_str,
@@ -468,7 +472,8 @@ def _event_counts(rng: np.random.Generator, plan: _ProductPlan, subjects: _Subje
 
 def _draw_chunk(rng: np.random.Generator, plan: _ProductPlan, subjects: _Subjects,
                 geo: _Geo, cal: _Calendar, lo: int, hi: int, counts: np.ndarray) -> _Chunk:
-    """Events of subjects ``lo..hi``, bounded per subject and day, sorted by subject and time."""
+    """Events of subjects ``lo..hi``, bounded per subject and day (and month, when the product
+    declares it), sorted by subject and time."""
     idx = np.repeat(np.arange(lo, hi), counts[lo:hi])
     n = len(idx)
     start = subjects.first_day[idx]
@@ -492,21 +497,33 @@ def _draw_chunk(rng: np.random.Generator, plan: _ProductPlan, subjects: _Subject
     if len(plan.product.event_types) > 1:
         event_type = rng.integers(0, len(plan.product.event_types), n)
 
-    # Contribution bound: keep at most max_events_per_subject_per_day per subject and day. The
-    # chunk holds whole subjects, so bounding inside it is bounding overall.
+    # Contribution bounds: keep at most max_events_per_subject_per_day per subject and day, and
+    # of those the first max_events_per_subject_per_month per subject and month (as ingestion
+    # admits them: the daily bound first, then the month in time order). The chunk holds whole
+    # subjects, so bounding inside it is bounding overall.
     key = idx.astype(np.int64) * cal.n_days + day
     order = np.lexsort((slot, key))
-    key_sorted = key[order]
-    first = np.ones(n, dtype=bool)
-    first[1:] = key_sorted[1:] != key_sorted[:-1]
-    group_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
-    keep = order[(np.arange(n) - group_start) < plan.product.max_events_per_subject_per_day]
+    keep = order[_ranks(key[order]) < plan.product.max_events_per_subject_per_day]
+    month_bound = plan.product.max_events_per_subject_per_month
+    if month_bound is not None:
+        # ``keep`` is in (subject, day, slot) order, so each subject-month is one run in it.
+        month_key = idx[keep].astype(np.int64) * (int(cal.month_index[-1]) + 1) \
+            + cal.month_index[day[keep]]
+        keep = keep[_ranks(month_key) < month_bound]
     return _Chunk(
         subject=idx[keep], day=day[keep], slot=slot[keep], cell=cell[keep],
         category=None if category is None else category[keep],
         value=None if value is None else value[keep],
         event_type=None if event_type is None else event_type[keep],
     )
+
+
+def _ranks(sorted_keys: np.ndarray) -> np.ndarray:
+    """Each element's place (0, 1, …) within its run of equal keys (equal keys adjacent)."""
+    n = len(sorted_keys)
+    first = np.ones(n, dtype=bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
 
 
 def _draw_values(rng: np.random.Generator, plan: _ProductPlan, cal: _Calendar, day: np.ndarray,

@@ -2,8 +2,13 @@
 
 Owns building ``cube_monthly`` for a (tenant, product) from the record stores, bumping the
 product's data version and keeping the job-run history. The aggregation is pushed down into
-the database as one portable ``INSERT … SELECT … GROUP BY`` per metric (SQLAlchemy Core, the
-same SQL on SQLite and PostgreSQL); no event row is ever pulled into Python.
+the database (SQLAlchemy Core, the same SQL on SQLite and PostgreSQL); no event row is ever
+pulled into Python. The product's events are read ONCE per rebuild: one ``GROUP BY`` over the
+cube key plus the event type, with the count and, for each value metric's bounds, the count of
+events with a value and their clamped sum, into a temporary *base* table (a few rows per cube
+row); every metric's cube rows are then selected from the base, not from the events. So a
+metric that counts a subset of another's events (``days_present`` — attendance marked present —
+of ``attendance_records``) or a mean beside a count costs no second scan of the events.
 
 Two modes. A *full* rebuild replaces the whole (tenant, product) cube. An *incremental* run
 rebuilds only the months that changed since the last run: the months marked in
@@ -28,8 +33,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from sqlalchemy import (
+    Column,
     Float,
+    Integer,
+    MetaData,
     String,
+    Table,
     and_,
     case,
     delete,
@@ -195,32 +204,47 @@ def _describe(exc: BaseException) -> str:
 
 def _rebuild_cube(session: Session, *, tenant: str, product: ProductSpec) -> int:
     """Replace the (tenant, product) cube inside the caller's transaction; return its rows."""
-    cube = CubeMonthly.__table__
     session.execute(delete(CubeMonthly).where(CubeMonthly.tenant_id == tenant,
                                               CubeMonthly.product_id == product.id))
-    rows = 0
-    for metric in product.metrics:
-        select_cube = _cube_select(tenant=tenant, product=product, metric=metric)
-        statement = insert(cube).from_select(_CUBE_COLUMNS, select_cube)
-        # SQLAlchemy reports rowcount reliably only for UPDATE/DELETE unless asked to keep it.
-        result = session.execute(statement.execution_options(preserve_rowcount=True))
-        rows += result.rowcount
-    return rows
+    return _build(session, tenant=tenant, product=product)
 
 
 def _rebuild_months(session: Session, *, tenant: str, product: ProductSpec,
                     months: tuple[date, ...]) -> int:
     """Replace the cube rows of ``months`` only; return the rows written."""
-    cube = CubeMonthly.__table__
     session.execute(delete(CubeMonthly).where(CubeMonthly.tenant_id == tenant,
                                               CubeMonthly.product_id == product.id,
                                               CubeMonthly.period.in_(months)))
-    rows = 0
-    for metric in product.metrics:
-        select_cube = _cube_select(tenant=tenant, product=product, metric=metric, months=months)
-        statement = insert(cube).from_select(_CUBE_COLUMNS, select_cube)
-        result = session.execute(statement.execution_options(preserve_rowcount=True))
-        rows += result.rowcount
+    return _build(session, tenant=tenant, product=product, months=months)
+
+
+def _build(session: Session, *, tenant: str, product: ProductSpec,
+           months: tuple[date, ...] | None = None) -> int:
+    """Insert the cube rows of every metric of the product (of ``months`` only, if given) from
+    one read of its events; return the rows written."""
+    connection = session.connection()
+    postgres = connection.dialect.name == "postgresql"
+    base = _Base(product, anti_join=postgres)
+    base.table.drop(connection, checkfirst=True)  # a leftover of this connection's last build
+    base.table.create(connection)
+    try:
+        if postgres:
+            # Enough memory for the grouping to stay a hash in memory (the default 4 MB made a
+            # medium product's aggregate spill to disk in five batches); this transaction only.
+            connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+        connection.execute(insert(base.table).from_select(
+            [c.name for c in base.table.columns],
+            base.select(tenant=tenant, product=product, months=months)))
+        rows = 0
+        for metric in product.metrics:
+            statement = insert(CubeMonthly.__table__).from_select(
+                _CUBE_COLUMNS, base.metric_select(tenant=tenant, product=product,
+                                                  metric=metric))
+            # SQLAlchemy reports rowcount reliably only for UPDATE/DELETE unless asked to.
+            result = connection.execute(statement.execution_options(preserve_rowcount=True))
+            rows += result.rowcount
+    finally:
+        base.table.drop(connection)
     return rows
 
 
@@ -269,55 +293,108 @@ _CUBE_COLUMNS: Sequence[str] = (
 )
 
 
-def _cube_select(*, tenant: str, product: ProductSpec, metric: MetricSpec,
-                 months: tuple[date, ...] | None = None):
-    """SELECT one metric's cube rows: consenting subjects' events grouped by the cube key."""
-    events = VERTICAL_EVENT_MODELS[product.vertical].__table__
-    geo = GeoArea.__table__
-    consent = SubjectConsent.__table__
-    withdrawn = exists().where(
-        consent.c.tenant_id == events.c.tenant_id,
-        consent.c.pseudonym == events.c.pseudonym,
-        consent.c.vertical == product.vertical,
-        consent.c.status == "withdrawn",
-    )
-    # Rendered inline, not as a bound parameter: PostgreSQL would see the SELECT-list and the
-    # GROUP BY copies as two different parameters and refuse the grouping.
-    category = func.coalesce(events.c.category, literal_column("'-'"))
-    conditions = [
-        events.c.tenant_id == tenant,
-        events.c.product_id == product.id,
-        events.c.event_type == metric.event_type,
-        ~withdrawn,
-    ]
-    if months is not None:
-        conditions.append(events.c.month.in_(months))
-    if metric.category is not None:
-        conditions.append(events.c.category == metric.category)
-    if metric.measure in {"sum", "mean"} and metric.value_bounds is not None:
-        lo, hi = metric.value_bounds
-        # An event without a value says nothing about a sum or mean; counting it in n_events
-        # would bias the mean towards zero.
-        conditions.append(events.c.value.is_not(None))
-        clamped = case(
-            (events.c.value < lo, literal(lo, Float)),
-            (events.c.value > hi, literal(hi, Float)),
-            else_=events.c.value,
+#: The base table's grouping key: the cube key without the state (joined from the district
+#: after grouping, once per base row instead of once per event) plus the event type;
+#: ``category`` is the stored value (None for a product without categories), as metrics filter
+#: on it.
+_BASE_KEYS = ("event_type", "month", "district", "h3_cell", "age_bucket", "gender", "category")
+
+
+def _value_metric(metric: MetricSpec) -> bool:
+    return metric.measure in {"sum", "mean"} and metric.value_bounds is not None
+
+
+class _Base:
+    """The temporary table one build groups a product's events into, and the SELECTs that fill
+    it and read every metric's cube rows from it.
+
+    A base row is one (event type, cube key) group of consenting subjects' events: ``n`` events,
+    and for each distinct value bounds of the product's value metrics, ``n_value_i`` events with
+    a value and ``value_sum_i`` their values clamped to those bounds. A metric's cube rows are
+    then exactly the rows its own ``GROUP BY`` over the events gave: the base rows of its event
+    type (and category), with ``n`` — or, for a sum or mean, ``n_value_i`` where it is above 0,
+    because an event without a value says nothing about a sum or mean and counting it would
+    bias the mean towards zero — and ``value_sum_i`` (0.0 for a count).
+    """
+
+    NAME = "veil_cube_base"
+
+    def __init__(self, product: ProductSpec, *, anti_join: bool):
+        self.bounds = list(dict.fromkeys(m.value_bounds for m in product.metrics
+                                         if _value_metric(m)))
+        self.anti_join = anti_join
+        self.table = Table(
+            self.NAME, MetaData(),
+            Column("event_type", String(32)), Column("month", CubeMonthly.period.type),
+            Column("district", String(16)), Column("h3_cell", String(15)),
+            Column("age_bucket", String(8)), Column("gender", String(8)),
+            Column("category", String(32)), Column("n", Integer),
+            Column("state", String(16)),
+            *(column for i in range(len(self.bounds)) for column in (
+                Column(f"n_value_{i}", Integer), Column(f"value_sum_{i}", Float))),
+            prefixes=["TEMPORARY"])
+
+    def select(self, *, tenant: str, product: ProductSpec, months: tuple[date, ...] | None):
+        """The product's consenting events, grouped (all months, or ``months``), with the state
+        of each group's district (an event whose district the geography does not know is left
+        out, as the cube always did)."""
+        events = VERTICAL_EVENT_MODELS[product.vertical].__table__
+        consent = SubjectConsent.__table__
+        if self.anti_join:  # PostgreSQL: a hash anti-join, whatever the number of withdrawals
+            consenting = ~exists().where(
+                consent.c.tenant_id == events.c.tenant_id,
+                consent.c.pseudonym == events.c.pseudonym,
+                consent.c.vertical == product.vertical, consent.c.status == "withdrawn")
+        else:
+            # SQLite: the withdrawn subjects as one set built once (NOT IN), not a primary-key
+            # probe per event (a correlated NOT EXISTS: measured 2.5× slower on the grouping).
+            consenting = events.c.pseudonym.not_in(select(consent.c.pseudonym).where(
+                consent.c.tenant_id == tenant, consent.c.vertical == product.vertical,
+                consent.c.status == "withdrawn"))
+        conditions = [events.c.tenant_id == tenant, events.c.product_id == product.id,
+                      events.c.event_type.in_(sorted({m.event_type for m in product.metrics})),
+                      consenting]
+        if months is not None:
+            conditions.append(events.c.month.in_(months))
+        values = []
+        for lo, hi in self.bounds:
+            clamped = case((events.c.value < lo, literal(lo, Float)),
+                           (events.c.value > hi, literal(hi, Float)),
+                           else_=events.c.value)
+            values += [func.count(events.c.value), func.sum(clamped)]
+        keys = [getattr(events.c, name) for name in _BASE_KEYS]
+        grouped = (select(*keys, func.count().label("n"), *(
+                       value.label(f"v{i}") for i, value in enumerate(values)))
+                   .where(and_(*conditions))
+                   .group_by(*keys)).subquery()
+        geo = GeoArea.__table__
+        return (select(*(grouped.c[name] for name in _BASE_KEYS), grouped.c.n,
+                       geo.c.parent_code,
+                       *(grouped.c[f"v{i}"] for i in range(len(values))))
+                .select_from(grouped.join(geo, geo.c.code == grouped.c.district)))
+
+    def metric_select(self, *, tenant: str, product: ProductSpec, metric: MetricSpec):
+        """One metric's cube rows, read from the base."""
+        base = self.table
+        conditions = [base.c.event_type == metric.event_type]
+        if metric.category is not None:
+            conditions.append(base.c.category == metric.category)
+        if _value_metric(metric):
+            slot = self.bounds.index(metric.value_bounds)
+            n = base.c[f"n_value_{slot}"]
+            conditions.append(n > 0)
+            value_sum = func.coalesce(base.c[f"value_sum_{slot}"], literal(0.0, Float))
+        else:
+            n, value_sum = base.c.n, literal(0.0, Float)
+        # Rendered inline, not as a bound parameter, like the cube's other constant columns.
+        category = func.coalesce(base.c.category, literal_column("'-'"))
+        return (
+            select(literal(tenant, String), literal(product.id, String),
+                   literal(metric.id, String), base.c.month, base.c.state,
+                   base.c.district, base.c.h3_cell, base.c.age_bucket, base.c.gender, category,
+                   n, value_sum)
+            .where(and_(*conditions))
         )
-        value_sum = func.coalesce(func.sum(clamped), literal(0.0, Float))
-    else:
-        value_sum = literal(0.0, Float)
-    keys = (events.c.month, geo.c.parent_code, events.c.district, events.c.h3_cell,
-            events.c.age_bucket, events.c.gender, category)
-    return (
-        select(
-            literal(tenant, String), literal(product.id, String), literal(metric.id, String),
-            *keys, func.count(), value_sum,
-        )
-        .select_from(events.join(geo, geo.c.code == events.c.district))
-        .where(and_(*conditions))
-        .group_by(*keys)
-    )
 
 
 def _lock_version(session: Session, *, tenant: str, product: str) -> ProductVersion | None:

@@ -46,7 +46,7 @@ WORKER_MIN_BYTES = 4 << 20
 #: worker runs at most this many chunks plus one ahead of the parent (memory: a few chunks).
 _AHEAD = 1
 
-_KEY, _SUBJECT, _TS, _DAY, _TYPE = 0, 4, 5, 6, 3
+_KEY, _SUBJECT, _TS, _DAY, _MONTH, _TYPE = 0, 4, 5, 6, 7, 3
 
 
 @dataclass(slots=True)
@@ -61,7 +61,9 @@ class CheckedChunk:
     ``first_rows`` and its earliest event time in ``first_ats``, ``subject_days`` (the distinct
     "pseudonym|day" keys, sorted, as one JSON array: the store reads them as one parameter),
     ``crowded`` (subject-day-type groups with two or more events here, and how many), and
-    ``repeated`` (indexes into ``events`` whose id occurs more than once).
+    ``repeated`` (indexes into ``events`` whose id occurs more than once). For a product that
+    declares a person-month bound, ``subject_months`` and ``crowded_months`` are the same for
+    calendar months ("pseudonym|YYYY-MM-01"; otherwise left empty: nothing reads them).
 
     Whatever the storing process only hands to the store is prepared here as the store takes
     it, and nothing it can derive cheaply is sent: a large file is checked in a worker process
@@ -81,12 +83,15 @@ class CheckedChunk:
     subject_days: str = "[]"
     crowded: dict[tuple[str, str, str], int] = field(default_factory=dict)
     repeated: list[int] = field(default_factory=list)
+    subject_months: str = "[]"
+    crowded_months: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 def check_chunks(rules: Rules, rows: Iterable[tuple[int, Any]], chunk_rows: int,
                  source: FileSource | None = None) -> Iterator[CheckedChunk]:
     """Chunks of ``chunk_rows`` source rows (the last may be shorter), checked by ``rules``."""
     check, quarantine_copy = rules.check, rules.quarantine_copy
+    monthly = rules.spec.max_events_per_subject_per_month is not None
     chunk = CheckedChunk()
     events, positions, ats, rejected = chunk.events, chunk.positions, chunk.ats, chunk.rejected
     count = 0
@@ -105,17 +110,18 @@ def check_chunks(rules: Rules, rows: Iterable[tuple[int, Any]], chunk_rows: int,
                 rejected.append((position, result, quarantine_copy(row)))
         if count >= chunk_rows:
             chunk.rows, chunk.last = count, position
-            yield _prepared(chunk, source)
+            yield _prepared(chunk, source, monthly=monthly)
             chunk = CheckedChunk()
             events, positions, ats, rejected = (chunk.events, chunk.positions, chunk.ats,
                                                 chunk.rejected)
             count = 0
     if count:
         chunk.rows, chunk.last = count, position
-        yield _prepared(chunk, source)
+        yield _prepared(chunk, source, monthly=monthly)
 
 
-def _prepared(chunk: CheckedChunk, source: FileSource | None) -> CheckedChunk:
+def _prepared(chunk: CheckedChunk, source: FileSource | None, *,
+              monthly: bool = False) -> CheckedChunk:
     if source is not None:
         chunk.bytes_read = source.bytes_read
     events = chunk.events
@@ -149,17 +155,26 @@ def _prepared(chunk: CheckedChunk, source: FileSource | None) -> CheckedChunk:
     else:
         chunk.first_ats = [ats[start] if end - start == 1 else min(ats[start:end])
                            for start, end in zip(starts, [*starts[1:], n])]
-    # Events of one subject-day are neighbours in this order.
-    days = list(map("|".join, zip(subjects, map(itemgetter(_DAY), events))))
-    same = list(compress(range(1, n), map(eq, days[1:], days)))
-    if same:
-        chunk.subject_days = json.dumps(list(dict.fromkeys(days)))
-        members = sorted({*same, *(i - 1 for i in same)})
-        groups = Counter((subjects[i], events[i][_DAY], events[i][_TYPE]) for i in members)
-        chunk.crowded = {group: count for group, count in groups.items() if count > 1}
-    else:
-        chunk.subject_days = json.dumps(days)
+    # Events of one subject-day (and of one subject-month) are neighbours in this order.
+    chunk.subject_days, chunk.crowded = _groups(subjects, events, _DAY)
+    if monthly:
+        chunk.subject_months, chunk.crowded_months = _groups(subjects, events, _MONTH)
     return chunk
+
+
+def _groups(subjects: list[str], events: list[tuple],
+            column: int) -> tuple[str, dict[tuple[str, str, str], int]]:
+    """The distinct "pseudonym|<day or month>" keys of the events (``column``: the day's or
+    the month's) as one JSON array, and the (subject, day or month, event type) groups with
+    two or more events here, with their counts. Equal keys must be neighbours."""
+    keys = list(map("|".join, zip(subjects, map(itemgetter(column), events))))
+    same = list(compress(range(1, len(keys)), map(eq, keys[1:], keys)))
+    if not same:
+        return json.dumps(keys), {}
+    members = sorted({*same, *(i - 1 for i in same)})
+    groups = Counter((subjects[i], events[i][column], events[i][_TYPE]) for i in members)
+    return (json.dumps(list(dict.fromkeys(keys))),
+            {group: count for group, count in groups.items() if count > 1})
 
 
 # --- the worker process ----------------------------------------------------------------------

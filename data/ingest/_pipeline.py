@@ -14,9 +14,11 @@ every rejected row exactly once.
 
 It must never store an event of a subject without a "granted" consent for the product's
 vertical at the event's time, never store more than the product's
-``max_events_per_subject_per_day`` events of one event type per subject and UTC day (the privacy
-unit's bound, per metric: every metric counts one event type) — also when several batches of
-one product are ingested at once (see ``_BOUND_LOCK_CLASS``) — and never drop a row silently:
+``max_events_per_subject_per_day`` events of one event type per subject and UTC day, nor, when
+the product declares it, more than ``max_events_per_subject_per_month`` per subject and UTC
+calendar month (the privacy unit's bounds, per metric: every metric counts one event type; both
+apply) — also when several batches of one product are ingested at once (see
+``_BOUND_LOCK_CLASS``) — and never drop a row silently:
 each ends accepted, duplicate (counted, skipped), bounded (quarantined) or rejected
 (quarantined with its reason and a redacted copy).
 """
@@ -38,6 +40,7 @@ from operator import itemgetter
 from types import MappingProxyType
 from typing import Any
 
+import psycopg
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -81,26 +84,27 @@ _MAX_ERROR_CHARS = 2_000
 #: Progress callback: (bytes done, bytes total, rows done).
 Progress = Callable[[int, int, int], None]
 
-#: The first half of the two-integer key of the PostgreSQL advisory lock a chunk takes before
-#: it reads anything its decisions depend on ("veil" in ASCII; the second half is
-#: ``_bound_lock_key``). The contribution bound is "count what is stored, then insert up to the
-#: bound", and the duplicate check is "read which ids are stored, then insert the rest"; under
-#: READ COMMITTED two transactions doing either at once both see the same stored state and both
-#: insert (issue 14: eight concurrent batches of three events of one person-day, bound 3,
-#: stored 21). So every chunk that stores events of a product takes this transaction-scoped
-#: lock on (tenant, product) first: writers of one product take turns, exactly as SQLite's
-#: ``BEGIN IMMEDIATE`` makes all writers take turns, and each one's reads (a new snapshot per
-#: statement, taken after the lock is granted) see everything the previous holder committed;
-#: the lock goes with the commit or rollback, and a crashed holder's with its connection.
-#: Chosen over the alternatives because it is correct by construction for both checks and
-#: costs one round trip per chunk: locks per hashed subject bucket would let writers of one
-#: product overlap but not make the duplicate check safe (an event id does not determine its
-#: subject), and take up to a bucket count of slots in the server's shared lock table per
-#: chunk; a counter row per subject-day would be a second copy of the counts to keep in step
-#: with every delete, written for every group of every chunk; SERIALIZABLE would abort and
-#: redo whole 50,000-row chunks. Writers of different products (or tenants) do not wait for
-#: each other, short of a 32-bit hash collision, which only makes them take turns. One lock
-#: per transaction, always taken before anything else, so it cannot deadlock with itself.
+#: The first half of the two-integer key of the PostgreSQL advisory lock a chunk takes before it
+#: reads anything its decisions depend on ("veil" in ASCII; the second half is
+#: ``_bound_lock_key``). Each contribution bound (per day, and per month when declared) is
+#: "count what is stored, then insert up to the bound", and the duplicate check is "read which
+#: ids are stored, then insert the rest"; under READ COMMITTED two transactions doing either at
+#: once both see the same stored state and both insert (issue 14: eight concurrent batches of
+#: three events of one person-day, bound 3, stored 21). So every chunk that stores events of a
+#: product takes this transaction-scoped lock on (tenant, product) first: writers of one product
+#: take turns, exactly as SQLite's ``BEGIN IMMEDIATE`` makes all writers take turns, and each
+#: one's reads (a new snapshot per statement, taken after the lock is granted) see everything
+#: the previous holder committed; the lock goes with the commit or rollback, and a crashed
+#: holder's with its connection. Chosen over the alternatives because it is correct by
+#: construction for both checks and costs one round trip per chunk: locks per hashed subject
+#: bucket would let writers of one product overlap but not make the duplicate check safe (an
+#: event id does not determine its subject), and take up to a bucket count of slots in the
+#: server's shared lock table per chunk; a counter row per subject-day would be a second copy of
+#: the counts to keep in step with every delete, written for every group of every chunk;
+#: SERIALIZABLE would abort and redo whole 50,000-row chunks. Writers of different products (or
+#: tenants) do not wait for each other, short of a 32-bit hash collision, which only makes them
+#: take turns. One lock per transaction, always taken before anything else, so it cannot
+#: deadlock with itself.
 _BOUND_LOCK_CLASS = 0x7665696C
 
 
@@ -114,6 +118,7 @@ def _bound_lock_key(tenant: str, product: str) -> int:
 ACCEPTED, DUPLICATE, BOUNDED, REJECTED = "accepted", "duplicate", "bounded", "rejected"
 NO_CONSENT = "no consent"
 OVER_BOUND = "over contribution bound"
+OVER_MONTH_BOUND = "over monthly contribution bound"
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +254,7 @@ class _Run:
         # The hot path talks to the driver directly (see _Sql): its errors count as store errors.
         self.store_errors = (SQLAlchemyError, store.engine.dialect.loaded_dbapi.Error)
         self.bound = rules.spec.max_events_per_subject_per_day
+        self.month_bound = rules.spec.max_events_per_subject_per_month  # None: not declared
         # SQLite needs no lock of its own: BEGIN IMMEDIATE already serialises its writers.
         self.bound_lock = ((_BOUND_LOCK_CLASS, _bound_lock_key(rules.tenant, rules.product))
                            if store.dialect == "postgresql" else None)
@@ -258,7 +264,9 @@ class _Run:
         self.subjects_pending: Iterable[str] = ()
         self.statistics = _Statistics(store, self.table)
         self.consent_cache = _ConsentCache(store.dialect == "sqlite")
-        self.optimistic = store.dialect == "sqlite"  # see _decide_and_insert
+        self.optimistic = True  # see _decide_and_insert
+        self.insert_new = (_copy_new_events if store.dialect == "postgresql"
+                           else _insert_new_events)
         self.bulk = _BulkSettings(store)
         self.started = time.perf_counter()
         if resume is not None:
@@ -308,6 +316,7 @@ class _Run:
                 if progress is not None:
                     progress(0, size, self.counts["rows"])
                 for chunk in chunks:
+                    self.statistics.before_chunk()
                     self.statistics.after_chunk(self._store(chunk))
                     if progress is not None:
                         done = chunk.bytes_read
@@ -316,6 +325,7 @@ class _Run:
                     progress(size, size, self.counts["rows"])
             finally:
                 self.bulk.restore()
+            self.statistics.after_run()
             self._finish("succeeded", None)
         except BaseException as exc:
             self._finish("failed", _describe(exc))
@@ -352,8 +362,12 @@ class _Run:
                 self.bulk.begin(session)
                 if self.bound_lock is not None and chunk.events:
                     # Before the first read the decisions depend on: see _BOUND_LOCK_CLASS.
-                    self.sql.run(session, "SELECT pg_advisory_xact_lock(%s, %s)",
-                                 self.bound_lock)
+                    # For this transaction only: no sequential scans (see _Statistics), and
+                    # no JIT compilation (a chunk's reads look costly, and compiling them took
+                    # longer than running them).
+                    self.sql.run(session, "SELECT pg_advisory_xact_lock(%s, %s), "
+                                 "set_config('enable_seqscan', 'off', true), "
+                                 "set_config('jit', 'off', true)", self.bound_lock)
                 outcome = self._decide_and_insert(session, chunk)
                 self._write(session, chunk, outcome)
                 self.consent_cache.chunk_written(session)
@@ -383,15 +397,17 @@ class _Run:
     def _decide_and_insert(self, session: Session, chunk: CheckedChunk) -> _Outcome:
         """Decide the chunk's events and insert the accepted ones.
 
-        On the embedded store the decision first assumes that none of the chunk's event ids is
-        stored yet — the usual case, which saves a read of one index seek per event — and then
-        proves it: the ids of the events it did not accept (few: over the bound, no consent, or
-        repeated here) are read, and the accepted ones are inserted with ``INSERT OR IGNORE``
-        inside a savepoint, which ignores exactly the rows whose id is stored. Every id of the
-        chunk is in one of the two sets. If either finds a stored id, the savepoint is rolled
-        back and the chunk decided again with the stored ids read first, exactly as on
-        PostgreSQL (which always reads them first). The run then reads them first for the rest
-        of its chunks: a source that re-sends one chunk's events usually re-sends the next.
+        The decision first assumes that none of the chunk's event ids is stored yet — the usual
+        case, which saves a read of one index seek per event — and then proves it: the ids of
+        the events it did not accept (few: over a bound, no consent, or repeated here) are
+        read, and the accepted ones are inserted inside a savepoint by a statement that cannot
+        store an id twice: ``INSERT OR IGNORE`` on the embedded store (which ignores exactly
+        the rows whose id is stored, and says how many went in), ``COPY`` on PostgreSQL (which
+        fails whole on the event-id primary key if any id is stored). Every id of the chunk is
+        in one of the two sets. If either finds a stored id, the savepoint is rolled back and
+        the chunk decided again with the stored ids read first. The run then reads them first
+        for the rest of its chunks: a source that re-sends one chunk's events usually re-sends
+        the next.
         """
         events = chunk.events
         if self.optimistic and events:
@@ -402,7 +418,7 @@ class _Run:
                 kept = {events[i][0] for i in chunk.repeated if i not in refused}
                 others = sorted({events[i][0] for i in refused} - kept)
             if not (others and self._existing_events(session, others)) \
-                    and _insert_new_events(session, self.table, outcome.accepted):
+                    and self.insert_new(session, self.table, outcome.accepted):
                 return outcome
             self.optimistic = False
         stored = (self._existing_events(session, sorted(map(_KEY, events))) if events
@@ -416,15 +432,19 @@ class _Run:
 
     def _decided(self, session: Session, chunk: CheckedChunk, *, stored: set[str]) -> _Outcome:
         """The chunk's outcome: the rules' refusals, then ``_admit`` after the set-based reads
-        of consent and daily counts (``stored``: the chunk's event ids already stored)."""
+        of consent and daily (and monthly) counts (``stored``: the chunk's event ids already
+        stored)."""
         outcome = _Outcome([] if self.with_results else None)
         for position, why, raw in chunk.rejected:
             outcome.reject(position, why, raw)
         if chunk.events:
             granted = self._consent(session, chunk.subjects)
             counts = self._daily_counts(session, chunk)
+            month_counts = (self._monthly_counts(session, chunk)
+                            if self.month_bound is not None else None)
             _admit(chunk, outcome, stored=stored, granted=granted, counts=counts,
-                   bound=self.bound, vertical=self.rules.spec.vertical)
+                   bound=self.bound, vertical=self.rules.spec.vertical,
+                   month_counts=month_counts, month_bound=self.month_bound)
         outcome.settle()
         return outcome
 
@@ -511,6 +531,39 @@ class _Run:
         return {(pseudonym, day if isinstance(day, str) else day.isoformat(), event_type): n
                 for pseudonym, day, event_type, n in self.sql.run(session, statement, params)}
 
+    def _monthly_counts(self, session: Session,
+                        chunk: CheckedChunk) -> dict[tuple[str, str, str], int]:
+        """Stored events per (pseudonym, month, event type) for exactly the chunk's
+        subject-months ("pseudonym|YYYY-MM-01", sorted): one range seek per subject-month on
+        the same (tenant, pseudonym, day) index as the daily counts (the month's days), never
+        a subject's history. Groups without stored events are absent."""
+        subject_months = chunk.subject_months
+        if subject_months == "[]":
+            return {}
+        table, p = self.table, self.sql.p
+        if self.sql.postgres:
+            statement = (
+                f"SELECT e.pseudonym, k.month, e.event_type, count(*) "
+                f"FROM unnest({p}::text[], {p}::date[]) AS k(pseudonym, month) "
+                f"JOIN {table} AS e ON e.tenant_id = {p} AND e.pseudonym = k.pseudonym "
+                f"AND e.day >= k.month AND e.day < (k.month + interval '1 month')::date "
+                f"WHERE e.product_id = {p} GROUP BY e.pseudonym, k.month, e.event_type")
+            pairs = [key.split("|") for key in json.loads(subject_months)]
+            params: tuple = ([pseudonym for pseudonym, _ in pairs],
+                             [month for _, month in pairs], self.rules.tenant,
+                             self.rules.product)
+        else:
+            statement = (
+                f"SELECT e.pseudonym, substr(k.value, 34), e.event_type, count(*) "
+                f"FROM json_each({p}) AS k CROSS JOIN {table} AS e "
+                f"ON e.tenant_id = {p} AND e.pseudonym = substr(k.value, 1, 32) "
+                f"AND e.day >= substr(k.value, 34) "
+                f"AND e.day < date(substr(k.value, 34), '+1 month') WHERE e.product_id = {p} "
+                f"GROUP BY e.pseudonym, substr(k.value, 34), e.event_type")
+            params = (subject_months, self.rules.tenant, self.rules.product)
+        return {(pseudonym, month if isinstance(month, str) else month.isoformat(), event_type): n
+                for pseudonym, month, event_type, n in self.sql.run(session, statement, params)}
+
     # --- writes --------------------------------------------------------------------------------
 
     def _write(self, session: Session, chunk: CheckedChunk, outcome: _Outcome) -> None:
@@ -524,10 +577,18 @@ class _Run:
             # if missing, with the district and time of their first accepted event here (the
             # first of theirs in the chunk's order).
             new = _first_accepted(chunk, outcome.refused, skip=self.subjects_seen)
-            self.sql.insert(session, _SUBJECTS, ("tenant_id", "pseudonym", "district",
-                                                  "created_at"),
-                            [(tenant, pseudonym, row[9], row[5]) for pseudonym, row in new],
-                            on_conflict_do_nothing=True)
+            if self.sql.postgres and new:  # one statement for all, not one per subject
+                self.sql.run(session, (
+                    f"INSERT INTO {_SUBJECTS} (tenant_id, pseudonym, district, created_at) "
+                    f"SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::timestamp[]) "
+                    f"ON CONFLICT DO NOTHING"), (
+                    tenant, [pseudonym for pseudonym, _ in new], [row[9] for _, row in new],
+                    [row[5] for _, row in new]), fetch=False)
+            else:
+                self.sql.insert(session, _SUBJECTS, ("tenant_id", "pseudonym", "district",
+                                                      "created_at"),
+                                [(tenant, pseudonym, row[9], row[5]) for pseudonym, row in new],
+                                on_conflict_do_nothing=True)
             self.subjects_pending = [pseudonym for pseudonym, _ in new]
             self.sql.insert(session, _PENDING, ("tenant_id", "product_id", "month",
                                                       "reason", "marked_at"),
@@ -581,29 +642,34 @@ def _first_accepted(chunk: CheckedChunk, refused: set[int],
 
 def _admit(chunk: CheckedChunk, outcome: _Outcome, *, stored: set[str],
            granted: Mapping[str, float | None], counts: dict[tuple[str, str, str], int],
-           bound: int, vertical: str) -> None:
-    """Decide a chunk's valid events: duplicate, no consent, over the bound, or accepted.
+           bound: int, vertical: str,
+           month_counts: dict[tuple[str, str, str], int] | None = None,
+           month_bound: int | None = None) -> None:
+    """Decide a chunk's valid events: duplicate, no consent, over a bound, or accepted.
 
     ``stored``: the chunk's event ids already in the store; ``granted``: pseudonym → epoch
-    seconds since which consent is granted (absent or None: not granted); ``counts``: stored events per (pseudonym, day,
-    event type), for at least every group of a subject with consent (absent: none stored).
+    seconds since which consent is granted (absent or None: not granted); ``counts``: stored
+    events per (pseudonym, day, event type), for at least every group of a subject with
+    consent (absent: none stored); ``month_counts`` the same per (pseudonym, month, event
+    type) when the product declares ``month_bound`` (None: no monthly bound).
 
     The rule is sequential — events are decided one by one in source order (``_decide_each``)
     — but most events cannot be refused whatever comes before them: their id occurs once in
     the chunk and is not stored, their subject's consent predates all of the subject's events
-    here, and their (subject, day, event type) group stays within the bound even if every one
-    of its events here were stored. Those are accepted as they are. The rest — and with them
-    every event that shares an id, a doubtful subject or a group at risk — are decided one by
-    one, which gives every event exactly the answer deciding all of them one by one would
-    (tests/unit/test_ingest_admit.py checks this against that one-by-one decision).
+    here, and their (subject, day, event type) group — and (subject, month, event type) group —
+    stays within its bound even if every one of its events here were stored. Those are
+    accepted as they are. The rest — and with them every event that shares an id, a doubtful
+    subject or a group at risk — are decided one by one, which gives every event exactly the
+    answer deciding all of them one by one would (tests/unit/test_ingest_admit.py checks this
+    against that one-by-one decision). A group at risk has all its events decided one by one,
+    so its running count is exact; a group not at risk cannot reach its bound, so the events
+    decided one by one for another reason may undercount it without changing any answer.
     """
     events = chunk.events
     doubtful = [subject for subject, first in zip(chunk.subjects, chunk.first_ats)
                 if (since := granted.get(subject)) is None or first < since]
-    crowded = chunk.crowded
-    at_risk = [group for group in counts.keys() | crowded.keys()
-               if counts.get(group, 0) + crowded.get(group, 1) > bound]
-    if bound < 1:  # the catalog requires >= 1; were it 0, every group would be at risk
+    if bound < 1 or (month_bound is not None and month_bound < 1):
+        # the catalog requires >= 1; were it 0, every group would be at risk
         careful = set(range(len(events)))
     else:
         careful = set(chunk.repeated)
@@ -611,12 +677,18 @@ def _admit(chunk: CheckedChunk, outcome: _Outcome, *, stored: set[str],
             careful.update(i for i, key in enumerate(map(_KEY, events)) if key in stored)
         for subject in doubtful:
             careful.update(_rows_of(events, subject))
-        for subject, day, event_type in at_risk:
+        for subject, day, event_type in _at_risk(counts, chunk.crowded, bound):
             careful.update(i for i in _rows_of(events, subject)
                            if events[i][6] == day and events[i][3] == event_type)
+        if month_bound is not None:
+            for subject, month, event_type in _at_risk(month_counts or {},
+                                                       chunk.crowded_months, month_bound):
+                careful.update(i for i in _rows_of(events, subject)
+                               if events[i][7] == month and events[i][3] == event_type)
     refused = (_decide_each(sorted(careful, key=chunk.positions.__getitem__), chunk, outcome,
                             stored=stored, granted=granted, counts=counts, bound=bound,
-                            vertical=vertical)
+                            vertical=vertical, month_counts=month_counts,
+                            month_bound=month_bound)
                if careful else set())
     outcome.refused = refused
     outcome.accepted = _without(events, refused) if refused else events
@@ -625,11 +697,23 @@ def _admit(chunk: CheckedChunk, outcome: _Outcome, *, stored: set[str],
                                for i, position in enumerate(chunk.positions) if i not in refused)
 
 
+def _at_risk(counts: dict[tuple[str, str, str], int], crowded: dict[tuple[str, str, str], int],
+             bound: int) -> list[tuple[str, str, str]]:
+    """The groups that could reach ``bound`` here: stored events plus the chunk's (a group
+    absent from ``crowded`` has at most one event in the chunk) above the bound."""
+    return [group for group in counts.keys() | crowded.keys()
+            if counts.get(group, 0) + crowded.get(group, 1) > bound]
+
+
 def _decide_each(order: list[int], chunk: CheckedChunk, outcome: _Outcome, *,
                  stored: set[str], granted: Mapping[str, float | None],
-                 counts: dict[tuple[str, str, str], int], bound: int, vertical: str) -> set[int]:
+                 counts: dict[tuple[str, str, str], int], bound: int, vertical: str,
+                 month_counts: dict[tuple[str, str, str], int] | None = None,
+                 month_bound: int | None = None) -> set[int]:
     """Decide the events at ``order`` (indexes into ``chunk.events``, in source order) one by
-    one; returns the indexes not admitted. Updates ``counts`` with the admitted events."""
+    one; returns the indexes not admitted. Updates ``counts`` (and ``month_counts``) with the
+    admitted events. The daily bound is checked first: an event over both is counted as over
+    the daily one."""
     events, positions, ats = chunk.events, chunk.positions, chunk.ats
     refused: set[int] = set()
     # Duplicates of stored events; duplicates within the chunk are settled below, so that a
@@ -653,8 +737,11 @@ def _decide_each(order: list[int], chunk: CheckedChunk, outcome: _Outcome, *,
             refused.add(i)
         else:
             consenting.append(i)
-    # Contribution bound per subject, UTC day and event type, counting stored events first.
+    # Contribution bounds per subject, UTC day (and month) and event type, counting stored
+    # events first.
     admitted: set[str] = set()
+    if month_counts is None:
+        month_counts = {}
     for i in consenting:
         row = events[i]
         if row[0] in admitted:
@@ -668,9 +755,20 @@ def _decide_each(order: list[int], chunk: CheckedChunk, outcome: _Outcome, *,
                 f"the subject already has {bound} {row[3]} event(s) on {row[6]} "
                 f"(at most {bound} per subject per day)")), _deidentified_copy(row))
             refused.add(i)
-        else:
-            counts[key] = used + 1
-            admitted.add(row[0])
+            continue
+        if month_bound is not None:
+            month_key = (row[4], row[7], row[3])
+            used_in_month = month_counts.get(month_key, 0)
+            if used_in_month >= month_bound:
+                outcome.bounded(positions[i], Rejection(OVER_MONTH_BOUND, (
+                    f"the subject already has {month_bound} {row[3]} event(s) in "
+                    f"{row[7][:7]} (at most {month_bound} per subject per month)")),
+                    _deidentified_copy(row))
+                refused.add(i)
+                continue
+            month_counts[month_key] = used_in_month + 1
+        counts[key] = used + 1
+        admitted.add(row[0])
     return refused
 
 
@@ -717,14 +815,15 @@ class _Sql:
     def values(self, values: Sequence[str]) -> Any:
         return list(values) if self.postgres else json.dumps(list(values))
 
-    def run(self, session: Session, statement: str, params: tuple) -> list[tuple]:
+    def run(self, session: Session, statement: str, params: tuple, *,
+            fetch: bool = True) -> list[tuple]:
         # The driver's cursor, like the inserts: plain tuples, no result objects per row (a
         # consent read returns a row per subject in the chunk).
         raw: Any = session.connection().connection.dbapi_connection
         cursor = raw.cursor()
         try:
             cursor.execute(statement, params)
-            return cursor.fetchall()
+            return cursor.fetchall() if fetch else []
         finally:
             cursor.close()
 
@@ -744,16 +843,28 @@ class _Sql:
             cursor.close()
 
 
-class _Statistics:
-    """Keeps PostgreSQL's planner statistics in step with a growing event table.
+#: The event table's columns a chunk's reads filter on.
+_CHECKED_COLUMNS = "event_id, tenant_id, product_id, pseudonym, day"
 
-    Bulk inserts do not update statistics and autovacuum gets to them late; a planner that
-    believes the table is empty picks a nested loop over the whole table for the per-chunk
-    bound query, and ingestion turns quadratic (measured: a few hundred rows/s once the table
-    held 100,000 rows).
-    So whenever a run has added 10,000 rows and a fifth of the table's size as last analysed,
-    the event and consent tables are analysed again. Small runs (an API request) never trigger
-    it; autovacuum covers them. SQLite plans these queries from the index definitions alone.
+
+class _Statistics:
+    """Keeps PostgreSQL's planner statistics in step with the tables a run reads and grows.
+
+    Bulk inserts do not update statistics and autovacuum gets to them late. Without column
+    statistics every equality looks equally selective, and the planner may read a chunk's
+    keys through the wrong index — the tenant's granted consents, or a product's events, per
+    key — and ingestion turns quadratic (measured: a few hundred rows/s once the table held
+    100,000 rows). The chunk's reads are index seeks per key, with sequential scans off for the
+    chunk's transaction, and they stay right as long as the statistics are within a factor of
+    two of the table. So the consent and event tables are
+    analysed when a run starts if they changed by more than their analysed size (and 10,000
+    rows) since they were last analysed, and the event table again whenever the run has added
+    as many rows as it held when last analysed: a doubling schedule, five times for a million
+    rows into an empty table, where analysing after almost every chunk had cost an eighth of
+    the run. When a run that added 10,000 rows and a fifth of the table's size ends, the table
+    is analysed once more for the queries that come after it (materialisation). Small runs (an
+    API request) never trigger it; autovacuum covers them. SQLite plans these queries from the
+    index definitions alone.
     """
 
     def __init__(self, store: Store, table: str):
@@ -761,25 +872,47 @@ class _Statistics:
         self.enabled = store.dialect == "postgresql"
         self.rows_at_last = 0
         self.added = 0
-        if self.enabled:
-            with store.engine.connect() as connection:
-                rows = connection.exec_driver_sql(
-                    "SELECT reltuples FROM pg_class WHERE relname = %s", (table,)).scalar()
-            self.rows_at_last = max(int(rows or 0), 0)  # -1: never analysed
+        self.checked = False
+
+    def before_chunk(self) -> None:
+        """At the run's first chunk: analyse what changed a lot since it was last analysed."""
+        if not self.enabled or self.checked:
+            return
+        self.checked = True
+        with self.store.engine.connect() as connection:
+            stale = [name for name, rows, changed in connection.exec_driver_sql(
+                "SELECT c.relname, c.reltuples, s.n_mod_since_analyze FROM pg_class c "
+                "JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname IN (%s, %s)",
+                (self.table, _CONSENT)).all()
+                if (changed or 0) >= max(10_000, rows or 0)]
+            for name in stale:
+                connection.exec_driver_sql(f"ANALYZE {name}")
+            self.rows_at_last = self._rows(connection)
+            connection.commit()
 
     def after_chunk(self, inserted: int) -> None:
         if not self.enabled:
             return
         self.added += inserted
-        if self.added >= max(10_000, self.rows_at_last // 5):
-            with self.store.engine.connect() as connection:
-                connection.exec_driver_sql(f"ANALYZE {self.table}")
-                connection.exec_driver_sql(f"ANALYZE {_CONSENT}")
-                rows = connection.exec_driver_sql(
-                    "SELECT reltuples FROM pg_class WHERE relname = %s", (self.table,)).scalar()
-                connection.commit()
-            self.rows_at_last = max(int(rows or 0), 0)
-            self.added = 0
+        if self.added >= max(10_000, self.rows_at_last):
+            # During the run only the columns the chunk's reads filter on: less to compute.
+            self._analyze(f"{self.table} ({_CHECKED_COLUMNS})")
+
+    def after_run(self) -> None:
+        if self.enabled and self.added >= max(10_000, self.rows_at_last // 5):
+            self._analyze(self.table)
+
+    def _analyze(self, target: str) -> None:
+        with self.store.engine.connect() as connection:
+            connection.exec_driver_sql(f"ANALYZE {target}")
+            self.rows_at_last = self._rows(connection)
+            connection.commit()
+        self.added = 0
+
+    def _rows(self, connection: Any) -> int:
+        rows = connection.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE relname = %s", (self.table,)).scalar()
+        return max(int(rows or 0), 0)  # -1: never analysed
 
 
 class _ConsentCache:
@@ -1032,6 +1165,28 @@ def _insert_new_events(session: Session, table: str, rows: list[tuple]) -> bool:
         return complete
     finally:
         cursor.close()
+
+
+def _copy_new_events(session: Session, table: str, rows: list[tuple]) -> bool:
+    """COPY event rows none of whose ids should be stored yet (PostgreSQL). True when every row
+    went in; False, with nothing inserted, when the store already held one of the ids (the
+    primary key refuses the COPY whole; the savepoint takes the transaction back to before
+    it)."""
+    if not rows:
+        return True
+    raw: Any = session.connection().connection.dbapi_connection
+    with raw.cursor() as cursor:
+        cursor.execute(f"SAVEPOINT {_SAVEPOINT}")
+    try:
+        _bulk_insert(session, table, EVENT_COLUMNS, rows)
+    except psycopg.errors.UniqueViolation:
+        with raw.cursor() as cursor:
+            cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+            cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        return False
+    with raw.cursor() as cursor:
+        cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+    return True
 
 
 def _bulk_insert(session: Session, table: str, columns: Sequence[str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,25 @@ def event(n: int | str, subject: str = "person-1", **fields: Any) -> dict[str, A
     }
     row.update(fields)
     return {key: value for key, value in row.items() if value is not ...}
+
+
+def with_monthly_bound(catalog: Catalog, bound: int, *, product: str = PRODUCT) -> Catalog:
+    """The catalog with ``product`` declaring ``max_events_per_subject_per_month = bound``
+    (whatever catalog/products.toml says), for tests of the person-month bound."""
+    products = tuple(dataclasses.replace(p, max_events_per_subject_per_month=bound)
+                     if p.id == product else p for p in catalog.products)
+    return dataclasses.replace(catalog, products=products,
+                               _product_index={p.id: p for p in products})
+
+
+def daily_only(catalog: Catalog) -> Catalog:
+    """The catalog with no product declaring a person-month bound: for the tests that pin the
+    daily bound and the other checks with one subject's events spread over a month (the
+    monthly bound has its own tests, tests/system/test_ingest_month_bound.py)."""
+    products = tuple(dataclasses.replace(p, max_events_per_subject_per_month=None)
+                     for p in catalog.products)
+    return dataclasses.replace(catalog, products=products,
+                               _product_index={p.id: p for p in products})
 
 
 def grant(store: Store, catalog: Catalog, *subjects: str, vertical: str = "health",

@@ -257,7 +257,8 @@ def test_headers_that_never_finish_are_closed(collector, after_an_answer):
 
 
 def _on_day(name: str, day: int) -> dict:
-    return event(name, timestamp=f"2025-03-{day:02d}T10:00:00Z")
+    # each on a day of its own month: no contribution bound, daily or monthly, decides
+    return event(name, timestamp=f"2025-{day:02d}-{day:02d}T10:00:00Z")
 
 
 def _hold(api: Collector, token: str, rows: list[dict]) -> Raw:

@@ -8,6 +8,7 @@ current state, so their order does not matter.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -241,6 +242,52 @@ def test_no_subject_exceeds_the_daily_contribution_bound(demo):
                        .group_by(model.tenant_id, model.pseudonym, model.day).subquery())
             worst = session.scalar(select(func.max(per_day.c.n)))
             assert 1 <= worst <= product.max_events_per_subject_per_day, product.id
+
+
+def _worst_per_subject_month(session, product: ProductSpec) -> int:
+    """The most events one subject has in one calendar month of ``product``."""
+    model = VERTICAL_EVENT_MODELS[product.vertical]
+    per_month = (select(model.tenant_id, model.pseudonym, model.month, model.event_type,
+                        func.count().label("n"))
+                 .where(model.product_id == product.id)
+                 .group_by(model.tenant_id, model.pseudonym, model.month, model.event_type)
+                 .subquery())
+    return session.scalar(select(func.max(per_month.c.n)))
+
+
+def test_no_subject_exceeds_a_declared_monthly_contribution_bound(demo):
+    """Per subject, product and month there are never more events than a product that declares
+    a person-month bound allows."""
+    with demo.store.read() as session:
+        for product in _metric_products(demo.catalog):
+            if product.max_events_per_subject_per_month is not None:
+                worst = _worst_per_subject_month(session, product)
+                assert 1 <= worst <= product.max_events_per_subject_per_month, product.id
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_generator_bounds_every_subject_month_a_product_declares(backend, tmp_path):
+    """With every metric product declaring a monthly bound equal to its daily one (the
+    tightest the catalog allows), the demo holds subject-months at exactly the bound and none
+    over it, and the daily bound still holds."""
+    databases = _postgres_database() if backend == "postgresql" else None
+    url = next(databases) if databases else None
+    store, catalog = _open(backend, tmp_path / "veil", url)
+    products = tuple(dataclasses.replace(p, max_events_per_subject_per_month=(
+        p.max_events_per_subject_per_day)) if p.kind == "metric_set" else p
+        for p in catalog.products)
+    bounded = dataclasses.replace(catalog, products=products,
+                                  _product_index={p.id: p for p in products})
+    try:
+        generate(store, bounded, size="small", seed=7, secret=SECRET, as_of=DEMO_AS_OF)
+        with store.read() as session:
+            for product in _metric_products(bounded):
+                assert _worst_per_subject_month(session, product) == (
+                    product.max_events_per_subject_per_month), product.id
+    finally:
+        store.dispose()
+        if databases:
+            databases.close()
 
 
 # --- cubes -----------------------------------------------------------------------------------

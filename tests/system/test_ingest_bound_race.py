@@ -20,13 +20,20 @@ import pytest
 
 from data.ingest import add_source, ingest_rows
 from data.ingest.api import create_app
-from ingest_support import (PRODUCT, SECRET, TENANT, event, event_count, grant, quarantined,
-                            serve)
+from ingest_support import (PRODUCT, SECRET, TENANT, daily_only, event, event_count, grant,
+                            quarantined, serve)
 
 BOUND = 3  # health.vaccinations' max_events_per_subject_per_day
 WRITERS = 8
 ROUNDS = 3  # one subject-day per round: more chances for an unserialised store to let one by
 
+
+
+@pytest.fixture
+def catalog(catalog):
+    """The daily bound as the only contribution bound: these tests spread one subject's events
+    over days of one month (the person-month bound: tests/system/test_ingest_month_bound.py)."""
+    return daily_only(catalog)
 
 def _batches(day: int) -> list[list[dict]]:
     """WRITERS batches, each of BOUND distinct events of person-1 on 2025-03-<day>."""

@@ -35,10 +35,13 @@ def _write_file(path: Path) -> list[int]:
     with path.open("w") as handle:
         for i in range(EVENTS):
             line = i + 1
-            day = 1 + (i // SUBJECTS) % 28
+            # a subject's k-th event falls in the k-th month from January 2024: one event per
+            # person-month, within any monthly bound the catalog declares
+            k = i // SUBJECTS
+            day = 1 + k % 28
             row = {"event_id": f"ev-{i}", "subject_id": f"person-{i % SUBJECTS}",
                    "event_type": "vaccination",
-                   "timestamp": f"2025-{1 + (i // (SUBJECTS * 28)) % 12:02d}-{day:02d}T09:30:00Z",
+                   "timestamp": f"{2024 + k // 12}-{1 + k % 12:02d}-{day:02d}T09:30:00Z",
                    "age": i % 90, "category": "polio", "lat": LAT, "lng": LNG}
             if i % 997 == 5:
                 text = '{"event_id": "broken'

@@ -22,18 +22,16 @@ from data.errors import InvalidInput, StoreError
 from data.ingest import ingest_file, ingest_rows
 from data.models import CubePending, IngestBatch, Subject
 from data.pseudonym import pseudonym
-from ingest_support import (
-    PRODUCT,
-    SECRET,
-    TENANT,
-    event,
-    event_count,
-    grant,
-    quarantined,
-    stored_events,
-    write_jsonl,
-)
+from ingest_support import (PRODUCT, SECRET, TENANT, daily_only, event, event_count, grant,
+                            quarantined, stored_events, write_jsonl)
 
+
+
+@pytest.fixture
+def catalog(catalog):
+    """The daily bound as the only contribution bound: these tests spread one subject's events
+    over days of one month (the person-month bound: tests/system/test_ingest_month_bound.py)."""
+    return daily_only(catalog)
 
 def ingest(store, catalog, rows, **kwargs):
     return ingest_rows(store, catalog, rows, tenant=TENANT, product=PRODUCT, secret=SECRET,
