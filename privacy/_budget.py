@@ -12,6 +12,7 @@ in memory between calls.
 from __future__ import annotations
 
 import calendar
+from contextlib import nullcontext
 from collections.abc import Callable
 from datetime import date, datetime
 
@@ -43,6 +44,11 @@ def _insert_missing(session: Session, table, rows: list[dict], keys: tuple[str, 
     return make(table).values(rows).on_conflict_do_nothing(index_elements=list(keys))
 
 
+def _reading(store: Store, session: Session | None):
+    """``session`` itself when the caller has one open, else a new read transaction."""
+    return nullcontext(session) if session is not None else store.read()
+
+
 def window_of(day: date) -> tuple[date, date]:
     """The monthly refresh window containing ``day``."""
     last = calendar.monthrange(day.year, day.month)[1]
@@ -55,9 +61,11 @@ class Ledger:
         self._clock = clock  # stamps entries: the gate's clock, so a pinned gate stamps alike
 
     def status(self, *, tenant: str, principal: str, product: str, cap: float,
-               today: date, delta_cap: float = 0.0) -> BudgetStatus:
+               today: date, delta_cap: float = 0.0,
+               session: Session | None = None) -> BudgetStatus:
+        """The principal's account in the window of ``today`` (read in ``session`` if given)."""
         start, end = window_of(today)
-        with self._store.read() as session:
+        with _reading(self._store, session) as session:
             spent = session.execute(
                 select(BudgetAccount.spent, BudgetAccount.delta_spent).where(
                     BudgetAccount.tenant_id == tenant, BudgetAccount.principal == principal,
@@ -245,9 +253,10 @@ class PeriodLedger:
         session.execute(insert(PeriodCharge.__table__), charges)
 
     def status(self, *, tenant: str, product: str, periods: list[date], cap: float,
-               delta_cap: float) -> dict[date, PeriodStatus]:
-        """Spent and cap of each month (a month nothing was released about has spent 0)."""
-        with self._store.read() as session:
+               delta_cap: float, session: Session | None = None) -> dict[date, PeriodStatus]:
+        """Spent and cap of each month (a month nothing was released about has spent 0), read
+        in ``session`` if given (e.g. the release's own transaction)."""
+        with _reading(self._store, session) as session:
             rows = session.execute(select(
                 PeriodBudget.period, PeriodBudget.spent, PeriodBudget.viewer_spent,
                 PeriodBudget.delta_spent).where(

@@ -214,11 +214,13 @@ def derive_cells(*, keys: Sequence[Key], derived: dict[Key, tuple[int, int]],
 
 
 def accurate_enough(cells: Sequence[Cell], *, fresh_half_width: float, max_ratio: float,
-                    max_relative: float, min_share: float = 1.0) -> bool:
+                    max_relative: float, min_share: float = 1.0, hidden: int = 0) -> bool:
     """Whether a derived view is about as accurate as a fresh one: at least ``min_share`` of
     the counts it shows have a half-width at most ``max_ratio`` × ``fresh_half_width`` or at
     most ``max_relative`` of their value (the rest are shown with their own, wider, honest
-    intervals). A view that shows nothing is not accepted (a fresh release might show
+    intervals). ``hidden`` counts the areas it does not show although their derived count
+    reached a fresh release's threshold (a fresh release would likely have shown them): they
+    count against it. A view that shows nothing is not accepted (a fresh release might show
     something)."""
     shown = [c for c in cells if c.value is not None]
     if not shown:
@@ -226,4 +228,4 @@ def accurate_enough(cells: Sequence[Cell], *, fresh_half_width: float, max_ratio
     good = sum(1 for cell in shown
                if (cell.upper - cell.lower) / 2 <= max(max_ratio * fresh_half_width,
                                                        max_relative * cell.value) + 1e-9)
-    return good >= min_share * len(shown) - 1e-9
+    return good >= min_share * (len(shown) + hidden) - 1e-9

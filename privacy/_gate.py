@@ -16,11 +16,12 @@ import json
 import secrets
 import uuid
 from collections import defaultdict
+from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from data.bootstrap import utcnow
@@ -41,7 +42,8 @@ from privacy._access import (authenticate_demo, authorize_page, check_role_mappi
                              resolve_principal)
 from privacy._audit import STORE_ERRORS, audit, audit_best_effort, audit_in
 from privacy._budget import Ledger, PeriodBudgetExhausted, PeriodLedger
-from privacy._derive import accurate_enough, derive_cells, mechanism_of, mechanism_record
+from privacy._derive import (accurate_enough, derive_cells, mechanism_of, mechanism_record,
+                             noise_of)
 from privacy._records import RecordPage, RecordQuery, read_records
 from privacy._insights import Insight, correlate
 from privacy._engine import (Level, Measured, release_cells, release_loss, split_epsilon,
@@ -167,11 +169,12 @@ class Gate:
         self._role(principal)
         return self._lifetime(principal.tenant, self._catalog.product(product).id, months)
 
-    def _lifetime(self, tenant: str, product: str, months) -> tuple[PeriodStatus, ...]:
+    def _lifetime(self, tenant: str, product: str, months,
+                  session=None) -> tuple[PeriodStatus, ...]:
         periods = self._catalog.policy.periods
         return tuple(self._periods.status(tenant=tenant, product=product, periods=list(months),
-                                          cap=periods.epsilon,
-                                          delta_cap=periods.delta).values())
+                                          cap=periods.epsilon, delta_cap=periods.delta,
+                                          session=session).values())
 
     # --- the data's clock --------------------------------------------------------------------
 
@@ -483,66 +486,100 @@ class Gate:
                                if key not in existing]
                     derived = self._derive(session, principal, query, plan, data_version,
                                            missing)
-            if stored is not None:  # outside the read: building it reads the lifetime budgets
+                    computed = [month for month in missing if month not in derived]
+                    if computed:  # refuse early, then read the cube, in the same transaction
+                        self._check_budgets(session, principal, query, plan, computed)
+                        prepared = self._aggregate(principal, query, plan, months=computed,
+                                                   session=session)
+                    else:
+                        prepared = None
+                else:
+                    lifetime = self._lifetime(principal.tenant, plan.product.id,
+                                              _query_of(stored.query).months, session=session)
+            if stored is not None:
                 return self._to_release(stored, plan.product, charged=Epsilon(0.0),
-                                        reused=True, k=plan.k, level_epsilon=plan.level_epsilon)
+                                        reused=True, k=plan.k, level_epsilon=plan.level_epsilon,
+                                        lifetime=lifetime)
             seen = (data_version, frozenset(existing))
             if conflict is not None and seen[0] == before[0] and seen[1] <= before[1]:
                 raise conflict
             try:
                 return self._fresh(principal, query, plan, data_version, series_key,
-                                   period_keys, existing, derived)
+                                   period_keys, existing, derived, prepared)
             except IntegrityError as exc:
                 conflict, before = exc, seen
         raise QueryRefused(
             f"Veil is busy: many releases of {query.product} overlapping this one were stored "
             f"at the same time. Nothing was spent; try again.")
 
-    def _fresh(self, principal: Principal, query: Query, plan: _Plan, data_version: int,
-               series_key: str, period_keys: dict[date, str],
-               existing: dict[str, list], derived: dict[date, list]) -> Release:
-        missing = [month for month, key in period_keys.items() if key not in existing]
-        # periods derived from stored measurements cost nothing; the rest are computed
-        computed = [month for month in missing if month not in derived]
+    def _budget_terms(self, principal: Principal, query: Query, plan: _Plan,
+                      computed: list[date]):
+        """What a release computing ``computed`` costs and draws from: (ε, δ, the months
+        whose lifetime it draws on, whether the asker is a viewer, the viewers' cap)."""
         epsilon = plan.epsilon if computed else Epsilon(0.0)
         delta = plan.delta if computed else Delta(0.0)
-        delta_cap = self._catalog.policy.delta_cap
-        today = self._clock().date()
         # every data month this release reads afresh draws its ε once from that month's
         # lifetime budget (a window period reads all of its months in one measurement)
         periods = ((list(query.months) if query.period == "window" else computed)
                    if computed else [])
-        period_policy = self._catalog.policy.periods
         viewer = not _reserved(principal)
-        period_cap = period_policy.cap(reserved_user=not viewer)
-        if epsilon.value > 0:
-            # Cheap early refusals; the authoritative checks are the conditional UPDATEs below.
-            for status in self._periods.status(
-                    tenant=principal.tenant, product=plan.product.id, periods=periods,
-                    cap=period_cap, delta_cap=period_policy.delta).values():
-                left = min(period_policy.epsilon - status.spent.value,
-                           period_cap - status.viewer_spent.value if viewer
-                           else period_policy.epsilon)
-                if (epsilon.value > left + 1e-9
-                        or status.delta_spent.value + delta.value > period_policy.delta + 1e-15):
-                    raise PeriodBudgetExhausted(
-                        product=plan.product.id, period=status.period,
-                        requested=epsilon.value, remaining=max(left, 0.0),
-                        cap=period_cap, delta_requested=delta.value,
-                        delta_remaining=(max(period_policy.delta - status.delta_spent.value, 0)
-                                         if delta.value else None))
-            status = self._ledger.status(tenant=principal.tenant, principal=principal.subject,
-                                         product=plan.product.id, cap=plan.cap,
-                                         delta_cap=delta_cap, today=today)
-            if (status.spent.value + epsilon.value > status.cap.value + 1e-9
-                    or status.delta_spent.value + delta.value > delta_cap + 1e-15):
-                raise BudgetExhausted(
-                    requested=epsilon.value, remaining=status.remaining.value,
-                    window=f"{status.window_start.isoformat()} – {status.window_end.isoformat()}",
-                    product=plan.product.id, delta_requested=delta.value,
-                    delta_remaining=status.remaining_delta.value)
+        period_cap = self._catalog.policy.periods.cap(reserved_user=not viewer)
+        return epsilon, delta, periods, viewer, period_cap
+
+    def _check_budgets(self, session, principal: Principal, query: Query, plan: _Plan,
+                       computed: list[date]) -> None:
+        """Cheap early refusals, read in the release's read transaction; the authoritative
+        checks are the conditional UPDATEs of the write transaction."""
+        epsilon, delta, periods, viewer, period_cap = self._budget_terms(
+            principal, query, plan, computed)
+        if epsilon.value <= 0:
+            return
+        period_policy = self._catalog.policy.periods
+        for status in self._periods.status(
+                tenant=principal.tenant, product=plan.product.id, periods=periods,
+                cap=period_cap, delta_cap=period_policy.delta, session=session).values():
+            left = min(period_policy.epsilon - status.spent.value,
+                       period_cap - status.viewer_spent.value if viewer
+                       else period_policy.epsilon)
+            if (epsilon.value > left + 1e-9
+                    or status.delta_spent.value + delta.value > period_policy.delta + 1e-15):
+                raise PeriodBudgetExhausted(
+                    product=plan.product.id, period=status.period,
+                    requested=epsilon.value, remaining=max(left, 0.0),
+                    cap=period_cap, delta_requested=delta.value,
+                    delta_remaining=(max(period_policy.delta - status.delta_spent.value, 0)
+                                     if delta.value else None))
+        delta_cap = self._catalog.policy.delta_cap
+        status = self._ledger.status(tenant=principal.tenant, principal=principal.subject,
+                                     product=plan.product.id, cap=plan.cap,
+                                     delta_cap=delta_cap, today=self._clock().date(),
+                                     session=session)
+        if (status.spent.value + epsilon.value > status.cap.value + 1e-9
+                or status.delta_spent.value + delta.value > delta_cap + 1e-15):
+            raise BudgetExhausted(
+                requested=epsilon.value, remaining=status.remaining.value,
+                window=f"{status.window_start.isoformat()} – {status.window_end.isoformat()}",
+                product=plan.product.id, delta_requested=delta.value,
+                delta_remaining=status.remaining_delta.value)
+
+    def _fresh(self, principal: Principal, query: Query, plan: _Plan, data_version: int,
+               series_key: str, period_keys: dict[date, str],
+               existing: dict[str, list], derived: dict[date, list],
+               prepared: tuple | None) -> Release:
+        """Release the periods not stored: derived ones as they are, computed ones from the
+        cube aggregates ``prepared`` (read with the early budget checks), then charge and
+        store everything in one write transaction."""
+        missing = [month for month, key in period_keys.items() if key not in existing]
+        # periods derived from stored measurements cost nothing; the rest are computed
+        computed = [month for month in missing if month not in derived]
+        epsilon, delta, periods, viewer, period_cap = self._budget_terms(
+            principal, query, plan, computed)
+        period_policy = self._catalog.policy.periods
+        delta_cap = self._catalog.policy.delta_cap
+        today = self._clock().date()
         measured: dict[tuple[str, ...], int] = {}
-        new_cells = (self._compute(principal, query, plan, months=computed, measurement=measured)
+        new_cells = (self._compute(principal, query, plan, months=computed,
+                                   measurement=measured, prepared=prepared)
                      if computed else [])
         fresh: dict[str, list] = {period_keys[month]: [] for month in computed}
         labels = query.periods
@@ -556,15 +593,17 @@ class Gate:
                       for c in (existing[key] if key in existing else fresh[key])]
         cells = [Cell.from_json(c) for c in cells_json]
         release_id = str(uuid.uuid4())
-        row = ReleaseRow(
+        values = dict(
             id=release_id, query_key=series_key, tenant_id=principal.tenant,
             principal=principal.subject, role=principal.role, product_id=plan.product.id,
             query=query.canonical(),
             policy_version=policy_version(self._catalog.version, plan.settings.version),
             data_version=data_version,
             mechanism=plan.mechanism if computed else f"derived: {plan.mechanism}"[:64],
-            epsilon=epsilon.value,
-            delta=delta.value, cells=cells_json, digest=_digest(cells), published=False, created_at=self._clock())
+            epsilon=epsilon.value, delta=delta.value, cells=cells_json, digest=_digest(cells),
+            published=False, created_at=self._clock())
+        row = ReleaseRow(**values)
+        source = self._source_key(principal, query, plan, data_version, query.filters)
         # One transaction: the ε charge, the release and its periods commit together or not at
         # all, so a failure anywhere spends nothing and leaves no half-stored release.
         with self._store.write.begin() as session:
@@ -583,18 +622,21 @@ class Gate:
                     periods=periods, epsilon=epsilon, delta=delta, cap=period_cap, viewer=viewer,
                     full_cap=period_policy.epsilon, delta_cap=period_policy.delta,
                     release_id=release_id, principal=principal.subject, role=principal.role)
-            session.add(row)
-            session.flush()  # period rows reference the release
-            session.add_all(ReleasePeriod(
-                period_key=period_keys[month], release_id=release_id,
-                tenant_id=principal.tenant, product_id=plan.product.id, period=month,
-                cells=fresh[period_keys[month]], measurement=measurements.get(month),
-                source=(self._source_key(principal, query, plan, data_version, query.filters)
-                        if month in measurements else None),
-                derived=month in derived) for month in missing)
+            # Core inserts (no ORM flush); the periods reference the release, inserted first
+            session.execute(insert(ReleaseRow.__table__).values(**values))
+            if missing:
+                session.execute(insert(ReleasePeriod.__table__), [dict(
+                    period_key=period_keys[month], release_id=release_id,
+                    tenant_id=principal.tenant, product_id=plan.product.id, period=month,
+                    cells=fresh[period_keys[month]], measurement=measurements.get(month),
+                    source=source if month in measurements else None,
+                    derived=month in derived) for month in missing])
+            # what every release about these months has spent, this one included
+            lifetime = self._lifetime(principal.tenant, plan.product.id, query.months,
+                                      session=session)
         return self._to_release(row, plan.product, charged=epsilon, reused=False, k=plan.k,
                                 level_epsilon=plan.level_epsilon, charged_delta=delta,
-                                derived=len(derived))
+                                derived=len(derived), lifetime=lifetime)
 
     # --- deriving from stored measurements (privacy._derive) -------------------------------------
 
@@ -679,15 +721,17 @@ class Gate:
             return {}
         labels = query.periods
         dims = [d for d in query.group_by[1:] if d not in _GEO_LEVELS]
+        fresh_cut = thresholds(plan.measured, k=plan.k,
+                               empty_cell_rate=self._catalog.policy.empty_cell_rate)[0]
         out: dict[date, list] = {}
         targets = [query.start] if window else months
         for month in targets:
             if window:
+                # a window only from a window of the same months: summed from its months, every
+                # area's noise is √months × a fresh window's, and small areas a fresh window
+                # shows would roll up (what insights need is one value per area)
                 choices = [[m] for m in sources.get(query.start, ())
                            if m["source"]["period"] == "window"]
-                monthly = self._window_sources(sources, query)
-                if monthly:
-                    choices.append(monthly)
             else:
                 choices = [[m] for m in sources.get(month, ())]
             label = labels[month]
@@ -695,37 +739,27 @@ class Gate:
             best: list | None = None
             # the tenant of a finer view of the same breakdown: its stored totals (which also
             # weigh in the top's own measurement) are the best estimate; then sums
-            candidates = [_as_totals(cells, keys, label) for cells in totals.get(month, ())]
+            candidates = [(_as_totals(cells, keys, label), {})
+                          for cells in totals.get(month, ())]
             candidates += [self._derived_cells(principal, query, plan, keys, label, measurements)
                            for measurements in sorted(choices, key=_noise_volume)[:_DERIVE_TRIES]]
-            for cells in candidates:
+            for cells, lowers in candidates:
+                # areas it hides although their count is clearly above a fresh release's
+                # threshold (its interval's lower end is): a fresh release would show them
+                shown = {c.key for c in cells or () if c.value is not None}
+                hidden = sum(1 for key, lower in lowers.items()
+                             if key not in shown and lower >= fresh_cut)
                 if cells is None or not accurate_enough(
                         cells, fresh_half_width=fine.half_width,
                         max_ratio=planner.max_width_ratio,
                         max_relative=planner.max_relative_half_width,
-                        min_share=planner.min_share_accurate):
+                        min_share=planner.min_share_accurate, hidden=hidden):
                     continue
                 best = [c.to_json() for c in cells]
                 break
             if best is not None:
                 out[month] = best
         return out
-
-    def _window_sources(self, sources: dict[date, list[dict]], query: Query) -> list[dict]:
-        """One monthly measurement per month of a window, all with the same mechanism (their
-        sum's noise is then a sum of identical noises); empty when some month has none."""
-        by_mechanism: dict[str, dict[date, dict]] = defaultdict(dict)
-        for month in query.months:
-            for measurement in sorted((m for m in sources.get(month, ())
-                                       if m["source"]["period"] == "month"),
-                                      key=lambda m: len(m["counts"])):
-                mechanism = json.dumps(measurement["mechanism"], sort_keys=True)
-                by_mechanism[mechanism].setdefault(month, measurement)
-        complete = [chosen for chosen in by_mechanism.values()
-                    if len(chosen) == len(query.months)]
-        if not complete:
-            return []
-        return [complete[0][month] for month in query.months]
 
     def _covers(self, source: dict, query: Query, plan: _Plan) -> bool:
         """Whether a source's keys determine every key of ``query``: a geography at least as
@@ -750,9 +784,10 @@ class Gate:
 
     def _derived_cells(self, principal: Principal, query: Query, plan: _Plan,
                        keys: list[tuple[str, ...]], label: str,
-                       measurements: list[dict]) -> list[Cell] | None:
-        """The view's cells for one period summed from ``measurements``; None if some key of
-        the public key set has nothing measured under it."""
+                       measurements: list[dict]) -> tuple[list[Cell] | None, dict]:
+        """The view's cells for one period summed from ``measurements``, and the lower end of
+        each finest key's derived count (noisy − its noise's half-width); (None, {}) if some
+        key of the public key set has nothing measured under it."""
         wanted = {key: [0, 0] for key in keys}
         filters = dict(query.filters)
         dims = [d for d in query.group_by[1:] if d not in _GEO_LEVELS]
@@ -769,15 +804,17 @@ class Gate:
                        *(values[d] if d in values else pinned[d] for d in dims))
                 slot = wanted.get(key)
                 if slot is None:
-                    return None  # a key outside the public key set: the sets disagree
+                    return None, {}  # a key outside the public key set: the sets disagree
                 slot[0] += noisy
                 slot[1] += 1
         if any(many == 0 for _, many in wanted.values()):
-            return None
+            return None, {}
         base = mechanism_of(measurements[0]["mechanism"])
-        return derive_cells(keys=keys, derived={k: (v[0], v[1]) for k, v in wanted.items()},
-                            levels=self._levels(principal, plan), base=base, k=plan.k,
-                            empty_cell_rate=self._catalog.policy.empty_cell_rate)
+        cells = derive_cells(keys=keys, derived={k: (v[0], v[1]) for k, v in wanted.items()},
+                             levels=self._levels(principal, plan), base=base, k=plan.k,
+                             empty_cell_rate=self._catalog.policy.empty_cell_rate)
+        return cells, {key: noisy - noise_of(base, many).half_width
+                       for key, (noisy, many) in wanted.items()}
 
     def _chain(self, principal: Principal, area: str, geo: str) -> dict[str, str]:
         """An area's code at its own geography level and every coarser one."""
@@ -1064,7 +1101,8 @@ class Gate:
 
     def _to_release(self, row: ReleaseRow, product: ProductSpec, *, charged: Epsilon,
                     reused: bool, k: int, level_epsilon: float,
-                    charged_delta: Delta = Delta(0.0), derived: int = 0) -> Release:
+                    charged_delta: Delta = Delta(0.0), derived: int = 0,
+                    lifetime: tuple[PeriodStatus, ...] | None = None) -> Release:
         query = _query_of(row.query)
         # k and ε as the tenant's settings made them (the release is keyed by them)
         product = dataclasses.replace(product, k=k)
@@ -1076,7 +1114,8 @@ class Gate:
             privacy_unit=product.privacy_unit, policy_version=row.policy_version,
             data_version=row.data_version, digest=row.digest, created_at=row.created_at,
             delta=Delta(row.delta), charged_delta=charged_delta,
-            lifetime=self._lifetime(row.tenant_id, row.product_id, query.months),
+            lifetime=(lifetime if lifetime is not None
+                      else self._lifetime(row.tenant_id, row.product_id, query.months)),
             guarantee=guarantee_text(product, self._query_loss(product, query,
                                                                level_epsilon=level_epsilon)),
             published=row.published,
@@ -1085,9 +1124,12 @@ class Gate:
             empty_cell_bound=self._catalog.policy.empty_cell_rate, derived=derived)
 
     def _compute(self, principal: Principal, query: Query, plan: _Plan, *,
-                 months: list[date], measurement: dict | None = None) -> list[Cell]:
-        """Aggregate the cube for ``months`` and release it through the engine."""
-        keys, truth = self._aggregate(principal, query, plan, months=months)
+                 months: list[date], measurement: dict | None = None,
+                 prepared: tuple | None = None) -> list[Cell]:
+        """Release ``months`` through the engine from the cube's aggregates (``prepared``
+        when the release's read transaction has already read them)."""
+        keys, truth = (prepared if prepared is not None
+                       else self._aggregate(principal, query, plan, months=months))
         return self._engine(principal, plan, keys=keys, truth=truth, measurement=measurement)
 
     def _engine(self, principal: Principal, plan: _Plan, *, keys: list[tuple[str, ...]],
@@ -1100,7 +1142,7 @@ class Gate:
             empty_cell_rate=self._catalog.policy.empty_cell_rate, measurement=measurement)
 
     def _aggregate(self, principal: Principal, query: Query, plan: _Plan, *,
-                   months: list[date]) -> tuple[list[tuple[str, ...]],
+                   months: list[date], session=None) -> tuple[list[tuple[str, ...]],
                                                 dict[tuple[str, ...], tuple[int, float]]]:
         """The public key set for the periods starting at ``months`` and the cube's true
         aggregates by key."""
@@ -1133,7 +1175,7 @@ class Gate:
         for dimension, value in query.filters:
             statement = statement.where(getattr(CubeMonthly, DIMENSIONS[dimension]) == value)
         truth: dict[tuple[str, ...], tuple[int, float]] = {}
-        with self._store.read() as session:
+        with (nullcontext(session) if session is not None else self._store.read()) as session:
             for row in session.execute(statement):
                 month = labels[row[0]]
                 rest = [str(v) for v in row[1:len(columns)]]

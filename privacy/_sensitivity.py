@@ -1,10 +1,13 @@
 """The one audited place where sensitivity follows from the catalog's privacy unit.
 
-A product declares its privacy unit as "one person's events on any one day, at most N per
-metric" (``max_events_per_subject_per_day``; ingestion enforces the bound). A monthly count
-series — and any partition of it by public dimensions — is a vector in which one person-day
-falls into exactly one month and contributes at most N events in total across all cells, so the
-L1 sensitivity of the whole vector is N. Pages and exports never compute sensitivity.
+A product declares its privacy unit: one person's events in one calendar month, at most M
+(``max_events_per_subject_per_month``), or, when it declares no monthly bound, one person's
+events on any one day, at most N (``max_events_per_subject_per_day``). Ingestion enforces both
+bounds. A monthly count series — and any partition of it by public dimensions — is a vector in
+which one person-month (or person-day) falls into exactly one month and contributes at most M
+(or N) events in total across all cells, so the L1 sensitivity of the whole vector is that
+bound (``ProductSpec.unit_bound``); months are disjoint, so a series charges each month once.
+Pages and exports never compute sensitivity.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ __all__ = ["count_sensitivity", "guarantee_text", "sum_sensitivity"]
 
 def count_sensitivity(product: ProductSpec, metric: MetricSpec) -> int:
     """L1 sensitivity of a count vector of ``metric`` under ``product``'s privacy unit."""
-    return product.max_events_per_subject_per_day
+    return product.unit_bound
 
 
 def guarantee_text(product: ProductSpec, loss: PrivacyLoss) -> str:
@@ -36,9 +39,9 @@ def guarantee_text(product: ProductSpec, loss: PrivacyLoss) -> str:
 
 
 def sum_sensitivity(product: ProductSpec, metric: MetricSpec) -> float:
-    """L1 sensitivity of a clamped-sum vector: N events per person-day, each at most max|bound|."""
+    """L1 sensitivity of a clamped-sum vector: the unit's events, each at most max|bound|."""
     if metric.value_bounds is None:
         raise QueryRefused(f"metric {product.id}.{metric.id} declares no clamping bounds; "
                            f"its sums cannot be released")
     lo, hi = metric.value_bounds
-    return product.max_events_per_subject_per_day * max(abs(lo), abs(hi))
+    return product.unit_bound * max(abs(lo), abs(hi))

@@ -149,22 +149,23 @@ def test_a_filter_and_fewer_breakdowns_are_derived(gate, store):
             assert cell.value <= shown[cell.key[0]] + 1e-9
 
 
-def test_a_window_is_derived_from_its_months(gate, store):
+def test_a_window_is_not_summed_from_its_months(gate, store):
+    """Summed from its months, every area of a window would carry √months × a fresh window's
+    noise and small areas would roll up; insights need one value per area, so a window is
+    released (and paid) afresh, and then reused like any release."""
     maker = _principal()
     gate.release(maker, _query(group_by=("month", "district")))
-    spent = _spent(store)
-    window = gate.release(maker, _query(months=(MONTHS[3], MONTHS[5]),
-                                        group_by=("month", "district"), period="window"))
-    assert window.derived == 1 and window.charged.value == 0
-    assert _spent(store) == spent
-    measured = _measured(store)
-    sums = {d: sum(measured[(m.isoformat(), d)] for m in MONTHS[3:6]) for d in DISTRICTS}
-    [total] = [c for c in window.cells if c.status == "total"]
-    assert total.value == sum(sums.values())  # the window's total: every stored count
-    # each district shown is its three months' counts summed, scaled (all by one factor, at
-    # most 1) only where the parts shown add up to more than the total
-    factors = {round(c.value / sums[c.key[1]], 9) for c in window.cells if c.status == "noisy"}
-    assert len(factors) == 1 and 0 < factors.pop() <= 1
+    before = _spent(store)
+    query = _query(months=(MONTHS[3], MONTHS[5]), group_by=("month", "district"),
+                   period="window")
+    assert not gate.preview(maker, query).reused
+    window = gate.release(maker, query)
+    assert window.derived == 0 and window.charged.value > 0
+    assert _spent(store)[0] > before[0]
+    # a coarser window of the same months is derived from the stored window
+    states = gate.release(maker, _query(months=(MONTHS[3], MONTHS[5]),
+                                        group_by=("month", "state"), period="window"))
+    assert states.derived == 1 and states.charged.value == 0
 
 
 def test_a_view_that_would_be_too_inaccurate_is_released_fresh(store, catalog):

@@ -464,7 +464,9 @@ def test_a_gaussian_product_charges_its_converted_epsilon(gate, store, catalog):
     release = gate.release(principal, _query(product="education.attendance",
                                              metric="days_present", start=MONTHS[4],
                                              end=MONTHS[4]))
-    mechanism = discrete_gaussian(sensitivity=1, epsilon=1.0, delta=catalog.policy.delta,
+    # the privacy unit is a pupil's month (at most 5 records): its bound is the sensitivity
+    bound = catalog.product("education.attendance").max_events_per_subject_per_month
+    mechanism = discrete_gaussian(sensitivity=bound, epsilon=1.0, delta=catalog.policy.delta,
                                   confidence=0.95)
     assert release.charged.value == mechanism.epsilon
     assert release.charged_delta.value == catalog.policy.delta

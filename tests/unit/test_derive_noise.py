@@ -76,6 +76,10 @@ def test_accuracy_rule_counts_the_share_of_accurate_counts():
     assert accurate_enough(accurate + [wide], **rule, min_share=0.9)
     assert not accurate_enough(accurate + [wide], **rule, min_share=1.0)
     assert not accurate_enough(accurate[:1] + [wide], **rule, min_share=0.9)
+    # areas the derived view hides although a fresh release would likely show them count
+    # against it: 9 good of 9 shown + 2 hidden is under 90%
+    assert accurate_enough(accurate, **rule, min_share=0.9, hidden=1)
+    assert not accurate_enough(accurate, **rule, min_share=0.9, hidden=2)
     suppressed = Cell(key=("m", "a"), value=None, lower=None, upper=None, noise_scale=1.0,
                       status="suppressed")
     assert not accurate_enough([suppressed], **rule)  # shows nothing: release it fresh
