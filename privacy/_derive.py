@@ -28,8 +28,8 @@ import numpy as np
 
 from data.errors import VeilBug
 
-from privacy._engine import Key, Level, _fit_parts_to_totals, _stratum
-from privacy._intervals import shown_count_interval
+from privacy._engine import Key, Level, _fit_parts_to_totals, _stratum, strata
+from privacy._intervals import shown_count_interval, sum_mass
 from privacy._mechanisms import CountMechanism
 from privacy._values import Cell
 
@@ -103,16 +103,7 @@ def noise_of(base: CountMechanism, many: int) -> CountMechanism | SummedNoise:
 @cache
 def _summed(base: CountMechanism, many: int) -> tuple[int, tuple[float, ...], np.ndarray]:
     """(lowest value, masses, survival) of the sum of ``many`` draws, tails below 1e-15 cut."""
-    low, mass = base.pmf()
-    reach = -low
-    sd = math.sqrt(many * base.variance)
-    span = min(many * reach, reach + int(40 * sd) + 1)
-    size = 1 << (2 * span + 1).bit_length()
-    padded = np.zeros(size)
-    for x, p in zip(range(low, reach + 1), mass):
-        padded[x % size] += p
-    summed = np.clip(np.fft.irfft(np.fft.rfft(padded) ** many, n=size), 0.0, None)
-    summed = np.concatenate([summed[size - span:], summed[:span + 1]])  # values -span..span
+    span, summed = sum_mass(base, many)
     summed[summed < 1e-15] = 0.0
     summed /= summed.sum()
     survival = np.concatenate([np.cumsum(summed[::-1])[::-1], [0.0]])  # P(S ≥ -span + i)
@@ -154,20 +145,9 @@ def derive_cells(*, keys: Sequence[Key], derived: dict[Key, tuple[int, int]],
     """
     cells: list[Cell] = []
     destination: dict[Key, str] = {}
-    units: dict[Key, tuple[int, int, tuple[Key, ...]]] = {}
-    top: dict[Key, tuple[int, int]] = {}
-    top_code: dict[Key, str] = {}
-    for key in keys:
-        noisy, many = derived[key]
-        units[key] = (noisy, many, (key,))
-        stratum = _stratum(key)
-        tn, tm = top.get(stratum, (0, 0))
-        top[stratum] = (tn + noisy, tm + many)
-        if stratum not in top_code:
-            code = key[1]
-            for level in levels[:-1]:
-                code = level.parent(code)
-            top_code[stratum] = code
+    units: dict[Key, tuple[int, int, tuple[Key, ...]]] = {
+        key: (*derived[key], (key,)) for key in keys}
+    top, top_code = strata(keys, levels, derived.__getitem__)
     for index, level in enumerate(levels):
         is_top = level.parent is None
         if is_top and index:

@@ -130,18 +130,7 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
     units: dict[Key, tuple[int, float, tuple[Key, ...]]] = {
         key: (*truth.get(key, (0, 0.0)), (key,)) for key in keys}
     # Full totals of each top-level area per month and other dimensions, and its code.
-    top: dict[Key, tuple[int, float]] = {}
-    top_code: dict[Key, str] = {}
-    for key in keys:
-        n, s = truth.get(key, (0, 0.0))
-        stratum = _stratum(key)
-        tn, ts = top.get(stratum, (0, 0.0))
-        top[stratum] = (tn + n, ts + s)
-        if stratum not in top_code:
-            code = key[1]
-            for level in levels[:-1]:
-                code = level.parent(code)
-            top_code[stratum] = code
+    top, top_code = strata(keys, levels, lambda key: truth.get(key, (0, 0.0)))
     # Per stratum: the sum of *every* finest-level noisy count and how many there are. The key
     # set is public and measured in full, so this sum is an unbiased estimate of the total too.
     finest: dict[Key, tuple[int, int]] = {}
@@ -209,6 +198,25 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
     cells.sort(key=lambda c: (c.status in ("rollup", "total"), order.get(c.key, len(order)),
                               c.key))
     return cells
+
+
+def strata(keys: Sequence[Key], levels: Sequence[Level],
+           value: Callable[[Key], tuple]) -> tuple[dict[Key, tuple], dict[Key, str]]:
+    """Per stratum (a month and other dimensions, no area): the element-wise sum of
+    ``value(key)`` over its keys, and the code of its top-level area."""
+    totals: dict[Key, tuple] = {}
+    codes: dict[Key, str] = {}
+    for key in keys:
+        stratum = _stratum(key)
+        here = value(key)
+        before = totals.get(stratum)
+        totals[stratum] = here if before is None else tuple(a + b for a, b in zip(before, here))
+        if stratum not in codes:
+            code = key[1]
+            for level in levels[:-1]:
+                code = level.parent(code)
+            codes[stratum] = code
+    return totals, codes
 
 
 def _stratum(key: Key) -> Key:

@@ -113,21 +113,27 @@ def shown_count_coverage(mechanism: CountMechanism, threshold: int, true: int) -
     return hits / shown if shown else 1.0
 
 
-@cache
-def total_half_width(top: CountMechanism, fine: CountMechanism, many: int,
-                     weight: float, confidence: float) -> float:
-    """Smallest h with P(|w·X + (1 − w)·S| ≤ h) ≥ confidence, X the top's noise and S the sum
-    of ``many`` independent finest-level noises (its mass by FFT convolution)."""
-    low, mass = fine.pmf()
+def sum_mass(mechanism, many: int) -> tuple[int, np.ndarray]:
+    """(span, masses of the values -span … span) of the sum of ``many`` independent draws of
+    ``mechanism``'s noise, by FFT convolution (beyond 40 standard deviations: cut)."""
+    low, mass = mechanism.pmf()
     reach = -low
-    sd = math.sqrt(many * fine.variance)
+    sd = math.sqrt(many * mechanism.variance)
     span = min(many * reach, reach + int(40 * sd) + 1)
     size = 1 << (2 * span + 1).bit_length()
     padded = np.zeros(size)
     for x, p in zip(range(low, reach + 1), mass):
         padded[x % size] += p
     summed = np.clip(np.fft.irfft(np.fft.rfft(padded) ** many, n=size), 0.0, None)
-    summed = np.concatenate([summed[size - span:], summed[:span + 1]])  # values -span..span
+    return span, np.concatenate([summed[size - span:], summed[:span + 1]])
+
+
+@cache
+def total_half_width(top: CountMechanism, fine: CountMechanism, many: int,
+                     weight: float, confidence: float) -> float:
+    """Smallest h with P(|w·X + (1 − w)·S| ≤ h) ≥ confidence, X the top's noise and S the sum
+    of ``many`` independent finest-level noises (its mass by FFT convolution)."""
+    span, summed = sum_mass(fine, many)
     cdf = np.concatenate([[0.0], np.cumsum(summed)])  # cdf[i] = P(S < i - span)
     top_low, top_mass = top.pmf()
     xs = np.arange(top_low, top_low + len(top_mass), dtype=float)
