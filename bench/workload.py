@@ -43,7 +43,7 @@ allowances are one month's.
 
 Usage:
   VEIL_DEMO_MODE=1 .venv/bin/python bench/workload.py [--size medium] [--seed 16]
-      [--caps 4,8,20] [--scenarios none,standard,finest] [--var DIR]
+      [--caps 4,8,10] [--scenarios none,standard,finest] [--var DIR]
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--size", default="medium", choices=("small", "medium", "large"))
     parser.add_argument("--var", help="an existing demo store's var directory (else generate)")
     parser.add_argument("--seed", type=int, default=16)
-    parser.add_argument("--caps", default="4,8,20",
+    parser.add_argument("--caps", default="4,8,10",
                         help="lifetime ε per data month, comma-separated")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated, of {', '.join(SCENARIOS)}")
