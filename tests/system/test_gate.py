@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import date, datetime
 
@@ -9,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from data.bootstrap import demo_username
+from data.catalog import PeriodPolicy
 from data.models import AuditEntry, BudgetAccount, BudgetEntry, CubeMonthly, ProductVersion
 from data.models import Release as ReleaseRow
 from privacy import AccessDenied, BudgetExhausted, Epsilon, Gate, Principal, Query, QueryRefused
@@ -53,10 +55,18 @@ def _query(level: str = "dp_medium", **overrides) -> Query:
     return Query(**fields)
 
 
+#: A month's lifetime out of reach: these tests pin each viewer's monthly allowance (ten ε-1
+#: views of one month for a researcher), which the catalog's lifetime per data month (ε 10,
+#: viewers 7.5) would stop first; tests/system/test_period_budget.py pins the lifetime.
+_OUT_OF_REACH = PeriodPolicy(epsilon=1000.0, delta=1e-4, reserved=0.25)
+
+
 @pytest.fixture
 def gate(store, catalog) -> Gate:
     _seed_cube(store)
-    return Gate(store, catalog, demo_accounts=True, clock=lambda: NOW)
+    policy = dataclasses.replace(catalog.policy, periods=_OUT_OF_REACH)
+    return Gate(store, dataclasses.replace(catalog, policy=policy), demo_accounts=True,
+                clock=lambda: NOW)
 
 
 def _spent(store, principal: Principal) -> float:
