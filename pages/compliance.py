@@ -31,6 +31,9 @@ PERIODS = {"Last 7 days": 7, "Last 30 days": 30, "Last 365 days": 365, "All time
 EXPORT_STATUSES = ["any", "pending", "queued", "running", "done", "failed", "rejected"]
 JOB_STATUSES = ["any", "failed", "succeeded", "running"]
 JOB_KINDS = {"any": None, "Materialisation": "materialize", "Export": "export"}
+# Every filter is in the URL under its key (?audit_period=Last+30+days&audit_outcome=refused),
+# so a compliance view can be linked to and survives a refresh; values not offered are ignored.
+URL = "query-params"
 
 
 def since(label: str) -> date | None:
@@ -42,11 +45,13 @@ if tabs["Export records"].open:
         st.subheader("Export records")
         st.caption("What was exported, by whom, why, under which policy and at what ε.")
         left, middle, right, far = st.columns([2, 2, 3, 1])
-        period = left.selectbox("Requested", list(PERIODS), index=3, key="export_period")
-        status = middle.selectbox("Status", EXPORT_STATUSES, key="export_status")
+        period = left.selectbox("Requested", list(PERIODS), index=3, key="export_period",
+                                bind=URL)
+        status = middle.selectbox("Status", EXPORT_STATUSES, key="export_status", bind=URL)
         requester = right.text_input("Requester starts with", max_chars=64,
-                                     key="export_requester")
-        number = far.number_input("Page", min_value=1, value=1, step=1, key="export_page")
+                                     key="export_requester", bind=URL)
+        number = far.number_input("Page", min_value=1, value=1, step=1, key="export_page",
+                                  bind=URL)
         with guarded():
             records = gate.compliance.export_records(principal, ExportFilter(
                 start=since(period), status=None if status == "any" else status,
@@ -66,9 +71,9 @@ if tabs["Job history"].open:
     with tabs["Job history"]:
         st.subheader("Job history")
         left, middle, right = st.columns(3)
-        period = left.selectbox("Started", list(PERIODS), index=1, key="jobs_period")
-        status = middle.selectbox("Status", JOB_STATUSES, key="jobs_status")
-        kind = right.selectbox("Job", list(JOB_KINDS), key="jobs_kind")
+        period = left.selectbox("Started", list(PERIODS), index=1, key="jobs_period", bind=URL)
+        status = middle.selectbox("Status", JOB_STATUSES, key="jobs_status", bind=URL)
+        kind = right.selectbox("Job", list(JOB_KINDS), key="jobs_kind", bind=URL)
         with guarded():
             runs = gate.compliance.job_history(
                 principal, status=None if status == "any" else status, kind=JOB_KINDS[kind],
@@ -79,14 +84,16 @@ if tabs["Audit log"].open:
     with tabs["Audit log"]:
         st.subheader("Audit log")
         left, middle, right = st.columns(3)
-        period = left.selectbox("Period", list(PERIODS), index=0, key="audit_period")
+        period = left.selectbox("Period", list(PERIODS), index=0, key="audit_period", bind=URL)
         action = middle.text_input("Action starts with", max_chars=64, key="audit_action",
+                                   bind=URL,
                                    placeholder="e.g. release, page_view, export, login")
         outcome = right.selectbox("Outcome", ["any", "allowed", "refused", "error"],
-                                  key="audit_outcome")
+                                  key="audit_outcome", bind=URL)
         left, right = st.columns([3, 1])
-        who = left.text_input("Who (starts with)", max_chars=64, key="audit_who")
-        number = right.number_input("Page", min_value=1, value=1, step=1, key="audit_page")
+        who = left.text_input("Who (starts with)", max_chars=64, key="audit_who", bind=URL)
+        number = right.number_input("Page", min_value=1, value=1, step=1, key="audit_page",
+                                    bind=URL)
         with guarded():
             entries = gate.compliance.audit_log(principal, AuditFilter(
                 start=since(period), action=action, principal=who,
@@ -98,12 +105,13 @@ if tabs["Release log"].open:
         st.subheader("Release log")
         products = [None] + [p.id for p in catalog.products if p.kind == "metric_set"]
         left, middle, right = st.columns(3)
-        period = left.selectbox("Period", list(PERIODS), index=1, key="release_period")
-        product = middle.selectbox("Product", products, key="release_product",
+        period = left.selectbox("Period", list(PERIODS), index=1, key="release_period", bind=URL)
+        product = middle.selectbox("Product", products, key="release_product", bind=URL,
                                    format_func=lambda p: "any" if p is None
                                    else catalog.product(p).title)
-        who = right.text_input("Who (starts with)", max_chars=64, key="release_who")
-        number = st.number_input("Page", min_value=1, value=1, step=1, key="release_page")
+        who = right.text_input("Who (starts with)", max_chars=64, key="release_who", bind=URL)
+        number = st.number_input("Page", min_value=1, value=1, step=1, key="release_page",
+                                 bind=URL)
         with guarded():
             releases = gate.compliance.release_log(principal, ReleaseFilter(
                 start=since(period), product=product, principal=who, page=int(number)))
@@ -113,7 +121,7 @@ if tabs["Budget usage"].open:
     with tabs["Budget usage"]:
         st.subheader("Budget usage")
         days = st.select_slider("Days", options=[7, 30, 90, 180, 366], value=30,
-                                key="budget_days")
+                                key="budget_days", bind=URL)
         with guarded():
             usage = gate.compliance.budget_usage(
                 principal, BudgetFilter.trailing(days=days, today=today))
@@ -133,9 +141,9 @@ if tabs["Policy versions"].open:
         else:
             ids = [v.version for v in versions]
             left, right = st.columns(2)
-            old = left.selectbox("From", ids, index=1, key="policy_old",
+            old = left.selectbox("From", ids, index=1, key="policy_old", bind=URL,
                                  format_func=lambda v: v[:12])
-            new = right.selectbox("To", ids, index=0, key="policy_new",
+            new = right.selectbox("To", ids, index=0, key="policy_new", bind=URL,
                                   format_func=lambda v: v[:12])
             with guarded():
                 diff = gate.compliance.policy_diff(principal, old=old, new=new)
@@ -152,7 +160,7 @@ if tabs["Consent"].open:
     with tabs["Consent"]:
         st.subheader("Consent statistics")
         months = st.select_slider("Months", options=[6, 12, 24, 36], value=12,
-                                  key="consent_months")
+                                  key="consent_months", bind=URL)
         with guarded():
             stats = gate.compliance.consent_statistics(
                 principal, ConsentFilter.trailing(months=months, today=today))
@@ -175,7 +183,7 @@ if tabs["Bias check"].open:
                    if p.kind == "metric_set" for m in p.metrics}
         keys = list(metrics)
         left, middle, right = st.columns(3)
-        key = left.selectbox("Outcome", keys, key="bias_metric",
+        key = left.selectbox("Outcome", keys, key="bias_metric", bind=URL,
                              index=keys.index("education.mastery/mastery_score")
                              if "education.mastery/mastery_score" in keys else 0,
                              format_func=lambda k: f"{metrics[k][1].title} — "
@@ -206,7 +214,7 @@ if tabs["Bias check"].open:
         with guarded():
             release = gate.release(principal, query)  # stored: spends nothing
         months_released = sorted({cell.key[0] for cell in release.cells}, reverse=True)
-        shown = st.selectbox("Month", months_released, key="bias_month")
+        shown = st.selectbox("Month", months_released, key="bias_month", bind=URL)
         st.plotly_chart(views.bias_chart(release, month=shown, unit=metric.title,
                                          order=catalog.domains), width="stretch")
         privacy_badge(release)
@@ -226,9 +234,9 @@ if tabs["Evidence bundle"].open:
         this_month = today.replace(day=1)
         months = [add_months(this_month, -i) for i in range(36)]
         left, right = st.columns(2)
-        first = left.selectbox("From", months, index=6, key="evidence_from",
+        first = left.selectbox("From", months, index=6, key="evidence_from", bind=URL,
                                format_func=lambda m: f"{m:%b %Y}")
-        last = right.selectbox("To", months, index=1, key="evidence_to",
+        last = right.selectbox("To", months, index=1, key="evidence_to", bind=URL,
                                format_func=lambda m: f"{m:%b %Y}")
         built = st.session_state.get("evidence_bundle")
         if built is not None and built[0] != (first, last):

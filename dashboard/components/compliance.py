@@ -38,6 +38,8 @@ _PALETTE = ["#2E6F95", "#B23A48", "#3C8D5A", "#D08C2E", "#6B4C9A", "#4A4A4A", "#
             "#8C564B"]
 _BREACH = "background-color: #FBE3E4; color: #7A1C24"
 _DAY_MS = 86_400_000
+#: log times to the second (the store keeps microseconds; the digest and export keep them too)
+_WHEN = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")
 
 
 def _page_caption(page: LogPage, noun: str) -> None:
@@ -65,7 +67,7 @@ def show_audit_log(page: LogPage) -> None:
     frame = audit_frame(page)
     st.dataframe(frame.style.apply(
         lambda row: [_BREACH if row["Outcome"] != "allowed" else ""] * len(row), axis=1),
-        hide_index=True, width="stretch")
+        hide_index=True, width="stretch", column_config={"When (UTC)": _WHEN})
     _page_caption(page, "Entries")
 
 
@@ -88,7 +90,8 @@ def show_release_log(page: LogPage) -> None:
         st.info("No releases match these filters.")
         return
     st.dataframe(release_log_frame(page), hide_index=True, width="stretch",
-                 column_config={"ε": st.column_config.NumberColumn(format="%.4g")})
+                 column_config={"ε": st.column_config.NumberColumn(format="%.4g"),
+                                "When (UTC)": _WHEN})
     st.caption("ε is what a release cost when it was computed; a release whose months were "
                "all released before cost 0. Released values are not repeated here.")
     _page_caption(page, "Releases")
@@ -374,7 +377,8 @@ def show_jobs(runs) -> None:
         lambda row: [_BREACH if row["Status"].startswith("✗") else ""] * len(row), axis=1),
         hide_index=True, width="stretch", column_config={
             "Duration (s)": st.column_config.NumberColumn(format="%.2f"),
-            "Rows": st.column_config.NumberColumn(format="%d")})
+            "Rows": st.column_config.NumberColumn(format="%d"),
+            "Started (UTC)": _WHEN, "Finished (UTC)": _WHEN})
     st.caption("Materialisation runs rebuild the aggregate cubes; export runs build requested "
                "files. A failed materialisation leaves the previous cube in place.")
 

@@ -128,3 +128,40 @@ def test_compliance_officer_reaches_the_page_from_the_navigation(compliance_env)
     at.switch_page(PAGE).run()
     assert not at.exception
     assert [t.value for t in at.title] == ["Compliance"]
+
+
+def test_audit_filters_come_from_the_url_and_go_back_to_it(compliance_env):
+    """A linked audit view (?section=Audit log&audit_period=…&audit_outcome=…) opens with
+    those filters and lists only what they select (the browser test checks that a changed
+    filter is written back to the address bar: Streamlit's front end does that)."""
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state[PRINCIPAL_KEY] = Principal(
+        subject="compliance.officer@kigali-east.demo", display_name="compliance_officer",
+        role="compliance_officer", tenant="kigali-east", source="demo")
+    at.session_state[SIGNED_IN_AT_KEY] = now()
+    at.query_params.update({"section": "Audit log", "audit_period": "All time",
+                            "audit_outcome": "refused", "audit_who": "policy"})
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="audit_period").value == "All time"
+    assert at.selectbox(key="audit_outcome").value == "refused"
+    assert at.text_input(key="audit_who").value == "policy"
+    assert all(set(frame.value["Outcome"]) == {"refused"} for frame in at.dataframe)
+    at.text_input(key="audit_who").set_value("").run()
+    at.selectbox(key="audit_outcome").set_value("allowed").run()
+    assert set(at.dataframe[0].value["Outcome"]) == {"allowed"}
+
+
+def test_a_filter_value_the_page_does_not_offer_is_ignored(compliance_env):
+    """A hand-edited URL (?jobs_status=deleted) falls back to the default, not an error."""
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state[PRINCIPAL_KEY] = Principal(
+        subject="compliance.officer@kigali-east.demo", display_name="compliance_officer",
+        role="compliance_officer", tenant="kigali-east", source="demo")
+    at.session_state[SIGNED_IN_AT_KEY] = now()
+    at.query_params.update({"section": "Job history", "jobs_status": "deleted",
+                            "jobs_period": "Last 7 days"})
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="jobs_status").value == "any"
+    assert at.selectbox(key="jobs_period").value == "Last 7 days"

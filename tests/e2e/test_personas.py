@@ -142,6 +142,29 @@ def test_the_map_opens_from_its_address_after_a_refresh(page, app, shot, externa
     assert external_requests == []
 
 
+def test_compliance_filters_live_in_the_address(page, app, shot, external_requests):
+    """A compliance link opens its section with its filters; a filter chosen on the page is
+    written to the address and is still chosen after a refresh."""
+    sign_in(page, app, USERS["colin"], shot)
+    page.goto(f"{app.url}/compliance?section=Audit+log&audit_period=All+time"
+              "&audit_outcome=refused")
+    expect(page.get_by_role("heading", name="Audit log")).to_be_visible(timeout=60_000)
+    outcome = page.get_by_role("combobox", name="Outcome")
+    expect(outcome).to_have_value("refused")
+    expect(page.get_by_role("combobox", name="Period")).to_have_value("All time")
+    outcome.click()
+    page.get_by_role("option", name="allowed", exact=True).click()
+    page.wait_for_url(re.compile(r"[?&]audit_outcome=allowed\b"))
+    assert _query(settled(page))["audit_period"] == "All time"
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible(timeout=60_000)
+    page.reload()
+    expect(page.get_by_role("heading", name="Audit log")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("combobox", name="Outcome")).to_have_value("allowed")
+    assert _query(settled(page))["section"] == "Audit log"
+    shot("compliance-audit-from-the-address")
+    assert external_requests == []
+
+
 def test_case_workers_list_page_and_size_survive_a_refresh(page, app, shot,
                                                             external_requests):
     """The pager sits beside "Page x of y · … per page"; page and size are in the address."""
