@@ -36,7 +36,7 @@ from _stores import fresh_store
 from sqlalchemy import select
 
 from data.catalog import Catalog, load_catalog
-from data.demo import _Loader
+from data.bulk import bulk_insert
 from data.engine import Store
 from data.models import Registration
 from privacy import Gate, Principal, RecordQuery
@@ -62,8 +62,7 @@ def registrations(catalog: Catalog, rows: int) -> Iterator[tuple]:
 def load(store: Store, catalog: Catalog, rows: int) -> float:
     started = time.perf_counter()
     with store.write.begin() as session:
-        _Loader(session, store.dialect).load("registrations", COLUMNS,
-                                             registrations(catalog, rows))
+        bulk_insert(session, "registrations", COLUMNS, registrations(catalog, rows))
     if store.dialect == "postgresql":
         with store.engine.connect() as connection:
             connection.exec_driver_sql("ANALYZE registrations")

@@ -181,10 +181,10 @@ def main() -> None:
     n_district = min(repeat, len(by_district) // 2)
     district_warm, district_fresh = by_district[n_district:], by_district[:n_district]
     for i, query in enumerate(district_warm[:5]):
-        _raw_district(store, tenant, Query(**{**query.__dict__, "group_by": ("month", "district")}))
-        gate.release(principal(i, "dwarm"), Query(**{**query.__dict__,
-                                                     "group_by": ("month", "district")}))
-    district_fresh = [Query(**{**q.__dict__, "group_by": ("month", "district")})
+        grouped = dataclasses.replace(query, group_by=("month", "district"))
+        _raw_district(store, tenant, grouped)
+        gate.release(principal(i, "dwarm"), grouped)
+    district_fresh = [dataclasses.replace(q, group_by=("month", "district"))
                       for q in district_fresh]
     raw_district = _timed(lambda i: _raw_district(store, tenant, district_fresh[i]), n_district)
     gate_district = _timed(lambda i: gate.release(principal(i, "district"), district_fresh[i]),

@@ -50,7 +50,8 @@ from data.catalog import Catalog, load_catalog
 from data.engine import Store
 from data.geo import geography
 from data.ingest import DEFAULT_CHUNK_ROWS, Event, Rules, ingest_file
-from data.ingest._pipeline import _bulk_insert, _BulkSettings
+from data.bulk import bulk_insert as _bulk_insert
+from data.ingest._tuning import _BulkSettings
 from data.ingest._rules import EVENT_COLUMNS
 from data.ingest._sources import FileSource
 from data.models import HealthEvent, SubjectConsent

@@ -12,6 +12,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from datetime import date, datetime
 
@@ -54,7 +55,7 @@ def main() -> None:
                                   role="policy_maker", tenant=tenant.id, source="demo")
             query = Query.trailing(product="health.vaccinations", metric="doses",
                                    level="dp_medium", months=12, today=NOW.date())
-            query = Query(**{**query.__dict__, "group_by": ("month", geo)})
+            query = dataclasses.replace(query, group_by=("month", geo))
             release = gate.release(principal, query)
             column = getattr(CubeMonthly, geo)
             with store.read() as session:

@@ -84,7 +84,7 @@ PAGES = {"policy_maker": {"trends": 40, "map": 25, "insights": 15, "exports": 20
 #: a principal re-opens a view it opened before with this probability
 REPEAT = 0.45
 GEO = ("h3_cell", "district", "state", "tenant")
-#: the bias check's breakdown (privacy._compliance.BIAS_DIMENSIONS)
+#: the bias check's breakdown (privacy.compliance.BIAS_DIMENSIONS)
 BIAS_BY = ("month", "gender", "age_bucket")
 SCENARIOS = ("none", "standard", "finest")
 

@@ -98,7 +98,7 @@ def _sync_tenants(session: Session, catalog: Catalog) -> None:
     for spec in catalog.tenants:
         row = existing.get(spec.id)
         if row is None:
-            session.add(Tenant(id=spec.id, name=spec.name, settings={}, created_at=utcnow()))
+            session.add(Tenant(id=spec.id, name=spec.name, created_at=utcnow()))
         else:
             row.name = spec.name
 

@@ -50,12 +50,6 @@ class Geography:
     def state_of(self) -> dict[str, str]:
         return {d.code: d.state for d in self.catalog.districts}
 
-    def centre_of(self, district_code: str) -> tuple[float, float]:
-        for d in self.catalog.districts:
-            if d.code == district_code:
-                return d.lat, d.lng
-        raise KeyError(district_code)
-
 
 def geography(catalog: Catalog) -> Geography:
     return Geography(catalog)

@@ -83,8 +83,6 @@ class Tenant(Base):
 
     id: Mapped[str] = mapped_column(TENANT, primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
-    #: Tenant-level privacy settings that override policy defaults (k, budgets, levels).
-    settings: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 

@@ -3,7 +3,8 @@
 import streamlit as st
 
 from dashboard.components.badges import budget_meter
-from dashboard.components.clock import data_as_of, month_range, month_text, parse_month
+from dashboard.components.clock import (data_as_of, month_range, month_text, months_between,
+                                         parse_month)
 from dashboard.components.errors import guarded, show_error
 from dashboard.components.exports import download_panel, export_list, link_url
 from dashboard.components.levels import level_select
@@ -66,7 +67,7 @@ if product.kind == "metric_set":
     by = st.selectbox("Break down by", breakdowns,
                       index=breakdowns.index(from_url("by", breakdowns, "month only")),
                       format_func=BREAKDOWNS.get)
-    months = (window[1].year - window[0].year) * 12 + window[1].month - window[0].month + 1
+    months = months_between(*window) + 1
     query = Query.ending(product=product.id, metric=metric, level=level, months=months,
                          end=window[1],
                          group_by=("month",) if by == "month only" else ("month", by))

@@ -7,7 +7,7 @@ follows the pages the role opens (catalog/roles.toml), not a role name.
 
 import streamlit as st
 
-from dashboard.components import overview
+from dashboard.components import overview, worklists
 from dashboard.components.errors import guarded
 from dashboard.context import page_context
 
@@ -44,18 +44,18 @@ if "trends" in pages or "donor" in pages:
 
 for product in role.record_products:
     with guarded():
-        work = overview.open_work(gate, principal, product=product)
-    overview.show_open_work(work)
+        work = worklists.open_work(gate, principal, product=product)
+    worklists.show_open_work(work)
 
 if "compliance" in pages:
     with guarded():
-        alerts = overview.attention(gate, principal)
-    overview.show_attention(alerts)
+        alerts = worklists.attention(gate, principal)
+    worklists.show_attention(alerts)
 
 if "admin" in pages:
     with guarded():
-        queue = overview.admin_queue(gate, principal)
-    overview.show_admin_queue(gate, principal, *queue)
+        queue = worklists.admin_queue(gate, principal)
+    worklists.show_admin_queue(gate, principal, *queue)
 
 if role.budget_epsilon > 0 and "trends" in pages:
     with st.expander("Your privacy budget this month", icon=":material/savings:"):

@@ -3,11 +3,13 @@
 import streamlit as st
 
 from dashboard.components.badges import budget_meter, privacy_badge, spend_button
-from dashboard.components.clock import data_as_of, month_range, month_text, parse_month
+from dashboard.components.clock import (data_as_of, month_range, month_text, months_between,
+                                         parse_month)
 from dashboard.components.charts import for_theme, insight_chart
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
-from dashboard.components.urlstate import from_url, to_url
+from dashboard.components.metrics import metric_options, metric_select
+from dashboard.components.urlstate import to_url
 from dashboard.context import page_context
 from privacy import Query
 
@@ -17,20 +19,16 @@ st.title("Cross-vertical insights")
 st.caption("Two metrics from different verticals, joined at district level. Each side is a "
            "differentially private release; the comparison is computed from those releases.")
 
-metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products if p.kind == "metric_set"
-           for m in p.metrics if m.measure == "count"}
-label = lambda key: f"{metrics[key][1].title} — {metrics[key][0].title}"  # noqa: E731
-keys = list(metrics)
+metrics = metric_options(catalog, counts_only=True)
 left, right = st.columns(2)
-x_default = next(k for k in keys if metrics[k][0].vertical == "education")
-x_key = left.selectbox("First metric", keys, format_func=label,
-                       index=keys.index(from_url("x", keys, x_default)))
+x_default = next(k for k in metrics if metrics[k][0].vertical == "education")
+x_key = metric_select(metrics, where=left, label="First metric", url="x", default=x_default)
 x_product, x_metric = metrics[x_key]
-others = [k for k in keys if metrics[k][0].vertical != x_product.vertical]
+others = [k for k in metrics if metrics[k][0].vertical != x_product.vertical]
 y_default = next((k for k in others if metrics[k][0].vertical == "social_protection"),
                  others[0])
-y_key = right.selectbox("Compared with", others, format_func=label,
-                        index=others.index(from_url("y", others, y_default)))
+y_key = metric_select(metrics, where=right, label="Compared with", url="y", keys=others,
+                      default=y_default)
 y_product, y_metric = metrics[y_key]
 with guarded():
     clocks = [gate.data_clock(principal, product=p.id) for p in (x_product, y_product)]
@@ -50,7 +48,7 @@ window = month_range(left, options, most=min(12, *(c.max_months for c in clocks)
                      end=parse_month(st.query_params.get("to"), options))
 if window is None:
     st.stop()
-months = (window[1].year - window[0].year) * 12 + window[1].month - window[0].month + 1
+months = months_between(*window) + 1
 end = window[1]
 level = level_select(right, gate, principal, preferred=st.query_params.get("level"))
 to_url(x=x_key, y=y_key, level=level,

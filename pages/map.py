@@ -9,6 +9,7 @@ from dashboard.components.badges import budget_meter, privacy_badge, spend_butto
 from dashboard.components.clock import data_as_of, month_text, parse_month
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
+from dashboard.components.metrics import metric_options, metric_select
 from dashboard.components.geography import MAP_HEIGHT, tenant_geography
 from dashboard.components.maps import (
     colour_scale,
@@ -28,11 +29,8 @@ catalog = gate.catalog
 geography = gate.geography
 st.title("Map")
 
-metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products if p.kind == "metric_set"
-           for m in p.metrics if m.measure == "count"}
-keys = list(metrics)
-choice = st.selectbox("Metric", keys, index=keys.index(from_url("metric", keys, keys[0])),
-                      format_func=lambda key: f"{metrics[key][1].title} — {metrics[key][0].title}")
+metrics = metric_options(catalog, counts_only=True)
+choice = metric_select(metrics)
 product, metric = metrics[choice]
 with guarded():
     clock = gate.data_clock(principal, product=product.id)

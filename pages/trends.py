@@ -19,11 +19,13 @@ from dashboard.components.clock import (
     data_as_of,
     month_range,
     month_text,
+    months_between,
     parse_month,
     partial_toggle,
 )
 from dashboard.components.errors import guarded
 from dashboard.components.levels import level_select
+from dashboard.components.metrics import metric_options, metric_select
 from dashboard.components.tables import release_table
 from dashboard.components.urlstate import from_url, list_from_url, number_from_url, to_url
 from dashboard.context import page_context
@@ -38,13 +40,10 @@ tenant = catalog.tenant(principal.tenant)
 names = ({s.code: s.name for s in catalog.states} | {d.code: d.name for d in catalog.districts})
 st.title("Trends")
 
-metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products if p.kind == "metric_set"
-           for m in p.metrics}
-keys = list(metrics)
+metrics = metric_options(catalog)
 # A map click opens ?district=CODE: that district's trend among its neighbours.
 district = from_url("district", [d.code for d in catalog.districts_of(principal.tenant)])
-choice = st.selectbox("Metric", keys, index=keys.index(from_url("metric", keys, keys[0])),
-                      format_func=lambda key: f"{metrics[key][1].title} — {metrics[key][0].title}")
+choice = metric_select(metrics)
 product, metric = metrics[choice]
 with guarded():
     clock = gate.data_clock(principal, product=product.id)
@@ -69,7 +68,7 @@ window = month_range(right, options, most=clock.max_months, key="trends_window",
                      end=parse_month(st.query_params.get("to"), options))
 if window is None:
     st.stop()
-months = (window[1].year - window[0].year) * 12 + window[1].month - window[0].month + 1
+months = months_between(*window) + 1
 base = Query.ending(product=product.id, metric=metric.id, level=level, months=months,
                     end=window[1])
 partial_months = {f"{clock.partial:%Y-%m}"} if partial and clock.partial else set()

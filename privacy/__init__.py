@@ -10,13 +10,25 @@ Public surface (everything else is private to this package)::
 
 Errors: VeilError → ConfigError, StoreError, InvalidInput, AccessDenied,
 QueryRefused → BudgetExhausted. No Streamlit import here.
+
+Layout (issue 19): the gate core — private modules ``privacy/_*.py``, public surface
+``privacy.core`` — and three services beside it, each a package written only against
+``privacy.core``: ``privacy.exports`` (D6), ``privacy.compliance`` (D7, with job history,
+alerts and evidence bundles) and ``privacy.admin`` (D8). ``Gate`` here is the core gate with
+the services attached as ``gate.exports``, ``gate.compliance`` and ``gate.admin``; no core
+module imports a service.
 """
 
 from __future__ import annotations
 
-from data.catalog import load_catalog
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+
+from data.bootstrap import utcnow
+from data.catalog import Catalog, load_catalog
 from data.config import Settings, load_settings
-from data.engine import open_store
+from data.engine import Store, open_store
 from data.migrate import current_revision, head_revision
 from data.policy_history import record_policy
 from data.errors import (
@@ -30,19 +42,17 @@ from data.errors import (
     VeilError,
 )
 
-from privacy._compliance import (AuditFilter, BudgetFilter, BudgetUsage, ConsentFilter,
-                                 ConsentStatistics, ExportFilter, KpiDefinition, LogPage,
-                                 PolicyDiff, PolicyVersion, ProductQuality, ReleaseFilter)
-from privacy._admin import (MappingHistoryEntry, RoleMappingView, SettingChange, SettingsVersion,
-                            TenantSettings)
-from privacy._exports import DownloadLink, ExportFile, ExportStatus, PendingApproval
-from privacy._gate import Gate
-from privacy._insights import Insight, InsightPoint
-from privacy._local import LocalEstimate, LocalRandomizer, estimate_local
-from privacy._records import RecordPage, RecordQuery
-from privacy._budget import PeriodBudgetExhausted
-from privacy._values import (BudgetStatus, Cell, DataClock, Delta, Epsilon, PeriodStatus, Preview,
-                             Principal, PrivacyLoss, Query, Release, add_months)
+from privacy import core
+from privacy.admin import Admin, MappingHistoryEntry, RoleMappingView
+from privacy.compliance import (AuditFilter, BudgetFilter, BudgetUsage, Compliance, ConsentFilter,
+                                ConsentStatistics, ExportFilter, KpiDefinition, LogPage,
+                                PolicyDiff, PolicyVersion, ProductQuality, ReleaseFilter)
+from privacy.core import (BudgetStatus, Cell, DataClock, Delta, Epsilon, Insight, InsightPoint,
+                          LocalEstimate, LocalRandomizer, PeriodBudgetExhausted, PeriodStatus,
+                          Preview, Principal, PrivacyLoss, Query, RecordPage, RecordQuery,
+                          Release, SettingChange, SettingsVersion, TenantSettings, add_months,
+                          estimate_local)
+from privacy.exports import DownloadLink, ExportFile, ExportStatus, Exports, PendingApproval
 
 __all__ = [
     "AccessDenied",
@@ -101,6 +111,23 @@ __all__ = [
     "SettingsVersion",
     "TenantSettings",
 ]
+
+
+class Gate(core.Gate):
+    """The gate callers use: the core gate (``privacy.core.Gate``) with its services attached —
+    ``exports`` (D6), ``compliance`` (D7) and ``admin`` (D8) — built from the core's public
+    calls, and sharing its store, catalog, clock and deployment secret."""
+
+    def __init__(self, store: Store, catalog: Catalog, *, demo_accounts: bool = False,
+                 secret: str | None = None,
+                 clock: Callable[[], datetime] = utcnow):
+        # Without a deployment secret (tests, benchmarks) record pseudonyms, links and bundles
+        # are keyed per process, as the core would key them: one secret for it and its services.
+        secret = secret or secrets.token_hex(32)
+        super().__init__(store, catalog, demo_accounts=demo_accounts, secret=secret, clock=clock)
+        self.exports = Exports(self, store, catalog, secret=secret, clock=clock)
+        self.compliance = Compliance(self, store, catalog, secret=secret, clock=clock)
+        self.admin = Admin(self.tenant_settings, store, catalog, clock=clock)
 
 
 def open_gate(settings: Settings | None = None) -> Gate:

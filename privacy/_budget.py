@@ -15,6 +15,7 @@ import calendar
 from contextlib import nullcontext
 from collections.abc import Callable
 from datetime import date, datetime
+from typing import NamedTuple
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -22,13 +23,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from data.bootstrap import utcnow
+from data.catalog import Policy
 from data.engine import Store
 from data.errors import BudgetExhausted, VeilBug
 from data.models import BudgetAccount, BudgetEntry, PeriodBudget, PeriodCharge
 
-from privacy._values import BudgetStatus, Delta, Epsilon, PeriodStatus
+from privacy._values import (BudgetStatus, Delta, Epsilon, PeriodStatus, Principal, PrivacyLoss,
+                             Query)
 
-__all__ = ["Ledger", "PeriodBudgetExhausted", "PeriodLedger", "window_of"]
+__all__ = ["BudgetTerms", "Ledger", "PeriodBudgetExhausted", "PeriodLedger", "budget_terms",
+           "check_budgets", "window_of"]
 
 # Floating-point sums of ε (e.g. ten times 0.1) may exceed the cap by rounding alone.
 _SLACK = 1e-9
@@ -270,3 +274,71 @@ class PeriodLedger:
                                        delta_cap=Delta(delta_cap), delta_spent=Delta(delta),
                                        viewer_spent=Epsilon(viewers))
         return out
+
+
+class BudgetTerms(NamedTuple):
+    """What a release costs and which budgets it draws on."""
+
+    epsilon: Epsilon
+    delta: Delta
+    periods: list[date]   # the data months whose lifetime budget it draws on
+    viewer: bool          # the asker draws on the viewers' share (not a reserved identity)
+    period_cap: float     # the share of a month's lifetime budget the asker may draw on
+
+
+def budget_terms(principal: Principal, query: Query, loss: PrivacyLoss, computed: list[date], *,
+                 policy: Policy) -> BudgetTerms:
+    """What a release of ``query`` computing the periods ``computed`` afresh costs (``loss``,
+    nothing when all are stored or derived) and draws from."""
+    epsilon = loss.epsilon if computed else Epsilon(0.0)
+    delta = loss.delta if computed else Delta(0.0)
+    # every data month this release reads afresh draws its ε once from that month's
+    # lifetime budget (a window period reads all of its months in one measurement)
+    periods = ((list(query.months) if query.period == "window" else computed)
+               if computed else [])
+    viewer = not _reserved(principal)
+    period_cap = policy.periods.cap(reserved_user=not viewer)
+    return BudgetTerms(epsilon=epsilon, delta=delta, periods=periods, viewer=viewer,
+                       period_cap=period_cap)
+
+
+def check_budgets(session: Session, terms: BudgetTerms, *, ledger: Ledger,
+                  periods: PeriodLedger, policy: Policy, tenant: str, principal: str,
+                  product: str, cap: float, today: date) -> None:
+    """Cheap early refusals, read in the release's read transaction; the authoritative
+    checks are the conditional UPDATEs of the write transaction."""
+    epsilon, delta = terms.epsilon, terms.delta
+    if epsilon.value <= 0:
+        return
+    period_policy = policy.periods
+    for status in periods.status(
+            tenant=tenant, product=product, periods=terms.periods,
+            cap=terms.period_cap, delta_cap=period_policy.delta, session=session).values():
+        left = min(period_policy.epsilon - status.spent.value,
+                   terms.period_cap - status.viewer_spent.value if terms.viewer
+                   else period_policy.epsilon)
+        if (epsilon.value > left + 1e-9
+                or status.delta_spent.value + delta.value > period_policy.delta + 1e-15):
+            raise PeriodBudgetExhausted(
+                product=product, period=status.period,
+                requested=epsilon.value, remaining=max(left, 0.0),
+                cap=terms.period_cap, delta_requested=delta.value,
+                delta_remaining=(max(period_policy.delta - status.delta_spent.value, 0)
+                                 if delta.value else None))
+    delta_cap = policy.delta_cap
+    status = ledger.status(tenant=tenant, principal=principal, product=product, cap=cap,
+                           delta_cap=delta_cap, today=today, session=session)
+    if (status.spent.value + epsilon.value > status.cap.value + 1e-9
+            or status.delta_spent.value + delta.value > delta_cap + 1e-15):
+        raise BudgetExhausted(
+            requested=epsilon.value, remaining=status.remaining.value,
+            window=f"{status.window_start.isoformat()} – {status.window_end.isoformat()}",
+            product=product, delta_requested=delta.value,
+            delta_remaining=status.remaining_delta.value)
+
+
+def _reserved(principal: Principal) -> bool:
+    """Whether ``principal`` may draw on the reserved share of a month's lifetime budget: the
+    tenant's publication identity and the umbrella-export identities (``source="system"``)."""
+    return principal.source == "system" and (principal.role == "publisher"
+                                             or principal.subject.startswith("umbrella:"))

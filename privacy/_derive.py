@@ -28,7 +28,7 @@ import numpy as np
 
 from data.errors import VeilBug
 
-from privacy._engine import Key, Level, _fit_parts_to_totals, _stratum, strata
+from privacy._engine import Key, Level, carry_up, finish_cells, strata, top_units
 from privacy._intervals import shown_count_interval, sum_mass
 from privacy._mechanisms import CountMechanism
 from privacy._values import Cell
@@ -151,9 +151,7 @@ def derive_cells(*, keys: Sequence[Key], derived: dict[Key, tuple[int, int]],
     for index, level in enumerate(levels):
         is_top = level.parent is None
         if is_top and index:
-            leftovers = {_stratum(unit): leaves for unit, (_, _, leaves) in units.items()}
-            units = {(stratum[0], top_code[stratum], *stratum[2:]):
-                     (*totals, leftovers.get(stratum, ())) for stratum, totals in top.items()}
+            units = top_units(units, top, top_code)
         carried: dict[Key, tuple[int, int, tuple[Key, ...]]] = {}
         for unit, (noisy, many, leaves) in units.items():
             noise = noise_of(base, many)
@@ -170,27 +168,11 @@ def derive_cells(*, keys: Sequence[Key], derived: dict[Key, tuple[int, int]],
                     for leaf in leaves:
                         destination[leaf] = unit[1]
                 continue
-            if is_top:
-                for leaf in leaves:
-                    destination[leaf] = ""
-                continue
-            parent = (unit[0], level.parent(unit[1]), *unit[2:])
-            pn, pm, pleaves = carried.get(parent, (0, 0, ()))
-            carried[parent] = (pn + noisy, pm + many, pleaves + leaves)
+            carry_up(unit, level, (noisy, many), leaves, carried=carried,
+                     destination=destination)
         units = carried
-    cells = _fit_parts_to_totals(cells)
-    scale = base.scale
-    for key in keys:
-        where = destination.get(key)
-        if where is None:
-            continue
-        status = f"rolled_up:{where}" if where else "suppressed"
-        cells.append(Cell(key=key, value=None, lower=None, upper=None, noise_scale=scale,
-                          status=status))
-    order = {key: i for i, key in enumerate(keys)}
-    cells.sort(key=lambda c: (c.status in ("rollup", "total"), order.get(c.key, len(order)),
-                              c.key))
-    return cells
+    return finish_cells(cells, keys=keys, destination=destination, fit=True,
+                        noise_scale=base.scale)
 
 
 def accurate_enough(cells: Sequence[Cell], *, fresh_half_width: float, max_ratio: float,

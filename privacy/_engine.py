@@ -40,7 +40,8 @@ from privacy._intervals import mean_interval, shown_count_interval, total_half_w
 from privacy._mechanisms import CountMechanism, SumMechanism, composed
 from privacy._values import Cell, Delta, Epsilon, PrivacyLoss
 
-__all__ = ["Level", "Measured", "release_cells", "release_loss", "split_epsilon", "thresholds"]
+__all__ = ["Level", "Measured", "carry_up", "finish_cells", "release_cells", "release_loss",
+           "split_epsilon", "strata", "thresholds", "top_units"]
 
 #: A key of the public key set: (month, geo code, *other dimension values).
 Key = tuple[str, ...]
@@ -82,8 +83,11 @@ def release_loss(measured: Sequence[Measured], *, delta: float) -> PrivacyLoss:
     The counts of all levels are one composition (Gaussian: composed in ρ, converted to (ε, δ)
     once at ``delta``, so δ is spent once per release, not once per level). Sums and means
     also measure clamped sums, on another input space (float vectors, their own sensitivity):
-    that second composition is pure ε-DP and adds to the first by basic composition. Depends
-    on the mechanisms only, never on the data.
+    that second composition is pure ε-DP and adds to the first by basic composition (OpenDP's
+    ``make_composition`` takes one input space, so the two families cannot be one of its
+    compositions). Depends on the mechanisms only, never on the data; no mechanism at all (the
+    anonymized level) costs nothing. The one place a release's cost is computed: the plan's
+    charge and a stored release's stated guarantee both come from here.
     """
     families = [[m.count for m in measured if m.count is not None],
                 [m.total for m in measured if m.total is not None]]
@@ -139,9 +143,7 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
         if is_top and index:
             # The top measures the whole area, not just the leftovers it received, and does so
             # for every stratum (its ε is spent either way): the total is always estimated.
-            leftovers = {_stratum(unit): leaves for unit, (_, _, leaves) in units.items()}
-            units = {(stratum[0], top_code[stratum], *stratum[2:]):
-                     (*totals, leftovers.get(stratum, ())) for stratum, totals in top.items()}
+            units = top_units(units, top, top_code)
         ordered = list(units)
         counts = [units[u][0] for u in ordered]
         noisy_counts = mechanisms.count(counts) if mechanisms.count else counts
@@ -176,23 +178,48 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
                     for leaf in leaves:
                         destination[leaf] = unit[1]
                 continue
-            if level.parent is None:
-                for leaf in leaves:
-                    destination[leaf] = ""
-                continue
-            parent = (unit[0], level.parent(unit[1]), *unit[2:])
-            pn, ps, pleaves = carried.get(parent, (0, 0.0, ()))
-            carried[parent] = (pn + n, ps + s, pleaves + leaves)
+            carry_up(unit, level, (n, s), leaves, carried=carried, destination=destination)
         units = carried
-    if measure == "count":
+    return finish_cells(cells, keys=keys, destination=destination, fit=measure == "count",
+                        noise_scale=measured[0].count.scale if measured[0].count else None)
+
+
+def carry_up(unit: Key, level: Level, amounts: tuple, leaves: tuple[Key, ...], *,
+             carried: dict[Key, tuple], destination: dict[Key, str]) -> None:
+    """A unit under its level's threshold: merged with its unresolved siblings into its parent
+    (``amounts`` added to the parent's, element-wise), or at the top, its leaves suppressed."""
+    if level.parent is None:
+        for leaf in leaves:
+            destination[leaf] = ""
+        return
+    parent = (unit[0], level.parent(unit[1]), *unit[2:])
+    before = carried.get(parent)
+    carried[parent] = ((*amounts, leaves) if before is None else
+                       (*(a + b for a, b in zip(before, amounts)), before[-1] + leaves))
+
+
+def top_units(units: dict[Key, tuple], top: dict[Key, tuple],
+              top_code: dict[Key, str]) -> dict[Key, tuple]:
+    """The top level's units: every stratum's full totals (``strata``), each with the leaves
+    left over below it (what no finer level released)."""
+    leftovers = {_stratum(unit): leaves for unit, (_, _, leaves) in units.items()}
+    return {(stratum[0], top_code[stratum], *stratum[2:]): (*totals, leftovers.get(stratum, ()))
+            for stratum, totals in top.items()}
+
+
+def finish_cells(cells: list[Cell], *, keys: Sequence[Key], destination: dict[Key, str],
+                 fit: bool, noise_scale: float | None) -> list[Cell]:
+    """The released cells in their stored form: parts fitted under their totals (``fit``),
+    a valueless cell for every key released only in a coarser area (``destination``: its
+    code) or suppressed (``""``), finest keys first in key-set order, rollups and totals last."""
+    if fit:
         cells = _fit_parts_to_totals(cells)
-    scale = measured[0].count.scale if measured[0].count else None
     for key in keys:
         where = destination.get(key)
         if where is None:
             continue  # released at the finest level above
         status = f"rolled_up:{where}" if where else "suppressed"
-        cells.append(Cell(key=key, value=None, lower=None, upper=None, noise_scale=scale,
+        cells.append(Cell(key=key, value=None, lower=None, upper=None, noise_scale=noise_scale,
                           status=status))
     order = {key: i for i, key in enumerate(keys)}
     cells.sort(key=lambda c: (c.status in ("rollup", "total"), order.get(c.key, len(order)),
@@ -313,12 +340,3 @@ def _cell(key: Key, noisy_n: int, noisy_s: float, mechanisms: Measured, measure:
     return Cell(key=key, value=mean, lower=min(lower, mean), upper=max(upper, mean),
                 noise_scale=total.scale, status=status, members=tuple(members),
                 n=float(noisy_n), sd=sd)
-
-
-def children_by_parent(cells: Sequence[Cell]) -> dict[str, list[Cell]]:
-    """Group rolled-up children under the parent that carries their value."""
-    out: dict[str, list[Cell]] = defaultdict(list)
-    for cell in cells:
-        if cell.status.startswith("rolled_up:"):
-            out[cell.status.split(":", 1)[1]].append(cell)
-    return out

@@ -29,7 +29,7 @@ from privacy._audit import audit
 from privacy._values import Principal
 
 __all__ = ["RecordPage", "RecordQuery", "RecordStream", "read_records", "record_treatments",
-           "stream_records"]
+           "stored_type", "stream_records"]
 
 _STORES = {"registrations": Registration}
 _MAX_PAGE_SIZE = 200
@@ -139,6 +139,12 @@ def record_treatments(catalog: Catalog, principal: Principal,
     """Authorise ``query`` for ``principal`` (role, product, filters) without reading data;
     return every field's treatment."""
     return dict(_authorise(catalog, principal, query).treatments)
+
+
+def stored_type(catalog: Catalog, product_id: str, name: str) -> type:
+    """The Python type the field ``name`` of an operational list is stored as (a file's column
+    type). Public metadata: reads no data."""
+    return _STORES[catalog.product(product_id).store].__table__.c[name].type.python_type
 
 
 def read_records(store: Store, catalog: Catalog, principal: Principal, query: RecordQuery, *,

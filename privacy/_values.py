@@ -5,11 +5,12 @@ All frozen; each validates in ``__post_init__`` and quotes the bad value.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from data.errors import InvalidInput, brief, checked_text
+# month arithmetic is data/'s (``privacy.add_months`` is its public name here)
+from data.months import add_months, month_end, month_start
 
 __all__ = ["BudgetStatus", "Cell", "DataClock", "Delta", "Epsilon", "PeriodStatus", "Preview",
            "Principal", "PrivacyLoss", "Query", "Release", "Threshold", "Totals", "add_months"]
@@ -82,20 +83,6 @@ class PrivacyLoss:
         return f"({self.epsilon}, {self.delta})"
 
 
-def _month_start(day: date) -> date:
-    return day.replace(day=1)
-
-
-def add_months(month: date, count: int) -> date:
-    """The first day of the month ``count`` months after ``month``'s (before, if negative)."""
-    index = month.year * 12 + month.month - 1 + count
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def _last_day(month: date) -> date:
-    return add_months(month, 1) - timedelta(days=1)
-
-
 #: longest identifier (product, metric, level, dimension) and filter value a query may carry
 _NAME_LIMIT = 64
 _VALUE_LIMIT = 128
@@ -136,7 +123,7 @@ class Query:
         if not isinstance(self.start, date) or not isinstance(self.end, date):
             raise InvalidInput(f"start and end must be dates, got {brief(self.start)} and "
                                f"{brief(self.end)}")
-        if self.start != _month_start(self.start) or self.end != _month_start(self.end):
+        if self.start.day != 1 or self.end.day != 1:
             raise InvalidInput(
                 f"query window must start and end on the first day of a month, "
                 f"got {self.start.isoformat()} .. {self.end.isoformat()}")
@@ -161,7 +148,7 @@ class Query:
         """The ``months`` calendar months up to and including ``end``'s month."""
         if isinstance(months, bool) or not isinstance(months, int) or months < 1:
             raise InvalidInput(f"months must be an integer >= 1, got {months!r}")
-        last = _month_start(end)
+        last = month_start(end)
         return cls(product=product, metric=metric, level=level, group_by=group_by,
                    filters=filters, start=add_months(last, -(months - 1)), end=last,
                    period=period)
@@ -175,7 +162,7 @@ class Query:
         *with data*, which does not move with the calendar.
         """
         return cls.ending(product=product, metric=metric, level=level, months=months,
-                          end=add_months(_month_start(today), -1), filters=filters)
+                          end=add_months(month_start(today), -1), filters=filters)
 
     @property
     def months(self) -> tuple[date, ...]:
@@ -201,9 +188,6 @@ class Query:
         data["group_by"] = list(self.group_by)
         data["filters"] = sorted([list(f) for f in self.filters])
         return data
-
-    def canonical_json(self) -> str:
-        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -463,19 +447,19 @@ class DataClock:
         this product has data in (a stalled source's empty months are never "complete")."""
         if self.as_of is None:
             return None
-        month = _month_start(self.as_of)
-        end = month if self.as_of == _last_day(month) else add_months(month, -1)
-        end = min(end, _month_start(self.newest))
+        month = month_start(self.as_of)
+        end = month if self.as_of == month_end(month) else add_months(month, -1)
+        end = min(end, month_start(self.newest))
         return end if end >= self.first_month else None
 
     @property
     def partial(self) -> date | None:
         """The month the data reaches into but does not cover yet, when this product has data
         in it (None otherwise)."""
-        if self.as_of is None or self.as_of == _last_day(_month_start(self.as_of)):
+        if self.as_of is None or self.as_of == month_end(month_start(self.as_of)):
             return None
-        month = _month_start(self.as_of)
-        return month if _month_start(self.newest) == month else None
+        month = month_start(self.as_of)
+        return month if month_start(self.newest) == month else None
 
     @property
     def stale(self) -> bool:

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from privacy import Release, VeilBug, add_months
 
 from dashboard.components.badges import interval_percent
+from dashboard.components.clock import months_between
 
 __all__ = ["for_theme", "insight_chart", "mark_definition_changes", "period_chart",
            "period_frame", "release_frame", "rounded_for_display", "series_chart", "trend_chart"]
@@ -111,7 +112,7 @@ def period_frame(current: Release, earlier: Release) -> pd.DataFrame:
     either row's.
     """
     now, before = _aligned(current), _aligned(earlier)
-    offset = _months_between(earlier.query.start, current.query.start)
+    offset = months_between(earlier.query.start, current.query.start)
     rows = []
     for month in current.query.months:
         this = now.get(month, {})
@@ -137,10 +138,6 @@ def _month(key: str | date) -> date:
     if isinstance(key, date):
         return key.replace(day=1)
     return date(int(key[:4]), int(key[5:7]), 1)
-
-
-def _months_between(first: date, second: date) -> int:
-    return (second.year - first.year) * 12 + second.month - first.month
 
 
 def _rows(frame: pd.DataFrame) -> dict[date, dict]:
@@ -363,7 +360,7 @@ def period_chart(current: Release, earlier: Release, *, title: str, unit: str,
     months without a value are gaps.
     """
     months = list(current.query.months)
-    offset = _months_between(earlier.query.start, current.query.start)
+    offset = months_between(earlier.query.start, current.query.start)
     level = interval_percent(current)
     marked = _partial_months(partial)
     figure = go.Figure()

@@ -62,6 +62,12 @@ def month_text(month: date) -> str:
     return f"{month:%Y-%m}"
 
 
+def months_between(first: date, last: date) -> int:
+    """Calendar months from ``first``'s month to ``last``'s: 0 for the same month, 11 for a
+    window of 12 (month arithmetic beside ``privacy.add_months``, which steps the other way)."""
+    return (last.year - first.year) * 12 + last.month - first.month
+
+
 def parse_month(text: str | None, options: Sequence[date]) -> date | None:
     """The month ``text`` (``YYYY-MM``) names if it is one of ``options``, else None (a URL is
     user input: anything else is ignored)."""

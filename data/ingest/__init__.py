@@ -12,6 +12,19 @@ Public surface (implementation modules are private)::
 The HTTP endpoint is ``data.ingest.api.create_app``. Every path runs the same pipeline:
 validate → PII defence → de-identify → consent → duplicates → contribution bound → store, with
 every refused row quarantined. Nothing here imports Streamlit or builds aggregates.
+
+Private modules, one concern each::
+
+    _sources         reading CSV / JSONL files and their fingerprints
+    _pii, _rules     PII detectors; one row → a de-identified event or a rejection
+    _checking        chunks of checked rows (in a worker process for a large file)
+    _pipeline        the run: entry points, one transaction per chunk, the order of its steps
+    _batches         the ingest batch record's lifecycle; IngestReport, RowResult
+    _admission       which valid events are stored: duplicates, consent, contribution bounds
+    _sql             the chunk's driver SQL per dialect (over the shared ``data.bulk`` loader)
+    _consent_cache   consent answers reused between chunks on the embedded store
+    _tuning          the store's settings and statistics during a bulk run
+    _tokens          collector sources and their tokens
 """
 
 from data.ingest._pii import find_pii, is_pii_key, redacted_copy

@@ -7,8 +7,8 @@ reasons and redacted copies — and, for a large file, doing that in a forked wo
 that reading, JSON and the rules (about half the CPU of ingestion) run on another core while
 this process stores the previous chunk.
 
-It never touches the store and never decides consent, duplicates or bounds (``_pipeline``
-does, inside the chunk's transaction). The worker only reads the file and runs the same
+It never touches the store and never decides consent, duplicates or bounds (``_admission``
+does, inside the pipeline's chunk transaction). The worker only reads the file and runs the same
 ``Rules``; a chunk means the same thing whichever process built it.
 """
 

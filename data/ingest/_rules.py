@@ -2,7 +2,7 @@
 
 Owns turning one raw input row into either a de-identified event ready to store or a
 ``Rejection`` with a reason. Pure and store-free: consent, duplicates and contribution bounds
-need the store and live in ``_pipeline``.
+need the store and live in ``_admission`` (decisions) and ``_sql`` (the reads).
 
 What a row may hold (anything else is refused, so personal data cannot ride in on a new key):
 
@@ -55,6 +55,7 @@ from data.ingest._pii import (
     show,
 )
 from data.ingest._sources import DuplicateKeys
+from data.months import month_start
 from data.pseudonym import EventKeys, Pseudonymizer
 
 __all__ = [
@@ -498,8 +499,7 @@ class Rules:
         cached = self._days.get(day_number)
         if cached is None:
             day = date(1970, 1, 1) + timedelta(days=day_number)
-            cached = self._days[day_number] = (day.isoformat(),
-                                               date(day.year, day.month, 1).isoformat())
+            cached = self._days[day_number] = (day.isoformat(), month_start(day).isoformat())
         if len(self._quarters) >= 200_000:  # about six years of quarter hours
             self._quarters.clear()
         strings = self._quarters[quarter] = (f"{cached[0]} {_CLOCK[slot]}", cached[0],

@@ -18,7 +18,8 @@ from data.demo import generate
 from data.engine import open_store
 from data.materialize import materialize
 from dashboard.cli import publish_defaults
-from privacy import open_gate
+from dashboard.context import PRINCIPAL_KEY, SIGNED_IN_AT_KEY, now
+from privacy import Principal, open_gate
 from tests.pinned import DEMO_AS_OF, PAGES_NOW
 
 APP = str(PROJECT_ROOT / "dashboard" / "app.py")
@@ -60,12 +61,48 @@ def pinned_clock(monkeypatch) -> datetime:
     return PAGES_NOW
 
 
-@pytest.fixture
-def demo_env(demo_var, monkeypatch) -> Path:
-    monkeypatch.setenv("VEIL_VAR_DIR", str(demo_var))
+def use_var(var: Path, monkeypatch) -> Path:
+    """Point the pages at the demo store in ``var`` (demo mode, no other database)."""
+    monkeypatch.setenv("VEIL_VAR_DIR", str(var))
     monkeypatch.setenv("VEIL_DEMO_MODE", "1")
     monkeypatch.delenv("VEIL_DATABASE_URL", raising=False)
-    return demo_var
+    return var
+
+
+@pytest.fixture
+def demo_env(demo_var, monkeypatch) -> Path:
+    return use_var(demo_var, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def private_var(demo_var, tmp_path_factory) -> Path:
+    """A private copy of the shared demo for one test module: its tests release views of
+    their own, which no other module may find stored."""
+    return copy_demo(demo_var, tmp_path_factory.mktemp("private-var"))
+
+
+@pytest.fixture
+def private_demo_env(private_var, monkeypatch) -> Path:
+    return use_var(private_var, monkeypatch)
+
+
+def open_page(page: str, role: str, query_params: dict | None = None, *,
+              tenant: str = "kigali-east") -> AppTest:
+    """Run ``pages/<page>.py`` for a demo ``role`` of ``tenant`` signed in just now, at an
+    address carrying ``query_params``."""
+    at = AppTest.from_file(str(PROJECT_ROOT / "pages" / f"{page}.py"), default_timeout=60)
+    at.session_state[PRINCIPAL_KEY] = Principal(
+        subject=f"{role.replace('_', '.')}@{tenant}.demo", display_name=role, role=role,
+        tenant=tenant, source="demo")
+    at.session_state[SIGNED_IN_AT_KEY] = now()
+    for key, value in (query_params or {}).items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def widget(at: AppTest, kind: str, label: str):
+    """The first widget of ``kind`` (``selectbox``, ``radio``, …) labelled ``label``."""
+    return next(w for w in getattr(at, kind) if w.label == label)
 
 
 def sign_in(username: str, password: str = DEMO_PASSWORD) -> AppTest:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +17,7 @@ from sqlalchemy import func, select
 from data.catalog import Catalog
 from data.consent import grant_consent
 from data.engine import Store
+from data.ingest import add_source, ingest_rows
 from data.models import VERTICAL_EVENT_MODELS, QuarantinedRow
 from data.pseudonym import pseudonym
 
@@ -115,3 +118,68 @@ def serve(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+# --- concurrent writers (tests/system/test_ingest_bound_race.py, test_ingest_month_bound.py) ----
+
+#: One batch's outcome as a concurrent writer sees it: (accepted, bounded).
+Send = Callable[[list[dict]], tuple[int, int]]
+
+
+def all_at_once(send: Send, batches: list[list[dict]]) -> list[tuple[int, int]]:
+    """Run ``send`` on every batch from its own thread, released together; (accepted, bounded)
+    per batch."""
+    barrier = threading.Barrier(len(batches))
+
+    def one(batch: list[dict]) -> tuple[int, int]:
+        barrier.wait(timeout=30)
+        return send(batch)
+
+    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+        return list(pool.map(one, batches))
+
+
+def python_batches(store: Store, catalog: Catalog) -> Send:
+    """``send``: one ``ingest_rows`` batch; every row ends accepted or bounded."""
+    def send(batch: list[dict]) -> tuple[int, int]:
+        report = ingest_rows(store, catalog, batch, tenant=TENANT, product=PRODUCT,
+                             secret=SECRET)
+        assert report.rows == report.accepted + report.bounded
+        return report.accepted, report.bounded
+
+    return send
+
+
+def collector_posts(store: Store, catalog: Catalog, api: str) -> Send:
+    """``send``: one POST to the collector at ``api`` as a new source "clinic-app"; every row is
+    answered accepted or bounded."""
+    import httpx
+
+    with store.write.begin() as session:
+        _, token = add_source(session, catalog, tenant=TENANT, name="clinic-app",
+                              products=[PRODUCT])
+
+    def send(batch: list[dict]) -> tuple[int, int]:
+        response = httpx.post(
+            f"{api}/api/v1/events", timeout=60,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            content=json.dumps({"product": PRODUCT, "events": batch}).encode())
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert {r["status"] for r in answer["results"]} <= {"accepted", "bounded"}
+        return answer["accepted"], answer["bounded"]
+
+    return send
+
+
+def assert_bound_held(store: Store, outcomes: list[tuple[int, int]], *, sent: int, stored: int,
+                      reason: str) -> None:
+    """Of ``sent`` rows exactly ``stored`` were accepted and stored, and every other one was
+    bounded and quarantined with ``reason``."""
+    accepted = sum(a for a, _ in outcomes)
+    bounded = sum(b for _, b in outcomes)
+    assert (accepted, bounded) == (stored, sent - stored)
+    assert event_count(store) == stored
+    held = quarantined(store)
+    assert len(held) == bounded
+    assert all(row.reason.startswith(reason) for row in held)

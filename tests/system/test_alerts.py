@@ -24,7 +24,7 @@ from data.models import (
 )
 from ops_support import NOW, TENANT, Receiver, cli, export_run, job_run, principal
 from privacy import AccessDenied, Gate
-from privacy._alerts import current_alerts, send_alerts
+from privacy.compliance.alerts import current_alerts, send_alerts
 
 PRODUCT = "health.vaccinations"   # freshness SLO 48 h
 

@@ -99,7 +99,7 @@ def test_window_totals_give_every_district_its_own_value(demo_store, catalog):
 def test_the_clock_is_read_once_per_data_version(demo_store, catalog, monkeypatch):
     """Reading the newest events scans a month of rows: a page view reuses the clock until a
     data version changes (or a minute passes)."""
-    import privacy._gate as gate_module
+    import privacy._clock as gate_module
 
     calls = []
     real = gate_module.newest_events

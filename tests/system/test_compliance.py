@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -40,7 +40,7 @@ from privacy import (
     Query,
     ReleaseFilter,
 )
-from privacy._compliance import _k_threshold
+from privacy.compliance._consent import _k_threshold
 
 NOW = datetime(2026, 11, 21, 12, 0)
 OCTOBER = date(2026, 10, 1)

@@ -26,7 +26,8 @@ from data.models import (
 from data.models import Release as ReleaseRow
 from ops_support import NOW, SECRET, TENANT, cli, export_run, principal
 from privacy import AccessDenied, ConfigError, Gate, InvalidInput
-from privacy._evidence import EvidenceInvalid, build_bundle, public_key, verify_bundle
+from privacy.compliance.evidence import (EvidenceInvalid, build_bundle, public_key,
+                                         verify_bundle)
 
 JAN, JUN = date(2026, 1, 1), date(2026, 6, 1)
 IN_PERIOD = datetime(2026, 3, 10, 9, 0)

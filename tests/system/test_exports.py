@@ -606,7 +606,7 @@ def test_a_job_held_by_a_dead_worker_is_retried_after_its_lease(gate, store, exp
     """A claimed job whose worker never comes back is claimed again once the lease runs out."""
     principal = _principal("case_worker")
     requested = gate.exports.request(principal, _records(), purpose="case_follow_up")
-    from privacy._exports import _WorkerInfo
+    from privacy.exports._worker import _WorkerInfo
 
     dead = _WorkerInfo(id="dead", directory=exports_dir, lease=timedelta(seconds=30),
                        chunk_rows=10)
@@ -626,7 +626,7 @@ def test_a_job_whose_workers_keep_dying_fails_after_the_attempts_limit(gate, sto
     """max_attempts claims by workers that died, then failed: never retried for ever."""
     principal = _principal("case_worker")
     requested = gate.exports.request(principal, _records(), purpose="case_follow_up")
-    from privacy._exports import _WorkerInfo
+    from privacy.exports._worker import _WorkerInfo
 
     for attempt in range(1, 4):
         dead = _WorkerInfo(id=f"dead-{attempt}", directory=exports_dir,
@@ -642,7 +642,7 @@ def test_a_job_whose_workers_keep_dying_fails_after_the_attempts_limit(gate, sto
 def test_an_error_mid_export_is_retried_then_failed_and_never_half_delivered(
         gate, store, exports_dir, monkeypatch):
     """An exception while writing requeues the job; after max_attempts it fails. No file stays."""
-    from privacy import _exports
+    from privacy.exports import _writers as _exports
 
     principal = _principal("case_worker")
     requested = gate.exports.request(principal, _records(), purpose="case_follow_up")
@@ -668,7 +668,7 @@ def test_a_crashed_aggregate_export_reuses_its_release_at_no_extra_cost(gate, st
                                                                         monkeypatch):
     """A worker that dies after releasing: the retry reuses the release, ε charged once and
     attributed to the export."""
-    from privacy import _exports
+    from privacy import exports as _exports
 
     principal = _principal("policy_maker")
     requested = gate.exports.request(principal, _aggregate(), purpose="policy_planning")

@@ -10,18 +10,15 @@ the stored counts does not serialise two writers).
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from data.ingest import add_source, ingest_rows
+from data.ingest import ingest_rows
 from data.ingest.api import create_app
-from ingest_support import (PRODUCT, SECRET, TENANT, daily_only, event, event_count, grant,
-                            quarantined, serve)
+from ingest_support import (PRODUCT, SECRET, TENANT, all_at_once, assert_bound_held,
+                            collector_posts, daily_only, event, event_count, grant,
+                            python_batches, quarantined, serve)
 
 BOUND = 3  # health.vaccinations' max_events_per_subject_per_day
 WRITERS = 8
@@ -41,44 +38,18 @@ def _batches(day: int) -> list[list[dict]]:
              for n in range(BOUND)] for writer in range(WRITERS)]
 
 
-def _all_at_once(send: Callable[[list[dict]], tuple[int, int]],
-                 batches: list[list[dict]]) -> list[tuple[int, int]]:
-    """Run ``send`` on every batch from its own thread, released together; (accepted, bounded)
-    per batch."""
-    barrier = threading.Barrier(len(batches))
-
-    def one(batch: list[dict]) -> tuple[int, int]:
-        barrier.wait(timeout=30)
-        return send(batch)
-
-    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
-        return list(pool.map(one, batches))
-
-
 def _assert_bound_held(store, outcomes: list[tuple[int, int]], *, rounds: int) -> None:
-    sent = rounds * WRITERS * BOUND
-    accepted = sum(a for a, _ in outcomes)
-    bounded = sum(b for _, b in outcomes)
-    assert (accepted, bounded) == (rounds * BOUND, sent - rounds * BOUND)
-    assert event_count(store) == rounds * BOUND
-    held = quarantined(store)
-    assert len(held) == bounded
-    assert all(row.reason.startswith("over contribution bound") for row in held)
+    assert_bound_held(store, outcomes, sent=rounds * WRITERS * BOUND, stored=rounds * BOUND,
+                      reason="over contribution bound")
 
 
 def test_concurrent_python_batches_of_one_person_day_store_exactly_the_bound(store, catalog):
     """8 ingest_rows batches at once, 3 events each of one person-day: 3 stored, 21 bounded."""
     grant(store, catalog, "person-1")
-
-    def send(batch: list[dict]) -> tuple[int, int]:
-        report = ingest_rows(store, catalog, batch, tenant=TENANT, product=PRODUCT,
-                             secret=SECRET)
-        assert report.rows == report.accepted + report.bounded
-        return report.accepted, report.bounded
-
+    send = python_batches(store, catalog)
     outcomes = []
     for day in range(1, ROUNDS + 1):
-        outcomes += _all_at_once(send, _batches(day))
+        outcomes += all_at_once(send, _batches(day))
     _assert_bound_held(store, outcomes, rounds=ROUNDS)
 
 
@@ -94,23 +65,11 @@ def test_concurrent_collector_posts_of_one_person_day_store_exactly_the_bound(st
                                                                              api):
     """8 POSTs at once, 3 events each of one person-day: 3 stored, 21 bounded, all answered."""
     grant(store, catalog, "person-1")
-    with store.write.begin() as session:
-        _, token = add_source(session, catalog, tenant=TENANT, name="clinic-app",
-                              products=[PRODUCT])
-
-    def send(batch: list[dict]) -> tuple[int, int]:
-        response = httpx.post(
-            f"{api}/api/v1/events", timeout=60,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            content=json.dumps({"product": PRODUCT, "events": batch}).encode())
-        assert response.status_code == 200, response.text
-        answer = response.json()
-        assert {r["status"] for r in answer["results"]} <= {"accepted", "bounded"}
-        return answer["accepted"], answer["bounded"]
+    send = collector_posts(store, catalog, api)
 
     outcomes = []
     for day in range(1, ROUNDS + 1):
-        outcomes += _all_at_once(send, _batches(day))
+        outcomes += all_at_once(send, _batches(day))
     _assert_bound_held(store, outcomes, rounds=ROUNDS)
 
 
@@ -124,7 +83,7 @@ def test_the_same_events_sent_by_concurrent_batches_are_stored_once(store, catal
                              secret=SECRET)
         return report.accepted, report.duplicate
 
-    outcomes = _all_at_once(send, [batch] * WRITERS)
+    outcomes = all_at_once(send, [batch] * WRITERS)
     assert (sum(a for a, _ in outcomes), sum(d for _, d in outcomes)) == (
         BOUND, (WRITERS - 1) * BOUND)
     assert event_count(store) == BOUND and quarantined(store) == []

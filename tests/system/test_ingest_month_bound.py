@@ -13,17 +13,16 @@ test runs on the embedded store and, with VEIL_TEST_POSTGRES_URL, on PostgreSQL.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from data.ingest import add_source, ingest_file, ingest_rows
+from data.ingest import ingest_file, ingest_rows
 from data.ingest.api import create_app
-from ingest_support import (PRODUCT, SECRET, TENANT, daily_only, event, event_count, grant,
-                            quarantined, serve, with_monthly_bound, write_jsonl)
+from ingest_support import (PRODUCT, SECRET, TENANT, all_at_once, assert_bound_held,
+                            collector_posts, daily_only, event, event_count, grant,
+                            python_batches, quarantined, serve, with_monthly_bound,
+                            write_jsonl)
 
 DAILY = 3  # health.vaccinations' max_events_per_subject_per_day
 MONTHLY = 5
@@ -135,27 +134,9 @@ def _batches(month: int) -> list[list[dict]]:
              for n in range(PER_WRITER)] for writer in range(WRITERS)]
 
 
-def _all_at_once(send: Callable[[list[dict]], tuple[int, int]],
-                 batches: list[list[dict]]) -> list[tuple[int, int]]:
-    barrier = threading.Barrier(len(batches))
-
-    def one(batch: list[dict]) -> tuple[int, int]:
-        barrier.wait(timeout=30)
-        return send(batch)
-
-    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
-        return list(pool.map(one, batches))
-
-
 def _assert_month_bound_held(store, outcomes: list[tuple[int, int]], *, rounds: int) -> None:
-    sent = rounds * WRITERS * PER_WRITER
-    accepted = sum(a for a, _ in outcomes)
-    bounded = sum(b for _, b in outcomes)
-    assert (accepted, bounded) == (rounds * MONTHLY, sent - rounds * MONTHLY)
-    assert event_count(store) == rounds * MONTHLY
-    held = quarantined(store)
-    assert len(held) == bounded
-    assert all(row.reason.startswith("over monthly contribution bound") for row in held)
+    assert_bound_held(store, outcomes, sent=rounds * WRITERS * PER_WRITER,
+                      stored=rounds * MONTHLY, reason="over monthly contribution bound")
 
 
 def test_concurrent_batches_of_one_person_month_store_exactly_the_monthly_bound(store,
@@ -163,16 +144,10 @@ def test_concurrent_batches_of_one_person_month_store_exactly_the_monthly_bound(
     """8 ingest_rows batches at once, 3 events each on distinct days of one month, bound 5:
     5 stored, 19 bounded, in each of three months."""
     grant(store, monthly, "person-1")
-
-    def send(batch: list[dict]) -> tuple[int, int]:
-        report = ingest_rows(store, monthly, batch, tenant=TENANT, product=PRODUCT,
-                             secret=SECRET)
-        assert report.rows == report.accepted + report.bounded
-        return report.accepted, report.bounded
-
+    send = python_batches(store, monthly)
     outcomes = []
     for month in range(3, 3 + ROUNDS):
-        outcomes += _all_at_once(send, _batches(month))
+        outcomes += all_at_once(send, _batches(month))
     _assert_month_bound_held(store, outcomes, rounds=ROUNDS)
 
 
@@ -187,21 +162,9 @@ def test_concurrent_collector_posts_of_one_person_month_store_exactly_the_monthl
         store, monthly, api):
     """8 POSTs at once of 3 events each on distinct days of one month: 5 stored, 19 bounded."""
     grant(store, monthly, "person-1")
-    with store.write.begin() as session:
-        _, token = add_source(session, monthly, tenant=TENANT, name="clinic-app",
-                              products=[PRODUCT])
-
-    def send(batch: list[dict]) -> tuple[int, int]:
-        response = httpx.post(
-            f"{api}/api/v1/events", timeout=60,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            content=json.dumps({"product": PRODUCT, "events": batch}).encode())
-        assert response.status_code == 200, response.text
-        answer = response.json()
-        assert {r["status"] for r in answer["results"]} <= {"accepted", "bounded"}
-        return answer["accepted"], answer["bounded"]
+    send = collector_posts(store, monthly, api)
 
     outcomes = []
     for month in range(3, 3 + ROUNDS):
-        outcomes += _all_at_once(send, _batches(month))
+        outcomes += all_at_once(send, _batches(month))
     _assert_month_bound_held(store, outcomes, rounds=ROUNDS)

@@ -13,7 +13,9 @@ import pytest
 from sqlalchemy import select
 
 import data.ingest._checking as checking
+import data.ingest._consent_cache as consent_cache_module
 import data.ingest._pipeline as pipeline_module
+import data.ingest._sql as sql_module
 from data.bootstrap import init_store
 from data.config import load_settings
 from data.consent import withdraw_consent
@@ -253,8 +255,8 @@ def test_a_store_failure_is_reported_with_where_to_resume(store, catalog, monkey
     def broken(*args, **kwargs):
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(pipeline_module, "_bulk_insert", broken)
-    monkeypatch.setattr(pipeline_module, "_insert_new_events", broken)  # SQLite's first try
+    monkeypatch.setattr(sql_module, "_bulk_insert", broken)
+    monkeypatch.setattr(sql_module, "_insert_new_events", broken)  # SQLite's first try
     with pytest.raises(StoreError, match=r"chunk ending at position 1 .*rolled back"):
         ingest(store, catalog, [event(1)])
     with store.read() as session:
@@ -359,7 +361,7 @@ def _days(subject: str, first: int, count: int) -> list[dict]:
 def _consent_caches(monkeypatch) -> list:
     made = []
 
-    class Recorded(pipeline_module._ConsentCache):
+    class Recorded(consent_cache_module._ConsentCache):
         def __init__(self, enabled):
             super().__init__(enabled)
             made.append(self)

@@ -13,7 +13,7 @@ from data.materialize import materialize
 from data.models import AuditEntry
 from ops_support import NOW, TENANT, cli, export_run, job_run, principal
 from privacy import AccessDenied, Gate, InvalidInput
-from privacy._jobs import job_history
+from privacy.compliance.jobs import job_history
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 
 from sqlalchemy import func, inspect, select, text
@@ -76,4 +77,19 @@ def test_budget_delta_columns_upgrade_and_downgrade_keeping_the_ledger(store):
     # what was charged before δ was recorded spent no δ (ε-only ledger rows)
     assert (account.spent, account.delta_spent, account.delta_cap) == (0.75, 0.0, 0.0)
     assert (entry.epsilon, entry.delta) == (0.75, 0.0)
+    test_schema_matches_the_models(store)
+
+
+def test_tenant_settings_column_is_dropped_and_its_downgrade_restores_it(store):
+    """0017 drops the unused tenants.settings; its downgrade adds it back, {} for every tenant."""
+    assert "settings" not in _columns(store, "tenants")
+    downgrade(store, "0016")
+    assert "settings" in _columns(store, "tenants")
+    with store.engine.connect() as connection:
+        values = connection.execute(text("SELECT settings FROM tenants")).scalars().all()
+    assert len(values) == 3
+    assert all((json.loads(value) if isinstance(value, str) else value) == {} for value in values)
+    upgrade(store)
+    assert current_revision(store) == head_revision()
+    assert "settings" not in _columns(store, "tenants")
     test_schema_matches_the_models(store)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from data.models import AuditEntry, Export, Registration
 from privacy import (AccessDenied, Gate, InvalidInput, Principal, Query, QueryRefused,
                      RecordQuery)
-from privacy._audit import audit
+from privacy.core import audit
 
 NOW = datetime(2026, 11, 21, 12, 0)
 

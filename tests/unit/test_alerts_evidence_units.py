@@ -13,9 +13,9 @@ import pytest
 
 from data.config import load_settings
 from data.errors import ConfigError, InvalidInput
-from privacy._alerts import Alert, WebhookError, post_json
-from privacy._evidence import EvidenceInvalid, month_span, public_key, verify_bundle
-from privacy._jobs import check_job_filters
+from privacy.compliance.alerts import Alert, WebhookError, post_json
+from privacy.compliance.evidence import EvidenceInvalid, month_span, public_key, verify_bundle
+from privacy.compliance.jobs import check_job_filters
 
 BASE = {"VEIL_DEMO_MODE": "1"}
 

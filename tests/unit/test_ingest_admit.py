@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data.ingest._checking import CheckedChunk, _prepared
-from data.ingest._pipeline import (
+from data.ingest._admission import (
     ACCEPTED,
     NO_CONSENT,
     OVER_BOUND,

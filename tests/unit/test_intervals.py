@@ -6,6 +6,7 @@ through the engine with OpenDP's real noise and allow 4 standard errors.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import date, datetime
 
@@ -99,7 +100,7 @@ def test_a_release_states_the_lowest_level_its_intervals_achieve():
     assert release.interval_level == 0.9512
     from dashboard.components.badges import interval_percent
     assert interval_percent(release) == "95.1"
-    exact = Release(**{**release.__dict__, "thresholds": ()})
+    exact = dataclasses.replace(release, thresholds=())
     assert exact.interval_level == 0.95 and interval_percent(exact) == "95"
 
 

@@ -29,6 +29,10 @@ signature does not hold, a member's bytes do not match their SHA-256 (or a membe
 or extra), or the archive's own structure differs from the canonical one it was written as
 (members stored uncompressed, in manifest order, with fixed times): so a change of any one byte
 anywhere in the file is detected.
+
+Part of the compliance service (``privacy.compliance.evidence``): reached by operators through
+``veil evidence`` and by compliance officers through ``gate.compliance.evidence_bundle``.
+Imported when first used (it loads ``cryptography``).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from data.models import (
     TenantSettingsVersion,
 )
 from data.models import Release as ReleaseRow
+from data.months import add_months, months_between
 
 __all__ = ["Bundle", "EvidenceInvalid", "FORMAT", "build_bundle", "month_span", "public_key",
            "verify_bundle"]
@@ -125,11 +130,11 @@ def month_span(start: date, end: date) -> tuple[datetime, datetime]:
     if start > end:
         raise InvalidInput(f"the evidence period starts after it ends: {start:%Y-%m} > "
                            f"{end:%Y-%m}")
-    months = (end.year - start.year) * 12 + end.month - start.month + 1
+    months = months_between(start, end) + 1
     if months > MAX_MONTHS:
         raise InvalidInput(f"an evidence period covers at most {MAX_MONTHS} months, got "
                            f"{months} ({start:%Y-%m} – {end:%Y-%m})")
-    after = date(end.year + end.month // 12, end.month % 12 + 1, 1)
+    after = add_months(end, 1)
     return datetime.combine(start, time()), datetime.combine(after, time())
 
 

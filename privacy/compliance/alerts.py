@@ -26,6 +26,10 @@ receivers should treat the alert ``id`` as idempotency key.
 
 Reads only operational metadata (times, counts, ε shares, job errors); never a released value.
 No Streamlit here.
+
+Part of the compliance service (``privacy.compliance.alerts``): reached by operators through
+``veil alerts`` and by compliance officers through ``gate.compliance.attention``. Imported when
+first used (it loads ``urllib.request``).
 """
 
 from __future__ import annotations
@@ -49,10 +53,9 @@ from data.errors import VeilError
 from data.freshness import freshness
 from data.models import AlertDelivery, AuditEntry, BudgetAccount, JobRun, PeriodBudget
 
-from privacy._audit import audit, audit_best_effort
-from privacy._budget import window_of
-from privacy._compliance import completeness_window, month_coverage
-from privacy._jobs import job_history
+from privacy.compliance._quality import completeness_window, month_coverage
+from privacy.compliance.jobs import job_history
+from privacy.core import audit, audit_best_effort, window_of
 
 __all__ = ["Alert", "AlertState", "Delivery", "WebhookError", "alert_states", "current_alerts",
            "post_json", "send_alerts"]

@@ -6,8 +6,9 @@ that a worker claimed: ``running``, ``done`` or ``failed``; one still waiting, p
 or rejected never ran). Read-only, operational metadata only: status, rows written, duration
 and error of each run — never a released value. No Streamlit here.
 
-Reached by operators through ``veil jobs`` (every tenant, or one) and by compliance officers
-through ``gate.compliance.job_history`` (their own tenant, authorised and audited there).
+Part of the compliance service (``privacy.compliance.jobs``). Reached by operators through
+``veil jobs`` (every tenant, or one) and by compliance officers through
+``gate.compliance.job_history`` (their own tenant, authorised and audited there).
 """
 
 from __future__ import annotations
