@@ -23,7 +23,7 @@ st.caption(f"Records of {catalog.tenant(principal.tenant).name} only. Each secti
 
 SECTIONS = ["Export records", "Attention", "Job history", "Audit log", "Release log",
             "Budget usage", "Policy versions", "KPI definitions", "Consent",
-            "Freshness & completeness", "Bias check", "Evidence bundle"]
+            "Freshness & completeness", "Cost by domain", "Bias check", "Evidence bundle"]
 # Only the open tab runs (and is audited); the open tab is in the URL (?section=…) to link to.
 tabs = dict(zip(SECTIONS, st.tabs(SECTIONS, key="section", on_change="rerun",
                                   bind="query-params")))
@@ -172,6 +172,15 @@ if tabs["Freshness & completeness"].open:
         with guarded():
             quality = gate.compliance.data_quality(principal)
         views.show_quality(quality)
+
+if tabs["Cost by domain"].open:
+    with tabs["Cost by domain"]:
+        st.subheader("Cost by domain")
+        days = st.select_slider("Days", options=[7, 30, 90, 180, 366], value=30,
+                                key="showback_days", bind=URL)
+        with guarded():
+            report = gate.compliance.cost_showback(principal, days=days)
+        views.show_showback(report)
 
 if tabs["Bias check"].open:
     with tabs["Bias check"]:

@@ -32,7 +32,8 @@ __all__ = ["attention_frame", "audit_frame", "bias_chart", "bias_csv", "budget_c
            "consent_chart", "export_frame", "jobs_frame", "quality_frame", "release_log_frame",
            "show_attention", "show_audit_log", "show_budget_usage", "show_consent",
            "show_evidence_bundle", "show_export_records", "show_jobs", "show_kpi_history",
-           "show_policy_diff", "show_policy_versions", "show_quality", "show_release_log"]
+           "show_policy_diff", "show_policy_versions", "show_quality", "show_release_log",
+           "show_showback", "showback_frame"]
 
 _PALETTE = ["#2E6F95", "#B23A48", "#3C8D5A", "#D08C2E", "#6B4C9A", "#4A4A4A", "#1F9E89",
             "#8C564B"]
@@ -299,6 +300,38 @@ def show_consent(stats: ConsentStatistics, *, names: dict[str, str]) -> None:
                f"which compliance must reconcile. By district, areas with fewer than "
                f"k = {stats.k} withdrawn subjects are combined (and widened so that no single "
                f"district can be worked out from the totals).")
+
+
+# --- cost showback ---------------------------------------------------------------------------
+
+
+def showback_frame(report) -> pd.DataFrame:
+    """One row per domain: what it stores, what rebuilding it took, what its numbers cost."""
+    return pd.DataFrame([{
+        "Domain": d.title, "Products": ", ".join(d.products),
+        "Rows stored": d.stored_rows, "Aggregate rows": d.cube_rows,
+        "Rows ingested": d.rows_ingested, "Rebuilds": d.rebuilds,
+        "Failed rebuilds": d.failed_rebuilds, "Rebuild time (s)": d.rebuild_seconds,
+        "Releases": d.releases, "ε by releases": d.release_epsilon, "Exports": d.exports,
+        "ε by exports": d.export_epsilon, "ε in all": d.epsilon} for d in report.domains])
+
+
+def show_showback(report) -> None:
+    st.caption(f"{report.start:%d %b %Y} – {report.end:%d %b %Y} ({report.days} days). Rows "
+               f"stored and aggregate rows are as they stand now; rebuilds, ingested rows, "
+               f"releases and exports are those started in the period. ε is what each release "
+               f"or export charged: a view served from a stored, published or derived release "
+               f"charged nothing.")
+    frame = showback_frame(report)
+    whole = {"format": "localized"}
+    st.dataframe(frame, hide_index=True, width="stretch", column_config={
+        "Rows stored": st.column_config.NumberColumn(**whole),
+        "Aggregate rows": st.column_config.NumberColumn(**whole),
+        "Rows ingested": st.column_config.NumberColumn(**whole),
+        "Rebuild time (s)": st.column_config.NumberColumn(format="%.1f"),
+        "ε by releases": st.column_config.NumberColumn(format="%.4g"),
+        "ε by exports": st.column_config.NumberColumn(format="%.4g"),
+        "ε in all": st.column_config.NumberColumn(format="%.4g")})
 
 
 # --- data quality ----------------------------------------------------------------------------

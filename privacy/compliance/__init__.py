@@ -8,6 +8,7 @@ public surface (``privacy.core``). Its reads, one module per concern:
 - ``_policies``: policy versions with a diff between any two, and KPI definitions;
 - ``_consent``: consent statistics (exact at tenant level, k-thresholded by district);
 - ``_quality``: freshness and completeness of every metric product against its SLO;
+- ``_showback``: cost per domain — rows stored, rebuild time, ε spent by releases and exports;
 - ``_operations``: job history, the attention list, the evidence bundle and its key, and the
   query of the bias-check dataset;
 
@@ -42,18 +43,20 @@ from privacy.compliance._policies import (FileDiff, KpiDefinition, PolicyDiff, P
                                           _Policies)
 from privacy.compliance._quality import (MonthCoverage, ProductQuality, completeness_window,
                                          month_coverage, _Quality)
+from privacy.compliance._showback import DomainCost, Showback, _Showback
 
 __all__ = [
     "AuditFilter", "AuditRecord", "BIAS_DIMENSIONS", "BudgetAccountUsage", "BudgetDay",
     "BudgetFilter", "BudgetLine", "BudgetUsage", "Compliance", "ConsentArea", "ConsentFilter",
-    "ConsentMonth", "ConsentStatistics", "ConsentVertical", "ExcludedEvents", "ExportFilter",
+    "ConsentMonth", "ConsentStatistics", "ConsentVertical", "DomainCost", "ExcludedEvents",
+    "ExportFilter",
     "ExportRecord", "FileDiff", "KpiDefinition", "LogPage", "MonthCoverage", "OUTCOMES",
     "PeriodUsage", "PolicyDiff", "PolicyVersion", "ProductQuality", "ReleaseFilter",
-    "ReleaseRecord", "completeness_window", "month_coverage",
+    "ReleaseRecord", "Showback", "completeness_window", "month_coverage",
 ]
 
 
-class Compliance(_Logs, _Budgets, _Policies, _Consent, _Quality, _Operations):
+class Compliance(_Logs, _Budgets, _Policies, _Consent, _Quality, _Showback, _Operations):
     """Compliance reads (see the package docstring): ``Compliance(gate, store, catalog,
     secret=…, clock=…)``, where ``gate`` is the core gate and ``secret`` the one it was built
     with."""

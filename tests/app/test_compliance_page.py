@@ -24,6 +24,7 @@ SECTIONS = {"Export records": "Export records", "Audit log": "Audit log",
             "Policy versions": "Policy versions", "KPI definitions": "KPI definition history",
             "Consent": "Consent statistics",
             "Freshness & completeness": "Freshness and completeness against SLOs",
+            "Cost by domain": "Cost by domain",
             "Bias check": "Bias check: outcomes by gender and age group"}
 
 
@@ -53,7 +54,7 @@ def compliance_env(compliance_var, monkeypatch) -> Path:
 
 
 def _open(role: str = "compliance_officer", *, section: str | None = None,
-          tenant: str = "kigali-east") -> AppTest:
+          tenant: str = "kigali-east", params: dict[str, str] | None = None) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.session_state[PRINCIPAL_KEY] = Principal(
         subject=f"{role.replace('_', '.')}@{tenant}.demo", display_name=role, role=role,
@@ -61,6 +62,7 @@ def _open(role: str = "compliance_officer", *, section: str | None = None,
     at.session_state[SIGNED_IN_AT_KEY] = now()
     if section is not None:
         at.query_params["section"] = section
+    at.query_params.update(params or {})
     return at.run()
 
 
@@ -130,18 +132,12 @@ def test_compliance_officer_reaches_the_page_from_the_navigation(compliance_env)
     assert [t.value for t in at.title] == ["Compliance"]
 
 
-def test_audit_filters_come_from_the_url_and_go_back_to_it(compliance_env):
+def test_audit_filters_come_from_the_url(compliance_env):
     """A linked audit view (?section=Audit log&audit_period=…&audit_outcome=…) opens with
     those filters and lists only what they select (the browser test checks that a changed
     filter is written back to the address bar: Streamlit's front end does that)."""
-    at = AppTest.from_file(PAGE, default_timeout=60)
-    at.session_state[PRINCIPAL_KEY] = Principal(
-        subject="compliance.officer@kigali-east.demo", display_name="compliance_officer",
-        role="compliance_officer", tenant="kigali-east", source="demo")
-    at.session_state[SIGNED_IN_AT_KEY] = now()
-    at.query_params.update({"section": "Audit log", "audit_period": "All time",
-                            "audit_outcome": "refused", "audit_who": "policy"})
-    at.run()
+    at = _open(section="Audit log", params={"audit_period": "All time",
+                                            "audit_outcome": "refused", "audit_who": "policy"})
     assert not at.exception
     assert at.selectbox(key="audit_period").value == "All time"
     assert at.selectbox(key="audit_outcome").value == "refused"
@@ -154,14 +150,18 @@ def test_audit_filters_come_from_the_url_and_go_back_to_it(compliance_env):
 
 def test_a_filter_value_the_page_does_not_offer_is_ignored(compliance_env):
     """A hand-edited URL (?jobs_status=deleted) falls back to the default, not an error."""
-    at = AppTest.from_file(PAGE, default_timeout=60)
-    at.session_state[PRINCIPAL_KEY] = Principal(
-        subject="compliance.officer@kigali-east.demo", display_name="compliance_officer",
-        role="compliance_officer", tenant="kigali-east", source="demo")
-    at.session_state[SIGNED_IN_AT_KEY] = now()
-    at.query_params.update({"section": "Job history", "jobs_status": "deleted",
-                            "jobs_period": "Last 7 days"})
-    at.run()
+    at = _open(section="Job history", params={"jobs_status": "deleted",
+                                              "jobs_period": "Last 7 days"})
     assert not at.exception
     assert at.selectbox(key="jobs_status").value == "any"
     assert at.selectbox(key="jobs_period").value == "Last 7 days"
+
+
+def test_cost_by_domain_lists_every_domain_of_the_tenant(compliance_env):
+    """The showback names each domain with its storage, rebuilds and ε spent."""
+    at = _open(section="Cost by domain", params={"showback_days": "366"})
+    assert not at.exception
+    frame = at.dataframe[0].value
+    assert list(frame["Domain"]) == ["Health", "Education", "Social protection"]
+    assert (frame["Rows stored"] > 0).all() and (frame["Aggregate rows"] > 0).all()
+    assert frame.loc[frame["Domain"] == "Health", "ε by exports"].item() == 0.5
