@@ -63,6 +63,7 @@ from data.models import (
     GeoArea,
     JobRun,
     ProductVersion,
+    RetentionPurge,
     SubjectConsent,
 )
 
@@ -168,8 +169,12 @@ def _run(store: Store, catalog: Catalog, tenant: str, product: ProductSpec, *,
             else:
                 marks = _mark_ids(session, tenant=tenant, product=product.id)
                 rows = _rebuild_cube(session, tenant=tenant, product=product)
+                kept = (_purged_through(session, tenant=tenant, product=product.id)
+                        is not None)  # purged months' rows were kept, not rewritten
                 version = _bump_version(session, current, tenant=tenant, product=product.id,
-                                        rows=rows, at=snapshot)
+                                        rows=_cube_rows(session, tenant=tenant,
+                                                        product=product.id) if kept else rows,
+                                        at=snapshot)
             _clear_marks(session, marks)
             seconds = time.perf_counter() - clock
             session.execute(update(JobRun).where(JobRun.id == run_id).values(
@@ -203,10 +208,21 @@ def _describe(exc: BaseException) -> str:
 
 
 def _rebuild_cube(session: Session, *, tenant: str, product: ProductSpec) -> int:
-    """Replace the (tenant, product) cube inside the caller's transaction; return its rows."""
+    """Replace the (tenant, product) cube inside the caller's transaction — all but the months
+    a retention run purged, whose cube rows are final (data/retention.py); return its rows."""
+    purged = _purged_through(session, tenant=tenant, product=product.id)
+    kept = () if purged is None else (CubeMonthly.period > purged,)
     session.execute(delete(CubeMonthly).where(CubeMonthly.tenant_id == tenant,
-                                              CubeMonthly.product_id == product.id))
-    return _build(session, tenant=tenant, product=product)
+                                              CubeMonthly.product_id == product.id, *kept))
+    return _build(session, tenant=tenant, product=product, after=purged)
+
+
+def _purged_through(session: Session, *, tenant: str, product: str) -> date | None:
+    """The last month whose raw events a retention run purged (they are purged oldest first,
+    so every month before it is purged too), or None."""
+    last = session.scalar(select(func.max(RetentionPurge.month)).where(
+        RetentionPurge.tenant_id == tenant, RetentionPurge.product_id == product))
+    return None if last is None else date.fromisoformat(str(last)[:10])
 
 
 def _rebuild_months(session: Session, *, tenant: str, product: ProductSpec,
@@ -219,9 +235,9 @@ def _rebuild_months(session: Session, *, tenant: str, product: ProductSpec,
 
 
 def _build(session: Session, *, tenant: str, product: ProductSpec,
-           months: tuple[date, ...] | None = None) -> int:
-    """Insert the cube rows of every metric of the product (of ``months`` only, if given) from
-    one read of its events; return the rows written."""
+           months: tuple[date, ...] | None = None, after: date | None = None) -> int:
+    """Insert the cube rows of every metric of the product (of ``months`` only, or of the
+    months after ``after``, if given) from one read of its events; return the rows written."""
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
     base = _Base(product, anti_join=postgres)
@@ -234,7 +250,7 @@ def _build(session: Session, *, tenant: str, product: ProductSpec,
             connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         connection.execute(insert(base.table).from_select(
             [c.name for c in base.table.columns],
-            base.select(tenant=tenant, product=product, months=months)))
+            base.select(tenant=tenant, product=product, months=months, after=after)))
         rows = 0
         for metric in product.metrics:
             statement = insert(CubeMonthly.__table__).from_select(
@@ -284,6 +300,9 @@ def _changed_months(session: Session, *, tenant: str,
                 consent.c.vertical == product.vertical)))
             .where(events.c.tenant_id == tenant, events.c.product_id == product.id,
                    consent.c.changed_at >= since)))
+    purged = _purged_through(session, tenant=tenant, product=product.id)
+    if purged is not None:  # final: their raw events are gone (data/retention.py)
+        months = {month for month in months if month > purged}
     return [mark_id for mark_id, _ in marks], tuple(sorted(months))
 
 
@@ -334,7 +353,8 @@ class _Base:
                 Column(f"n_value_{i}", Integer), Column(f"value_sum_{i}", Float))),
             prefixes=["TEMPORARY"])
 
-    def select(self, *, tenant: str, product: ProductSpec, months: tuple[date, ...] | None):
+    def select(self, *, tenant: str, product: ProductSpec, months: tuple[date, ...] | None,
+               after: date | None = None):
         """The product's consenting events, grouped (all months, or ``months``), with the state
         of each group's district (an event whose district the geography does not know is left
         out, as the cube always did)."""
@@ -356,6 +376,8 @@ class _Base:
                       consenting]
         if months is not None:
             conditions.append(events.c.month.in_(months))
+        if after is not None:
+            conditions.append(events.c.month > after)
         values = []
         for lo, hi in self.bounds:
             clamped = case((events.c.value < lo, literal(lo, Float)),

@@ -38,6 +38,7 @@ __all__ = [
     "ConsentEvent",
     "CubeMonthly",
     "CubePending",
+    "RetentionPurge",
     "DataProduct",
     "EducationEvent",
     "Export",
@@ -656,6 +657,23 @@ class CubePending(Base):
     month: Mapped[date] = mapped_column(Date)
     reason: Mapped[str] = mapped_column(String(16))  # ingest | consent
     marked_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RetentionPurge(Base):
+    """A month of a (tenant, product) whose raw events a retention run purged: from then on its
+    cube rows are final (never deleted or rebuilt) and no event of it is accepted again."""
+
+    __tablename__ = "retention_purges"
+    __table_args__ = (UniqueConstraint("tenant_id", "product_id", "month",
+                                       name="uq_retention_purge"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(TENANT)
+    product_id: Mapped[str] = mapped_column(PRODUCT)
+    month: Mapped[date] = mapped_column(Date)
+    rows: Mapped[int] = mapped_column(BigInteger)       # raw events deleted
+    retention_days: Mapped[int] = mapped_column(Integer)
+    purged_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 # Event-table indexes for ingestion and incremental materialisation: a (tenant, product, month)

@@ -24,7 +24,8 @@ from dashboard.cli._common import _iso_date
 from dashboard.cli._data import (_INGESTION_COMMANDS, _add_ingestion_parsers, _cmd_demo,
                                  _cmd_init, _cmd_materialize)
 from dashboard.cli._ops import (_add_export_parsers, _add_operations_parsers, _cmd_alerts,
-                                _cmd_evidence, _cmd_export_worker, _cmd_jobs)
+                                _cmd_evidence, _cmd_export_worker, _cmd_jobs,
+                                _cmd_retention)
 from dashboard.cli._publish import _cmd_publish, publish_defaults
 
 __all__ = ["main", "publish_defaults"]
@@ -124,7 +125,8 @@ COMMANDS = {"publish": _cmd_publish, "init": _cmd_init, "demo": _cmd_demo,
             "materialize": _cmd_materialize, "budgets": _cmd_budgets, "check": _cmd_check}
 COMMANDS.update(_INGESTION_COMMANDS)
 COMMANDS["export-worker"] = _cmd_export_worker
-COMMANDS.update({"jobs": _cmd_jobs, "alerts": _cmd_alerts, "evidence": _cmd_evidence})
+COMMANDS.update({"jobs": _cmd_jobs, "alerts": _cmd_alerts, "evidence": _cmd_evidence,
+                 "retention": _cmd_retention})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

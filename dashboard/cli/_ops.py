@@ -88,6 +88,25 @@ def _cmd_jobs(args, settings) -> None:
     print(f"{len(runs)} run(s), {failed} failed")
 
 
+def _cmd_retention(args, settings) -> None:
+    from data.retention import purge_expired
+
+    catalog = load_catalog(settings.catalog_dir)
+    with _migrated_store(settings) as store:
+        purges = purge_expired(store, catalog, tenant=args.tenant, product=args.product,
+                               dry_run=args.dry_run)
+    if not purges:
+        print("no product declares raw_retention_days: nothing to purge")
+        return
+    verb = "would purge" if args.dry_run else "purged"
+    for purge in purges:
+        months = (f"{purge.months[0]:%Y-%m} – {purge.months[-1]:%Y-%m}" if purge.months
+                  else "no months")
+        print(f"{purge.tenant:<14} {purge.product:<28} {verb} {purge.rows:>11,} raw events "
+              f"({months}; months before {purge.purge_before:%Y-%m}, retention "
+              f"{purge.retention_days} days)")
+
+
 def _send_alerts_after_run(store, catalog, settings, *, tenant: str | None) -> None:
     """After a job: post new alerts to the webhook; a delivery problem is reported on stderr
     and never changes the job's own outcome (the alerts are retried by the next run)."""
@@ -213,11 +232,19 @@ def _add_operations_parsers(sub) -> None:
     jobs = sub.add_parser("jobs", help="job history: materialisation and export runs (status, "
                                        "rows, duration, error), newest first")
     jobs.add_argument("--status", choices=("running", "succeeded", "failed"))
-    jobs.add_argument("--kind", choices=("materialize", "export", "ingest", "demo"))
+    jobs.add_argument("--kind", choices=("materialize", "export", "ingest", "demo", "retention"))
     jobs.add_argument("--since", type=_iso_date, metavar="YYYY-MM-DD",
                       help="runs started on or after this day (UTC)")
     jobs.add_argument("--limit", type=int, default=50, help="at most this many runs (1–1000)")
     jobs.add_argument("--tenant")
+
+    retention = sub.add_parser(
+        "retention", help="purge the raw events of months closed longer than each product's "
+                          "raw_retention_days (cube rows are kept); run it daily from cron")
+    retention.add_argument("--tenant")
+    retention.add_argument("--product")
+    retention.add_argument("--dry-run", action="store_true",
+                           help="say what would be purged, delete nothing")
 
     alerts = sub.add_parser("alerts", help="what needs attention (SLO breaches, budgets near "
                                            "their cap, failed jobs); --send posts new ones to "

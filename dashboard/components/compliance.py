@@ -413,7 +413,9 @@ def show_jobs(runs) -> None:
             "Rows": st.column_config.NumberColumn(format="%d"),
             "Started (UTC)": _WHEN, "Finished (UTC)": _WHEN})
     st.caption("Materialisation runs rebuild the aggregate cubes; export runs build requested "
-               "files. A failed materialisation leaves the previous cube in place.")
+               "files; retention runs purge the raw events of closed months (their rows: the "
+               "events deleted; the aggregates are kept). A failed materialisation leaves the "
+               "previous cube in place.")
 
 
 _KIND_TITLES = {"slo_breach": "SLO breached", "budget_near_cap": "Budget near its cap",

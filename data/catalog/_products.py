@@ -3,16 +3,18 @@
 Owns the product value objects (``ProductSpec``, ``MetricSpec``, ``MetricVersion``,
 ``FieldSpec``) and reading them from ``products.toml``: each product's vertical, store, event
 types, category domain, k, contribution bounds (per subject and day, and per month when
-declared), noise and metrics with clamping bounds. It never touches the database.
+declared), noise, raw-event retention and metrics with clamping bounds. It never touches the
+database.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from data.catalog._policy import Policy
 from data.catalog._toml import _File, _unique
+from data.months import month_start
 
 
 CLASSIFICATIONS = ("direct_identifier", "quasi_identifier", "sensitive", "public")
@@ -20,6 +22,8 @@ KINDS = ("metric_set", "operational_list", "compliance_dataset")
 MEASURES = ("count", "sum", "mean")
 VERTICALS = ("health", "education", "social_protection")
 STORES = ("health_events", "education_events", "social_events", "registrations")
+#: the shortest raw-event retention: a month stays open for late events at least this long
+MIN_RETENTION_DAYS = 31
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,26 @@ class ProductSpec:
     #: (UTC), enforced at ingestion beside the daily bound. Declared: the privacy unit is one
     #: person's month, and sensitivity follows from this bound. None: the unit is a person-day.
     max_events_per_subject_per_month: int | None = None
+    #: Raw-event retention: events are kept this many days after their month ends. A month
+    #: whose last day is older closes (ingestion refuses its events), and a day later a
+    #: retention run purges its raw events; its aggregate cube rows are kept, final. None: raw
+    #: events are kept for good.
+    raw_retention_days: int | None = None
+
+    def first_open_month(self, today: date) -> date | None:
+        """The oldest month whose raw events are still accepted and kept on ``today`` (None:
+        no retention). A month is closed once its last day is more than
+        ``raw_retention_days`` days before ``today``."""
+        if self.raw_retention_days is None:
+            return None
+        return month_start(today - timedelta(days=self.raw_retention_days))
+
+    def purge_before(self, today: date) -> date | None:
+        """Months before this one are purged by a retention run on ``today``: closed a day
+        earlier, so no ingestion run that began before they closed is still storing into them."""
+        if self.raw_retention_days is None:
+            return None
+        return month_start(today - timedelta(days=self.raw_retention_days + 1))
 
     @property
     def unit_period(self) -> str:
@@ -161,6 +185,7 @@ def _load_products(f: _File, domains: dict, policy: Policy) -> tuple[ProductSpec
             metrics=tuple(metrics),
             noise=f.one_of(spec, "noise", where, {"laplace", "gaussian"}, "laplace"),
             max_events_per_subject_per_month=_monthly_bound(f, spec, where),
+            raw_retention_days=_retention(f, spec, where, store),
         ))
     _unique(f, [p.id for p in products], "product[].id")
     return tuple(products)
@@ -215,6 +240,17 @@ def _load_metric(f: _File, spec: dict, where: str, event_types, categories) -> M
         category=category,
         value_bounds=bounds,
     )
+
+
+def _retention(f: _File, spec: dict, where: str, store: str) -> int | None:
+    """``raw_retention_days`` if declared: at least MIN_RETENTION_DAYS, and only for products
+    whose raw events are kept in an event store (registrations are records, not events)."""
+    if "raw_retention_days" not in spec:
+        return None
+    if store == "registrations":
+        raise f.fail(f"{where}.raw_retention_days",
+                     "applies to event products only; registrations are kept as records")
+    return f.positive(spec, "raw_retention_days", where, int, MIN_RETENTION_DAYS)
 
 
 def _monthly_bound(f: _File, spec: dict, where: str) -> int | None:

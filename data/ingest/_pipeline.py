@@ -27,7 +27,6 @@ each ends accepted, duplicate (counted, skipped), bounded (quarantined) or rejec
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections import Counter
@@ -64,6 +63,8 @@ from data.ingest._consent_cache import _ConsentCache
 from data.ingest._rules import Rules
 from data.ingest._sources import FileSource, fingerprint
 from data.ingest._sql import _Sql
+from data.locks import product_lock
+from data.retention import closed_before
 from data.ingest._tuning import _BulkSettings, _Statistics
 from data.models import VERTICAL_EVENT_MODELS, CubePending, IngestBatch, QuarantinedRow
 
@@ -88,37 +89,6 @@ DEFAULT_CHUNK_ROWS = 50_000
 #: Progress callback: (bytes done, bytes total, rows done).
 Progress = Callable[[int, int, int], None]
 
-#: The first half of the two-integer key of the PostgreSQL advisory lock a chunk takes before it
-#: reads anything its decisions depend on ("veil" in ASCII; the second half is
-#: ``_bound_lock_key``). Each contribution bound (per day, and per month when declared) is
-#: "count what is stored, then insert up to the bound", and the duplicate check is "read which
-#: ids are stored, then insert the rest"; under READ COMMITTED two transactions doing either at
-#: once both see the same stored state and both insert (issue 14: eight concurrent batches of
-#: three events of one person-day, bound 3, stored 21). So every chunk that stores events of a
-#: product takes this transaction-scoped lock on (tenant, product) first: writers of one product
-#: take turns, exactly as SQLite's ``BEGIN IMMEDIATE`` makes all writers take turns, and each
-#: one's reads (a new snapshot per statement, taken after the lock is granted) see everything
-#: the previous holder committed; the lock goes with the commit or rollback, and a crashed
-#: holder's with its connection. Chosen over the alternatives because it is correct by
-#: construction for both checks and costs one round trip per chunk: locks per hashed subject
-#: bucket would let writers of one product overlap but not make the duplicate check safe (an
-#: event id does not determine its subject), and take up to a bucket count of slots in the
-#: server's shared lock table per chunk; a counter row per subject-day would be a second copy of
-#: the counts to keep in step with every delete, written for every group of every chunk;
-#: SERIALIZABLE would abort and redo whole 50,000-row chunks. Writers of different products (or
-#: tenants) do not wait for each other, short of a 32-bit hash collision, which only makes them
-#: take turns. One lock per transaction, always taken before anything else, so it cannot
-#: deadlock with itself.
-_BOUND_LOCK_CLASS = 0x7665696C
-
-
-def _bound_lock_key(tenant: str, product: str) -> int:
-    """The second half of the advisory lock's key: a stable signed 32-bit hash of (tenant,
-    product) (``hash()`` differs between processes)."""
-    digest = hashlib.blake2b(f"{tenant}\x1f{product}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 # --- public entry points ---------------------------------------------------------------------
 
 
@@ -133,7 +103,9 @@ def ingest_rows(store: Store, catalog: Catalog, rows: Iterable[Any], *, tenant: 
     the report lists every row's outcome.
     """
     size = _chunk_size(chunk_rows)
-    rules = Rules(catalog, tenant=tenant, product=product, secret=secret, now=now)
+    rules = Rules(catalog, tenant=tenant, product=product, secret=secret, now=now,
+                  closed_before=closed_before(store, catalog, tenant=tenant, product=product,
+                                              now=now))
     run = _Run(store, rules, source=source, fingerprint=None, with_results=with_results)
     return run.execute(check_chunks(rules, enumerate(rows, 1), size))
 
@@ -149,7 +121,9 @@ def ingest_file(store: Store, catalog: Catalog, path: Any, *, tenant: str, produ
     worker process while this one stores (``_checking``); the result is the same.
     """
     size = _chunk_size(chunk_rows)
-    rules = Rules(catalog, tenant=tenant, product=product, secret=secret, now=now)
+    rules = Rules(catalog, tenant=tenant, product=product, secret=secret, now=now,
+                  closed_before=closed_before(store, catalog, tenant=tenant, product=product,
+                                              now=now))
     source = FileSource(path, format=format)
     digest = fingerprint(source.path)
     previous = _previous_batch(store, tenant=rules.tenant, product=rules.product,
@@ -185,7 +159,7 @@ class _Run:
         self.bound = rules.spec.max_events_per_subject_per_day
         self.month_bound = rules.spec.max_events_per_subject_per_month  # None: not declared
         # SQLite needs no lock of its own: BEGIN IMMEDIATE already serialises its writers.
-        self.bound_lock = ((_BOUND_LOCK_CLASS, _bound_lock_key(rules.tenant, rules.product))
+        self.bound_lock = (product_lock(rules.tenant, rules.product)
                            if store.dialect == "postgresql" else None)
         self.with_results = with_results
         self.results: list[RowResult] = []

@@ -34,7 +34,7 @@ import hmac
 import math
 import tomllib
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -224,7 +224,7 @@ class Rules:
     """
 
     def __init__(self, catalog: Catalog, *, tenant: str, product: str, secret: str,
-                 now: datetime | None = None):
+                 now: datetime | None = None, closed_before: date | None = None):
         event_products = [p.id for p in catalog.products if p.kind == "metric_set"]
         try:
             spec = catalog.product(product)
@@ -266,6 +266,12 @@ class Rules:
         self._event_key = EventKeys(secret, tenant=tenant, product=spec.id).of
         now = now or datetime.now(UTC)
         self._latest = (now + _FUTURE_SLACK).timestamp()
+        # Months before ``closed_before`` are closed by the product's raw-event retention
+        # (data/retention.py): their raw events are (or are about to be) purged and their
+        # aggregates are final, so no event of theirs is stored again.
+        self.closed_before = closed_before
+        self._open_from = (_EARLIEST if closed_before is None else
+                           datetime.combine(closed_before, time(), tzinfo=UTC).timestamp())
         self._days: dict[int, tuple[str, str]] = {}
         self._quarters: dict[int, tuple[str, str, str]] = {}
         self._subjects: dict[str, str] = {}
@@ -491,6 +497,12 @@ class Rules:
             raise _Reject("invalid timestamp", f"{show(value)} is before 2000-01-01")
         if at > self._latest:
             raise _Reject("invalid timestamp", f"{show(value)} is in the future")
+        if at < self._open_from:
+            raise _Reject("closed month", f"{show(value)} falls before "
+                                          f"{self.closed_before:%B %Y}: {self.product} keeps "
+                                          f"raw events {self.spec.raw_retention_days} days after "
+                                          f"their month ends, and the aggregates of older months "
+                                          f"are final")
         return at, int(at // _QUARTER)
 
     def _time_strings(self, quarter: int) -> tuple[str, str, str]:

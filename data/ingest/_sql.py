@@ -80,7 +80,7 @@ class _Sql:
 
     def lock_product(self, session: Session, key: tuple[int, int]) -> None:
         """Take the chunk's advisory lock on (tenant, product) (see the pipeline's
-        ``_BOUND_LOCK_CLASS``) and, for this transaction only, turn off sequential scans (see
+        ``data.locks``) and, for this transaction only, turn off sequential scans (see
         ``_tuning._Statistics``) and JIT compilation (a chunk's reads look costly, and
         compiling them took longer than running them)."""
         self.run(session, "SELECT pg_advisory_xact_lock(%s, %s), "

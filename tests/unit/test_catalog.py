@@ -76,6 +76,12 @@ BAD_EDITS = [
      "max_events_per_subject_per_month = 2\nprivacy_unit = \"one person's",
      r"key 'product\[health\.vaccinations\]\.max_events_per_subject_per_month': must be >= "
      r"max_events_per_subject_per_day \(3\), got 2"),
+    ("products.toml", "max_events_per_subject_per_month = 2\nprivacy_unit = \"one child",
+     "max_events_per_subject_per_month = 2\nraw_retention_days = 10\nprivacy_unit = \"one child",
+     r"key 'product\[health\.nutrition\]\.raw_retention_days': must be >= 31, got 10"),
+    ("products.toml", 'store = "registrations"', 'store = "registrations"\nraw_retention_days = 400',
+     r"key 'product\[social\.registrations\]\.raw_retention_days': applies to event products "
+     r"only"),
     ("products.toml", 'value      = { classification = "sensitive"',
      'value      = { classification = "secret"',
      r"key 'event_fields\.value\.classification': must be one of .*got 'secret'"),
