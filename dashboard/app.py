@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard.context import current_gate, current_settings
 from dashboard.identity import account_sidebar, require_principal
 from dashboard.navigation import pages_for, requested_page
-from dashboard.worker import start_export_worker
+from dashboard.worker import start_export_worker, start_snapshot_scheduler
 from privacy import VeilError
 
 # An emoji favicon is drawn in the browser; a :material: one would be fetched from Google.
@@ -23,6 +23,7 @@ except VeilError as exc:
     st.error(f"Veil cannot start: {exc}")
     st.stop()
 start_export_worker(gate, settings)  # one background thread per server process (D6)
+start_snapshot_scheduler(gate, settings)  # and one keeping donor snapshots current
 
 principal = require_principal(gate, settings)
 account_sidebar(gate, principal, settings)

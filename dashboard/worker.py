@@ -1,4 +1,5 @@
-"""The export worker of a dashboard server process (SPEC D6).
+"""The background workers of a dashboard server process: exports (SPEC D6) and the donor
+snapshot scheduler (issue 20).
 
 Owns starting one background thread per server process and settings (``st.cache_resource``)
 that runs ``gate.exports.run_worker``, unless VEIL_EXPORT_WORKER=0 — then ``veil
@@ -17,7 +18,7 @@ import streamlit as st
 
 from privacy import Gate, Settings
 
-__all__ = ["start_export_worker"]
+__all__ = ["start_export_worker", "start_snapshot_scheduler"]
 
 
 @st.cache_resource(show_spinner=False)
@@ -35,3 +36,19 @@ def start_export_worker(gate: Gate, settings: Settings) -> None:
     """Start this process's export worker once (a no-op on every later script run)."""
     if settings.export_worker:
         _worker(gate, settings)
+
+
+@st.cache_resource(show_spinner=False)
+def _scheduler(_gate: Gate, settings: Settings) -> threading.Event:
+    stop = threading.Event()
+    threading.Thread(target=_gate.snapshots.run_worker, name="veil-snapshot-scheduler",
+                     daemon=True, kwargs={"stop": stop}).start()
+    return stop
+
+
+def start_snapshot_scheduler(gate: Gate, settings: Settings) -> None:
+    """Start this process's donor-snapshot scheduler once (``gate.snapshots.run_worker``:
+    checks every five minutes, publishes what is due, runs at least daily), unless
+    VEIL_SNAPSHOT_SCHEDULER=0."""
+    if settings.snapshot_scheduler:
+        _scheduler(gate, settings)

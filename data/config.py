@@ -38,6 +38,7 @@ class Settings:
     role_mappings_file: Path = PROJECT_ROOT / "config" / "role_mappings.toml"
     #: Run the export worker inside the dashboard process (one thread per server process).
     export_worker: bool = True
+    snapshot_scheduler: bool = True
     #: Collector API (`veil serve-api`) limits against slow and flooding clients; see
     #: COLLECTOR_LIMITS for their variables, defaults and bounds.
     api_body_seconds: float = 30.0
@@ -84,6 +85,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         role_mappings_file=Path(env.get("VEIL_ROLE_MAPPINGS")
                                 or PROJECT_ROOT / "config" / "role_mappings.toml"),
         export_worker=_export_worker(env),
+        snapshot_scheduler=_switch(env, "VEIL_SNAPSHOT_SCHEDULER",
+                                   "run `veil snapshots --worker` or `veil snapshots` from cron "
+                                   "instead"),
         alert_webhook_url=_alert_webhook_url(env),
         **_collector_limits(env),
     )
@@ -137,6 +141,14 @@ def start_up_error(settings: Settings, exc: OSError) -> ConfigError:
     shown = settings.database_url if variable == "VEIL_DATABASE_URL" else value
     return ConfigError(f"{variable}={shown}: cannot use {failed or value}: "
                        f"{exc.strerror or exc}. Point {variable} at a path Veil may use.")
+
+
+def _switch(env: dict[str, str], variable: str, instead: str) -> bool:
+    """A 0/1 switch that is on unless set to 0."""
+    raw = env.get(variable, "").strip()
+    if raw not in {"", "0", "1"}:
+        raise ConfigError(f"{variable} must be 0 ({instead}) or 1, got {raw!r}")
+    return raw != "0"
 
 
 def _export_worker(env: dict[str, str]) -> bool:

@@ -31,7 +31,7 @@ PERIODS = {"Last 7 days": 7, "Last 30 days": 30, "Last 365 days": 365, "All time
 EXPORT_STATUSES = ["any", "pending", "queued", "running", "done", "failed", "rejected"]
 JOB_STATUSES = ["any", "failed", "succeeded", "running"]
 JOB_KINDS = {"any": None, "Materialisation": "materialize", "Export": "export",
-             "Retention": "retention"}
+             "Retention": "retention", "Donor snapshots": "snapshot"}
 # Every filter is in the URL under its key (?audit_period=Last+30+days&audit_outcome=refused),
 # so a compliance view can be linked to and survives a refresh; values not offered are ignored.
 URL = "query-params"

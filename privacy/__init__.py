@@ -12,10 +12,12 @@ Errors: VeilError → ConfigError, StoreError, InvalidInput, AccessDenied,
 QueryRefused → BudgetExhausted. No Streamlit import here.
 
 Layout (issue 19): the gate core — private modules ``privacy/_*.py``, public surface
-``privacy.core`` — and three services beside it, each a package written only against
+``privacy.core`` — and four services beside it, each a package written only against
 ``privacy.core``: ``privacy.exports`` (D6), ``privacy.compliance`` (D7, with job history,
-alerts and evidence bundles) and ``privacy.admin`` (D8). ``Gate`` here is the core gate with
-the services attached as ``gate.exports``, ``gate.compliance`` and ``gate.admin``; no core
+alerts and evidence bundles), ``privacy.admin`` (D8) and ``privacy.snapshots`` (donor
+snapshots on a schedule). ``Gate`` here is the core gate with
+the services attached as ``gate.exports``, ``gate.compliance``, ``gate.admin`` and
+``gate.snapshots``; no core
 module imports a service.
 """
 
@@ -53,6 +55,7 @@ from privacy.core import (BudgetStatus, Cell, DataClock, Delta, Epsilon, Insight
                           Release, SettingChange, SettingsVersion, TenantSettings, add_months,
                           estimate_local)
 from privacy.exports import DownloadLink, ExportFile, ExportStatus, Exports, PendingApproval
+from privacy.snapshots import Snapshots
 
 __all__ = [
     "AccessDenied",
@@ -115,8 +118,9 @@ __all__ = [
 
 class Gate(core.Gate):
     """The gate callers use: the core gate (``privacy.core.Gate``) with its services attached —
-    ``exports`` (D6), ``compliance`` (D7) and ``admin`` (D8) — built from the core's public
-    calls, and sharing its store, catalog, clock and deployment secret."""
+    ``exports`` (D6), ``compliance`` (D7), ``admin`` (D8) and ``snapshots`` (donor snapshots on
+    a schedule) — built from the core's public calls, and sharing its store, catalog, clock and
+    deployment secret."""
 
     def __init__(self, store: Store, catalog: Catalog, *, demo_accounts: bool = False,
                  secret: str | None = None,
@@ -128,6 +132,7 @@ class Gate(core.Gate):
         self.exports = Exports(self, store, catalog, secret=secret, clock=clock)
         self.compliance = Compliance(self, store, catalog, secret=secret, clock=clock)
         self.admin = Admin(self.tenant_settings, store, catalog, clock=clock)
+        self.snapshots = Snapshots(self, store, catalog, clock=clock)
 
 
 def open_gate(settings: Settings | None = None) -> Gate:

@@ -26,7 +26,7 @@ from dashboard.cli._data import (_INGESTION_COMMANDS, _add_ingestion_parsers, _c
 from dashboard.cli._ops import (_add_export_parsers, _add_operations_parsers, _cmd_alerts,
                                 _cmd_evidence, _cmd_export_worker, _cmd_jobs,
                                 _cmd_retention)
-from dashboard.cli._publish import _cmd_publish, publish_defaults
+from dashboard.cli._publish import _cmd_publish, _cmd_snapshots, publish_defaults
 
 __all__ = ["main", "publish_defaults"]
 
@@ -115,13 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--months", type=int, default=12)
     pub.add_argument("--level", default="dp_high")
     pub.add_argument("--requested-by", default="operator")
+    snap = sub.add_parser("snapshots", help="publish the donor snapshots that are due (a new "
+                                            "complete month, changed data); at least daily")
+    snap.add_argument("--worker", action="store_true",
+                      help="keep running: check every --check-seconds (as the dashboard's "
+                           "scheduler thread does)")
+    snap.add_argument("--check-seconds", type=float, default=300.0)
+    snap.add_argument("--every-hours", type=float, default=24.0,
+                      help="run at least this often even with nothing due (default 24)")
+    snap.add_argument("--force", action="store_true", help="run now even with nothing due")
     _add_ingestion_parsers(sub)
     _add_export_parsers(sub)
     _add_operations_parsers(sub)
     return parser
 
 
-COMMANDS = {"publish": _cmd_publish, "init": _cmd_init, "demo": _cmd_demo,
+COMMANDS = {"publish": _cmd_publish, "snapshots": _cmd_snapshots, "init": _cmd_init,
+            "demo": _cmd_demo,
             "materialize": _cmd_materialize, "budgets": _cmd_budgets, "check": _cmd_check}
 COMMANDS.update(_INGESTION_COMMANDS)
 COMMANDS["export-worker"] = _cmd_export_worker

@@ -232,7 +232,8 @@ def _add_operations_parsers(sub) -> None:
     jobs = sub.add_parser("jobs", help="job history: materialisation and export runs (status, "
                                        "rows, duration, error), newest first")
     jobs.add_argument("--status", choices=("running", "succeeded", "failed"))
-    jobs.add_argument("--kind", choices=("materialize", "export", "ingest", "demo", "retention"))
+    jobs.add_argument("--kind", choices=("materialize", "export", "ingest", "demo", "retention",
+                                         "snapshot"))
     jobs.add_argument("--since", type=_iso_date, metavar="YYYY-MM-DD",
                       help="runs started on or after this day (UTC)")
     jobs.add_argument("--limit", type=int, default=50, help="at most this many runs (1–1000)")

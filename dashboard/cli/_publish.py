@@ -19,46 +19,11 @@ def _latest_query(gate, *, tenant: str, product: str, metric: str, level: str, m
 
 def publish_defaults(gate, *, months: int = 12, level: str = "dp_high",
                      requested_by: str = "veil publish") -> list:
-    """Publish the default donor snapshots: every count metric of every published series,
-    by state, over the ``months`` latest complete months with data, for every tenant.
-
-    Then republish, at the publisher's cost, every other published series whose data has
-    changed since (``gate.republishing``: e.g. a rebuild after a consent withdrawal), with
-    its metric, level, grouping, filters and window length over the latest complete months;
-    donors see none of them until this has run.
-    """
-    import dataclasses
-
-    from privacy import Principal
-
-    releases = []
-    for tenant in gate.catalog.tenants:
-        done = set()
-        for product in gate.catalog.products:
-            if product.kind != "metric_set" or not product.published_series:
-                continue
-            for metric in product.metrics:
-                if metric.measure != "count":
-                    continue
-                query = _latest_query(gate, tenant=tenant.id, product=product.id,
-                                      metric=metric.id, level=level, months=months,
-                                      group_by=("month", "state"))
-                releases.append(gate.publish(tenant=tenant.id, query=query,
-                                             requested_by=requested_by))
-                done.add((query.product, query.metric, query.group_by, query.filters))
-        publisher = Principal(subject=f"publication@{tenant.id}", display_name="Publication",
-                              role="publisher", tenant=tenant.id, source="system")
-        for stale in gate.republishing(publisher):
-            if (stale.product, stale.metric, stale.group_by, stale.filters) in done:
-                continue
-            query = gate.data_clock(publisher, product=stale.product).query(
-                metric=stale.metric, level=stale.level, months=len(stale.months),
-                group_by=stale.group_by, filters=stale.filters)
-            if stale.period != query.period:
-                query = dataclasses.replace(query, period=stale.period)
-            releases.append(gate.publish(tenant=tenant.id, query=query,
-                                         requested_by=requested_by))
-    return releases
+    """Publish the default donor snapshots (``gate.snapshots.series``): every count metric of
+    every published series by state over the latest complete months, for every tenant, and
+    every other published series whose data has changed since it was published."""
+    return gate.snapshots.publish_defaults(months=months, level=level,
+                                           requested_by=requested_by)
 
 
 def _cmd_publish(args, settings) -> None:
@@ -81,5 +46,39 @@ def _cmd_publish(args, settings) -> None:
             print(f"{release.tenant:<12} {release.product:<24} {release.query.metric:<16} "
                   f"{release.query.start:%Y-%m}..{release.query.end:%Y-%m}  "
                   f"ε {release.charged.value:g} charged  release {release.id[:8]}")
+    finally:
+        gate.close()
+
+
+def _cmd_snapshots(args, settings) -> None:
+    import threading
+    from datetime import timedelta
+
+    from privacy import open_gate
+
+    gate = open_gate(settings)
+    try:
+        every = timedelta(hours=args.every_hours)
+        if args.worker:
+            print(f"snapshot scheduler: checking every {args.check_seconds:g} s, running at "
+                  f"least every {args.every_hours:g} h (Ctrl-C stops)")
+            try:
+                gate.snapshots.run_worker(stop=threading.Event(), every=every,
+                                          check_seconds=args.check_seconds)
+            except KeyboardInterrupt:
+                return
+        run = gate.snapshots.run_scheduled(every=every, force=args.force)
+        if run is None:
+            print("nothing due: every default snapshot is current and a run succeeded within "
+                  f"{args.every_hours:g} h (or another run is in progress)")
+            return
+        for release in run.published:
+            print(f"{release.tenant:<12} {release.product:<24} {release.query.metric:<16} "
+                  f"{release.query.start:%Y-%m}..{release.query.end:%Y-%m}  "
+                  f"ε {release.charged.value:g} charged  release {release.id[:8]}")
+        print(f"snapshot run {run.id}: {len(run.published)} of {run.due} due published in "
+              f"{run.seconds:.2f} s")
+        if run.failed:
+            raise VeilError("; ".join(run.errors))
     finally:
         gate.close()

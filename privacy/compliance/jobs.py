@@ -27,7 +27,7 @@ __all__ = ["JOB_KINDS", "JOB_STATUSES", "JobRecord", "check_job_filters", "job_h
 #: What a run's status is, whatever table it comes from.
 JOB_STATUSES = ("running", "succeeded", "failed")
 #: The kinds of job listed: export runs, and whatever ``job_runs`` records.
-JOB_KINDS = ("materialize", "export", "ingest", "demo", "retention")
+JOB_KINDS = ("materialize", "export", "ingest", "demo", "retention", "snapshot")
 #: An export's status as a run: the ones that never ran are not runs.
 _EXPORT_RUN_STATUS = {"running": "running", "done": "succeeded", "failed": "failed"}
 MAX_LIMIT = 1_000
@@ -37,7 +37,7 @@ MAX_LIMIT = 1_000
 class JobRecord:
     """One run of a background job. Times are naive UTC."""
 
-    kind: str                  # materialize | export | ingest | demo | retention
+    kind: str                  # materialize | export | ingest | demo | retention | snapshot
     id: str                    # the job_runs id, or the export id
     tenant: str | None
     product: str | None

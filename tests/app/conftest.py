@@ -54,6 +54,13 @@ def demo_var(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def no_snapshot_scheduler(monkeypatch) -> None:
+    """No background publisher in AppTests of app.py: its job runs and releases would land in
+    the shared demo store mid-test (tests/system/test_snapshot_schedule.py tests it)."""
+    monkeypatch.setenv("VEIL_SNAPSHOT_SCHEDULER", "0")
+
+
+@pytest.fixture(autouse=True)
 def pinned_clock(monkeypatch) -> datetime:
     """The pages' clock (budget windows, audit periods, freshness) stands still at a fixed
     instant in every AppTest, so no page test depends on the day it runs."""

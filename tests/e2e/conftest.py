@@ -249,7 +249,9 @@ client_kwargs = {{ prompt = "login" }}
     log = folder / f"streamlit-{name}.log"
     process = start_streamlit(secrets=secrets, port=port, log=log, what=f"({name})",
                               VEIL_VAR_DIR=str(var), VEIL_DEMO_MODE="1",
-                              VEIL_ROLE_MAPPINGS=str(mappings), **APPS[name])
+                              VEIL_ROLE_MAPPINGS=str(mappings),
+                              # the fixture published the snapshots; no job runs mid-test
+                              VEIL_SNAPSHOT_SCHEDULER="0", **APPS[name])
     return process, App(url=url, issuer=provider.issuer, var=var, log=log)
 
 

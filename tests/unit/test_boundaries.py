@@ -20,7 +20,7 @@ PRIVACY = PROJECT_ROOT / "privacy"
 #: The services beside the gate core, in the only direction they may depend on each other: a
 #: service may import services listed before it, never one after it, so there is no circle.
 #: Today none imports another (the admin page's umbrella approvals call ``gate.exports``).
-SERVICES = ("exports", "admin", "compliance")
+SERVICES = ("exports", "admin", "compliance", "snapshots")
 
 
 def _imports(path: Path) -> set[str]:
