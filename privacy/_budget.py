@@ -40,12 +40,14 @@ _SLACK = 1e-9
 _DELTA_SLACK = 1e-15
 
 
-def _insert_missing(session: Session, table, rows: list[dict], keys: tuple[str, ...]):
+def _insert_missing(session: Session, table, rows: list[dict], keys: tuple[str, ...]) -> None:
     """INSERT ``rows``, skipping those whose ``keys`` exist already (a concurrent insert of
-    the same key waits for the other transaction and is then skipped): both dialects."""
+    the same key waits for the other transaction and is then skipped): both dialects. The rows
+    are parameters of one cached statement (SQLAlchemy batches them into one INSERT), not
+    literal VALUES, which would be compiled again on every call."""
     dialect = session.get_bind().dialect.name
     make = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    return make(table).values(rows).on_conflict_do_nothing(index_elements=list(keys))
+    session.execute(make(table).on_conflict_do_nothing(index_elements=list(keys)), rows)
 
 
 def _reading(store: Store, session: Session | None):
@@ -91,11 +93,11 @@ class Ledger:
             raise VeilBug(f"a charge of {delta} needs the window's δ cap")
         accounts = BudgetAccount.__table__
         start, end = window_of(today)
-        session.execute(_insert_missing(session, accounts, [{
+        _insert_missing(session, accounts, [{
             "tenant_id": tenant, "principal": principal, "role": role, "product_id": product,
             "window_start": start, "window_end": end, "cap": cap, "spent": 0.0,
             "delta_cap": delta_cap or 0.0, "delta_spent": 0.0}],
-            ("tenant_id", "principal", "product_id", "window_start")))
+            ("tenant_id", "principal", "product_id", "window_start"))
         where = (accounts.c.tenant_id == tenant, accounts.c.principal == principal,
                  accounts.c.product_id == product, accounts.c.window_start == start)
         conditions = [accounts.c.spent + epsilon.value <= accounts.c.cap + _SLACK]
@@ -193,9 +195,10 @@ class PeriodBudgetExhausted(BudgetExhausted):
 class PeriodLedger:
     """The lifetime (ε, δ) of each data month, shared by every release that reads it.
 
-    A charge is one conditional UPDATE per month (``spent + ε <= cap``, ``delta_spent + δ <=
-    delta_cap``), in ascending month order so that two transactions never wait on each other
-    crosswise, inside the release's own transaction: on failure it rolls back with the release
+    A charge locks its months' rows in ascending month order (so that two transactions never
+    wait on each other crosswise) and draws on all of them with one conditional UPDATE
+    (``spent + ε <= cap``, ``delta_spent + δ <= delta_cap``) inside the release's own
+    transaction: if any month cannot pay, it raises and everything rolls back with the release
     and the viewer's charge. Every charge is recorded (``PeriodCharge``) with who and for what.
     """
 
@@ -221,10 +224,10 @@ class PeriodLedger:
             return
         now = self._clock()
         budgets = PeriodBudget.__table__
-        session.execute(_insert_missing(session, budgets, [
+        _insert_missing(session, budgets, [
             {"tenant_id": tenant, "product_id": product, "period": month, "cap": full_cap,
              "spent": 0.0, "viewer_spent": 0.0, "delta_cap": delta_cap, "delta_spent": 0.0}
-            for month in months], ("tenant_id", "product_id", "period")))
+            for month in months], ("tenant_id", "product_id", "period"))
         conditions = [budgets.c.spent + epsilon.value <= full_cap + _SLACK]
         values = {"spent": budgets.c.spent + epsilon.value, "cap": full_cap,
                   "delta_cap": delta_cap}
@@ -234,26 +237,32 @@ class PeriodLedger:
         if delta.value > 0:
             conditions.append(budgets.c.delta_spent + delta.value <= delta_cap + _DELTA_SLACK)
             values["delta_spent"] = budgets.c.delta_spent + delta.value
-        charges = []
-        for month in months:
-            where = (budgets.c.tenant_id == tenant, budgets.c.product_id == product,
-                     budgets.c.period == month)
-            drawn = session.execute(update(budgets).where(*where, *conditions)
-                                    .values(**values).returning(budgets.c.id)).first()
-            if drawn is None:
-                spent, viewers, delta_spent = session.execute(select(
-                    budgets.c.spent, budgets.c.viewer_spent, budgets.c.delta_spent)
-                    .where(*where)).one()
-                remaining = min(full_cap - spent, cap - viewers if viewer else full_cap)
-                raise PeriodBudgetExhausted(
-                    product=product, period=month, requested=epsilon.value,
-                    remaining=max(remaining, 0.0), cap=cap if viewer else full_cap,
-                    delta_requested=delta.value,
-                    delta_remaining=max(delta_cap - delta_spent, 0.0)
-                    if delta.value else None)
-            charges.append({"budget_id": drawn[0], "release_id": release_id,
-                            "principal": principal, "role": role, "epsilon": epsilon.value,
-                            "delta": delta.value, "at": now})
+        months_of = (budgets.c.tenant_id == tenant, budgets.c.product_id == product,
+                     budgets.c.period.in_(months))
+        # Lock the months' rows in month order first (PostgreSQL; SQLite's writers already take
+        # turns), so that two transactions drawing on overlapping months never wait on each
+        # other crosswise; then one conditional UPDATE draws on every month that can pay.
+        session.execute(select(budgets.c.id).where(*months_of).order_by(budgets.c.period)
+                        .with_for_update())
+        drawn = dict(session.execute(update(budgets).where(*months_of, *conditions)
+                                     .values(**values)
+                                     .returning(budgets.c.period, budgets.c.id)).all())
+        short = [month for month in months if month not in drawn]
+        if short:  # the caller's transaction rolls back, the months drawn on above with it
+            month = short[0]
+            spent, viewers, delta_spent = session.execute(select(
+                budgets.c.spent, budgets.c.viewer_spent, budgets.c.delta_spent)
+                .where(budgets.c.tenant_id == tenant, budgets.c.product_id == product,
+                       budgets.c.period == month)).one()
+            remaining = min(full_cap - spent, cap - viewers if viewer else full_cap)
+            raise PeriodBudgetExhausted(
+                product=product, period=month, requested=epsilon.value,
+                remaining=max(remaining, 0.0), cap=cap if viewer else full_cap,
+                delta_requested=delta.value,
+                delta_remaining=max(delta_cap - delta_spent, 0.0) if delta.value else None)
+        charges = [{"budget_id": drawn[month], "release_id": release_id, "principal": principal,
+                    "role": role, "epsilon": epsilon.value, "delta": delta.value, "at": now}
+                   for month in months]
         session.execute(insert(PeriodCharge.__table__), charges)
 
     def status(self, *, tenant: str, product: str, periods: list[date], cap: float,
