@@ -306,14 +306,15 @@ def show_consent(stats: ConsentStatistics, *, names: dict[str, str]) -> None:
 
 
 def showback_frame(report) -> pd.DataFrame:
-    """One row per domain: what it stores, what rebuilding it took, what its numbers cost."""
+    """One row per domain: what its numbers cost, what it stores, what rebuilding it took."""
     return pd.DataFrame([{
-        "Domain": d.title, "Products": ", ".join(d.products),
-        "Rows stored": d.stored_rows, "Aggregate rows": d.cube_rows,
-        "Rows ingested": d.rows_ingested, "Rebuilds": d.rebuilds,
-        "Failed rebuilds": d.failed_rebuilds, "Rebuild time (s)": d.rebuild_seconds,
-        "Releases": d.releases, "ε by releases": d.release_epsilon, "Exports": d.exports,
-        "ε by exports": d.export_epsilon, "ε in all": d.epsilon} for d in report.domains])
+        "Domain": d.title, "ε in all": d.epsilon, "Releases": d.releases,
+        "ε by releases": d.release_epsilon, "Exports": d.exports,
+        "ε by exports": d.export_epsilon, "Rows stored": d.stored_rows,
+        "Aggregate rows": d.cube_rows, "Rows ingested": d.rows_ingested,
+        "Rebuilds": d.rebuilds, "Failed rebuilds": d.failed_rebuilds,
+        "Rebuild time (s)": d.rebuild_seconds, "Products": ", ".join(d.products)}
+        for d in report.domains])
 
 
 def show_showback(report) -> None:

@@ -165,6 +165,19 @@ def test_compliance_filters_live_in_the_address(page, app, shot, external_reques
     assert external_requests == []
 
 
+def test_compliance_sees_the_cost_of_each_domain(page, app, shot, external_requests):
+    """The showback names every domain with its storage, rebuilds and ε, linked by address."""
+    sign_in(page, app, USERS["colin"], shot)
+    page.goto(f"{app.url}/compliance?section=Cost+by+domain&showback_days=366")
+    expect(page.get_by_role("heading", name="Cost by domain")).to_be_visible(timeout=60_000)
+    table = page.get_by_test_id("stDataFrame").first
+    expect(table).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(re.compile(r"\(366 days\)"))).to_be_visible()
+    page.wait_for_timeout(800)  # let the grid paint
+    shot("compliance-cost-by-domain")
+    assert external_requests == []
+
+
 def test_case_workers_list_page_and_size_survive_a_refresh(page, app, shot,
                                                             external_requests):
     """The pager sits beside "Page x of y · … per page"; page and size are in the address."""
