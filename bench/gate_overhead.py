@@ -28,18 +28,13 @@ import time
 import uuid
 from datetime import date, datetime
 
-from _machine import cpu_model  # bench/ is on sys.path when a bench runs
+from _demo import bench_store  # bench/ is on sys.path when a bench runs
+from _machine import cpu_model
 from sqlalchemy import func, select
 
-from data.bootstrap import init_store
-from data.catalog import PeriodPolicy, load_catalog
-from data.config import load_settings
-from data.engine import open_store
+from data.catalog import PeriodPolicy
 from data.models import CubeMonthly, HealthEvent, ProductVersion
 from privacy import Gate, Principal, Query
-
-#: a fixed as-of day: the same benchmark data whatever the calendar says
-DEMO_AS_OF = date(2026, 11, 1)
 
 NOW = datetime(2026, 11, 15, 12, 0)  # fixed: the demo data ends in October 2026
 
@@ -129,23 +124,7 @@ def main() -> None:
                         help="generate demo data of --size first (otherwise use what is there)")
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
-    env = dict(os.environ, VEIL_DEMO_MODE="1")
-    if args.url:
-        env["VEIL_DATABASE_URL"] = args.url
-    else:
-        env.setdefault("VEIL_VAR_DIR", str(os.path.abspath(f"var/bench-{args.size}")))
-    settings = load_settings(env)
-    catalog = load_catalog(settings.catalog_dir)
-    store = open_store(settings)
-    init_store(store, catalog, demo_accounts=False)
-    if args.generate:
-        from data.demo import generate
-        from data.materialize import materialize
-
-        started = time.perf_counter()
-        report = generate(store, catalog, size=args.size, as_of=DEMO_AS_OF, secret=settings.secret)
-        materialize(store, catalog)
-        print(f"generated {report.events:,} events in {time.perf_counter() - started:.1f} s")
+    catalog, store = bench_store(url=args.url, size=args.size, generate_first=args.generate)
     with store.read() as session:
         events = session.scalar(select(func.count()).select_from(HealthEvent))
     with store.write.begin() as session:
@@ -156,7 +135,7 @@ def main() -> None:
     tenant = "kigali-east"
     # speed, not privacy: every timed call must be a fresh release of the same months, so the
     # months' shared lifetime budget (issue 16) is lifted here, as a benchmark may
-    lifted = dataclasses.replace(catalog.policy, periods=PeriodPolicy(epsilon=999.0))
+    lifted = dataclasses.replace(catalog.policy, periods=PeriodPolicy(epsilon=1e6))
     gate = Gate(store, dataclasses.replace(catalog, policy=lifted), clock=lambda: NOW)
     fresh = _queries(catalog, tenant, "category")
     warm = _queries(catalog, tenant, "age_bucket")

@@ -25,14 +25,11 @@ import time
 import uuid
 from datetime import date
 
-from _demo import DEMO_AS_OF  # bench/ is on sys.path when a bench runs
+from _demo import bench_store  # bench/ is on sys.path when a bench runs
 from _machine import cpu_model
 from gate_overhead import NOW
 
-from data.bootstrap import init_store
-from data.catalog import PeriodPolicy, load_catalog
-from data.config import load_settings
-from data.engine import open_store
+from data.catalog import PeriodPolicy
 from data.models import ProductVersion
 from privacy import Gate, Principal, Query
 
@@ -97,21 +94,7 @@ def main() -> None:
     parser.add_argument("--threads", default="1,8")
     parser.add_argument("--calls", type=int, default=240, help="fresh releases per thread count")
     args = parser.parse_args()
-    env = dict(os.environ, VEIL_DEMO_MODE="1")
-    if args.url:
-        env["VEIL_DATABASE_URL"] = args.url
-    else:
-        env.setdefault("VEIL_VAR_DIR", str(os.path.abspath(f"var/bench-{args.size}")))
-    settings = load_settings(env)
-    catalog = load_catalog(settings.catalog_dir)
-    store = open_store(settings)
-    init_store(store, catalog, demo_accounts=False)
-    if args.generate:
-        from data.demo import generate
-        from data.materialize import materialize
-
-        generate(store, catalog, size=args.size, as_of=DEMO_AS_OF, secret=settings.secret)
-        materialize(store, catalog)
+    catalog, store = bench_store(url=args.url, size=args.size, generate_first=args.generate)
     lifted = dataclasses.replace(catalog.policy, periods=PeriodPolicy(epsilon=1e6))
     gate = Gate(store, dataclasses.replace(catalog, policy=lifted), clock=lambda: NOW)
     queries = _queries(catalog)
