@@ -166,7 +166,9 @@ class _Run:
         """Every tenant's people and their event counts per product, drawn up front so that
         progress has a total before the long event stage starts."""
         total_scale = sum(t.demo_scale for t in self.catalog.tenants)
-        share_total = sum(plan.profile.share for plan in self.plans)
+        # Products marked ``extra`` come on top: the others' events stay exactly as they were.
+        share_total = sum(plan.profile.share for plan in self.plans
+                          if not plan.profile.extra) or 1.0
         population = []
         for t_index, tenant in enumerate(self.catalog.tenants):
             tenant_events = SIZES[self.size] * tenant.demo_scale / total_scale

@@ -36,6 +36,10 @@ class _Profile:
     slots: tuple[int, int]  # [first, last) 15-minute slot of the working day
     month_start_boost: float = 1.0  # payments cluster in the first days of a month
     value: _Value | None = None
+    #: A product added after the first five: its ``share`` is of the tenant's events as they
+    #: were, added on top, and left out of the normalisation of the others' shares, so that
+    #: adding a product never changes a single event of the products already there.
+    extra: bool = False
 
 
 _FLAT_YEAR = (1.0,) * 12
