@@ -410,13 +410,17 @@ class _Base:
             n, value_sum = base.c.n, literal(0.0, Float)
         # Rendered inline, not as a bound parameter, like the cube's other constant columns.
         category = func.coalesce(base.c.category, literal_column("'-'"))
-        return (
-            select(literal(tenant, String), literal(product.id, String),
-                   literal(metric.id, String), base.c.month, base.c.state,
-                   base.c.district, base.c.h3_cell, base.c.age_bucket, base.c.gender, category,
-                   n, value_sum)
-            .where(and_(*conditions))
-        )
+        keys = (base.c.month, base.c.state, base.c.district, base.c.h3_cell, base.c.age_bucket,
+                base.c.gender)
+        constants = (literal(tenant, String), literal(product.id, String),
+                     literal(metric.id, String))
+        if metric.category_domain == "none" and product.category_domain != "none":
+            # A metric without categories over events that have them: one row per key with
+            # every category's events added up, as "-".
+            return (select(*constants, *keys, literal_column("'-'"), func.sum(n),
+                           func.sum(value_sum))
+                    .where(and_(*conditions)).group_by(*keys))
+        return select(*constants, *keys, category, n, value_sum).where(and_(*conditions))
 
 
 def _lock_version(session: Session, *, tenant: str, product: str) -> ProductVersion | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import func, select
 
-from data.catalog import Catalog, ProductSpec
+from data.catalog import Catalog, MetricSpec, ProductSpec
 from data.engine import Store
 from data.models import CubeMonthly
 from data.months import months_between
@@ -63,8 +63,10 @@ class Cube:
         self._catalog = catalog
         self._geography = geography
 
-    def domains(self, tenant: str, product: ProductSpec) -> dict[str, tuple[str, ...]]:
-        """The public key set per dimension for this tenant: declared, never read from data."""
+    def domains(self, tenant: str, product: ProductSpec,
+                metric: MetricSpec | None = None) -> dict[str, tuple[str, ...]]:
+        """The public key set per dimension for this tenant (and ``metric``'s categories, or the
+        product's when no metric is given): declared, never read from data."""
         districts = tuple(d.code for d in self._catalog.districts_of(tenant))
         cells = self._geography.cells_by_district
         return {
@@ -73,7 +75,8 @@ class Cube:
             "h3_cell": tuple(c for d in districts for c in cells[d]),
             "age_bucket": self._catalog.domains["age_bucket"],
             "gender": self._catalog.domains["gender"],
-            "category": self._catalog.domains[product.category_domain],
+            "category": self._catalog.domains[(metric.category_domain if metric is not None
+                                               else product.category_domain)],
         }
 
     def aggregate(self, tenant: str, query: Query, plan: Plan, *, months: list[date],
@@ -138,7 +141,7 @@ class Cube:
     def keys(self, tenant: str, query: Query, plan: Plan, periods: list[str],
              dims: list[str]) -> list[Key]:
         """The public key set: periods × declared areas × declared categories, after filters."""
-        domains = self.domains(tenant, plan.product)
+        domains = self.domains(tenant, plan.product, plan.metric)
         filters = dict(query.filters)
         if plan.geo == "tenant":
             areas: tuple[str, ...] = (tenant,)

@@ -249,7 +249,7 @@ class Planner:
                     raise QueryRefused(f"group by one geography at a time, got {geo!r} and "
                                        f"{dimension!r}")
                 geo = dimension
-        domains = self._cube.domains(principal.tenant, product)
+        domains = self._cube.domains(principal.tenant, product, product.metric(query.metric))
         for dimension, value in query.filters:
             if dimension not in DIMENSIONS:
                 raise QueryRefused(f"cannot filter on {dimension!r}; allowed: "

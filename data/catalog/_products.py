@@ -50,6 +50,10 @@ class MetricSpec:
     versions: tuple[MetricVersion, ...]
     category: str | None = None
     value_bounds: tuple[float, float] | None = None
+    #: The domain of this metric's cube ``category`` column: the product's ``category_domain``
+    #: unless the metric declares its own (``"none"``: the metric adds up every category of
+    #: its events into the one value "-"). Always resolved by the loader.
+    category_domain: str = "none"
 
     def version_at(self, day: date) -> MetricVersion:
         current = self.versions[0]
@@ -158,7 +162,8 @@ def _load_products(f: _File, domains: dict, policy: Policy) -> tuple[ProductSpec
         metrics = []
         for j, metric in enumerate(f.get(spec, "metric", where, list, [])):
             mwhere = f"{where}.metric[{j}]"
-            metrics.append(_load_metric(f, metric, mwhere, event_types, domains[category_domain]))
+            metrics.append(_load_metric(f, metric, mwhere, event_types, domains,
+                                        category_domain))
         _unique(f, [m.id for m in metrics], f"{where}.metric[].id")
         kind = f.one_of(spec, "kind", where, set(KINDS))
         if kind == "metric_set" and not metrics:
@@ -191,8 +196,11 @@ def _load_products(f: _File, domains: dict, policy: Policy) -> tuple[ProductSpec
     return tuple(products)
 
 
-def _load_metric(f: _File, spec: dict, where: str, event_types, categories) -> MetricSpec:
+def _load_metric(f: _File, spec: dict, where: str, event_types, domains: dict,
+                 product_domain: str) -> MetricSpec:
     measure = f.one_of(spec, "measure", where, set(MEASURES))
+    category_domain = f.one_of(spec, "category_domain", where, set(domains), product_domain)
+    categories = domains[category_domain]
     bounds = f.get(spec, "value_bounds", where, list, None)
     if measure in {"sum", "mean"}:
         if bounds is None:
@@ -239,6 +247,7 @@ def _load_metric(f: _File, spec: dict, where: str, event_types, categories) -> M
         versions=tuple(versions),
         category=category,
         value_bounds=bounds,
+        category_domain=category_domain,
     )
 
 
