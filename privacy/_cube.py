@@ -62,22 +62,33 @@ class Cube:
         self._store = store
         self._catalog = catalog
         self._geography = geography
+        self._tenant_areas: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def domains(self, tenant: str, product: ProductSpec,
                 metric: MetricSpec | None = None) -> dict[str, tuple[str, ...]]:
         """The public key set per dimension for this tenant (and ``metric``'s categories, or the
         product's when no metric is given): declared, never read from data."""
-        districts = tuple(d.code for d in self._catalog.districts_of(tenant))
-        cells = self._geography.cells_by_district
+        districts, cells = self._areas(tenant)
         return {
             "state": self._catalog.tenant(tenant).states,
             "district": districts,
-            "h3_cell": tuple(c for d in districts for c in cells[d]),
+            "h3_cell": cells,
             "age_bucket": self._catalog.domains["age_bucket"],
             "gender": self._catalog.domains["gender"],
             "category": self._catalog.domains[(metric.category_domain if metric is not None
                                                else product.category_domain)],
         }
+
+    def _areas(self, tenant: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The tenant's districts and H3 cells (the catalog and geography never change under
+        a gate: built once per tenant, not once per release)."""
+        areas = self._tenant_areas.get(tenant)
+        if areas is None:
+            districts = tuple(d.code for d in self._catalog.districts_of(tenant))
+            cells = self._geography.cells_by_district
+            areas = (districts, tuple(c for d in districts for c in cells[d]))
+            self._tenant_areas[tenant] = areas
+        return areas
 
     def aggregate(self, tenant: str, query: Query, plan: Plan, *, months: list[date],
                   session=None) -> Aggregates:

@@ -33,6 +33,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 from data.errors import VeilBug
 
@@ -89,6 +90,11 @@ def release_loss(measured: Sequence[Measured], *, delta: float) -> PrivacyLoss:
     anonymized level) costs nothing. The one place a release's cost is computed: the plan's
     charge and a stored release's stated guarantee both come from here.
     """
+    return _release_loss(tuple(measured), delta)
+
+
+@cache  # mechanisms are frozen values: the same query shape costs the same, composed once
+def _release_loss(measured: tuple[Measured, ...], delta: float) -> PrivacyLoss:
     families = [[m.count for m in measured if m.count is not None],
                 [m.total for m in measured if m.total is not None]]
     epsilon, spent_delta = 0.0, 0.0

@@ -192,6 +192,7 @@ def _float_laplace(scale: float):
         scale=scale)
 
 
+@cache  # a pure function of public parameters: a release builds the same few again and again
 def discrete_laplace(*, sensitivity: int, epsilon: float, confidence: float) -> CountMechanism:
     """Discrete Laplace (geometric) noise calibrated so that ``map(sensitivity) == epsilon``."""
     if sensitivity < 1:
@@ -213,6 +214,7 @@ def discrete_laplace(*, sensitivity: int, epsilon: float, confidence: float) -> 
                           half_width=float(half_width), confidence=confidence)
 
 
+@cache
 def float_laplace(*, sensitivity: float, epsilon: float, confidence: float) -> SumMechanism:
     """Laplace noise on bounded real sums (OpenDP's floating-point-safe sampler)."""
     if not sensitivity > 0:
