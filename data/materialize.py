@@ -18,6 +18,14 @@ change) plus the months of any subject whose consent changed since the last succ
 mark written while it runs survives for the next run. An incremental run with nothing to do
 records a job with 0 rows and keeps the data version (so stored releases stay valid).
 
+A ``distinct`` metric counts persons, not events (learners active per week; learners new,
+returning or churned against the month before): it cannot be read from the base, which has
+lost who is who, so each is one statement of its own over the events (``_distinct_select``:
+``ROW_NUMBER()`` picks each person's first event of a week or month, or last of the month
+before, which places them in one cell). A metric with a lookback reads month M−1 for month M,
+so rebuilding a month rebuilds the month after it too, and after a retention purge the first
+month still held keeps its rows final like the purged ones (its month before is gone).
+
 It must never count a subject whose consent for the product's vertical is withdrawn (the
 subject is excluded entirely, not just from later months), never store an unclamped value in
 ``value_sum``, and never leave a half-built cube: delete and insert happen in one transaction,
@@ -48,6 +56,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -56,6 +65,7 @@ from sqlalchemy.orm import Session
 from data.catalog import Catalog, MetricSpec, ProductSpec
 from data.engine import Store
 from data.errors import InvalidInput, StoreError, VeilError
+from data.months import add_months
 from data.models import (
     VERTICAL_EVENT_MODELS,
     CubeMonthly,
@@ -211,10 +221,32 @@ def _rebuild_cube(session: Session, *, tenant: str, product: ProductSpec) -> int
     """Replace the (tenant, product) cube inside the caller's transaction — all but the months
     a retention run purged, whose cube rows are final (data/retention.py); return its rows."""
     purged = _purged_through(session, tenant=tenant, product=product.id)
-    kept = () if purged is None else (CubeMonthly.period > purged,)
-    session.execute(delete(CubeMonthly).where(CubeMonthly.tenant_id == tenant,
-                                              CubeMonthly.product_id == product.id, *kept))
+    for metrics, _back, kept in _final_through(product, purged):
+        session.execute(delete(CubeMonthly).where(
+            CubeMonthly.tenant_id == tenant, CubeMonthly.product_id == product.id, metrics,
+            *(() if kept is None else (CubeMonthly.period > kept,))))
     return _build(session, tenant=tenant, product=product, after=purged)
+
+
+def _lookback(metric: MetricSpec) -> int:
+    return metric.lookback_months if metric.measure == "distinct" else 0
+
+
+def _final_through(product: ProductSpec, purged: date | None) -> list[tuple]:
+    """The cube's metrics grouped by lookback: (a condition on ``CubeMonthly.metric``, the
+    lookback, the last month whose rows a rebuild keeps or None). Kept: the purged months,
+    and for a metric with a lookback as many months more (their cells read a purged month's
+    events, which are gone). The group without a lookback is every other metric, so a full
+    rebuild still drops the rows of a metric the catalog no longer has."""
+    groups: dict[int, list[str]] = {}
+    for metric in product.metrics:
+        groups.setdefault(_lookback(metric), []).append(metric.id)
+    looking = [m for back, ids in groups.items() if back for m in ids]
+    out = [(~CubeMonthly.metric.in_(looking) if looking else true(), 0, purged)]
+    out += [(CubeMonthly.metric.in_(ids), back,
+             None if purged is None else add_months(purged, back))
+            for back, ids in sorted(groups.items()) if back]
+    return out
 
 
 def _purged_through(session: Session, *, tenant: str, product: str) -> date | None:
@@ -227,41 +259,71 @@ def _purged_through(session: Session, *, tenant: str, product: str) -> date | No
 
 def _rebuild_months(session: Session, *, tenant: str, product: ProductSpec,
                     months: tuple[date, ...]) -> int:
-    """Replace the cube rows of ``months`` only; return the rows written."""
-    session.execute(delete(CubeMonthly).where(CubeMonthly.tenant_id == tenant,
-                                              CubeMonthly.product_id == product.id,
-                                              CubeMonthly.period.in_(months)))
-    return _build(session, tenant=tenant, product=product, months=months)
+    """Replace the cube rows of ``months`` only — and, for a metric with a lookback, of the
+    month after each too (its cells read the changed month) — and return the rows written."""
+    purged = _purged_through(session, tenant=tenant, product=product.id)
+    for metrics, back, kept in _final_through(product, purged):
+        these = _with_following(months, back, kept)
+        if these:
+            session.execute(delete(CubeMonthly).where(
+                CubeMonthly.tenant_id == tenant, CubeMonthly.product_id == product.id,
+                metrics, CubeMonthly.period.in_(these)))
+    return _build(session, tenant=tenant, product=product, months=months, after=purged)
+
+
+def _with_following(months: tuple[date, ...], lookback: int,
+                    kept: date | None) -> tuple[date, ...]:
+    """``months`` and the ``lookback`` months after each, less those kept final."""
+    out = {add_months(month, ahead) for month in months for ahead in range(lookback + 1)}
+    return tuple(sorted(m for m in out if kept is None or m > kept))
 
 
 def _build(session: Session, *, tenant: str, product: ProductSpec,
            months: tuple[date, ...] | None = None, after: date | None = None) -> int:
     """Insert the cube rows of every metric of the product (of ``months`` only, or of the
-    months after ``after``, if given) from one read of its events; return the rows written."""
+    months after ``after``, if given) from one read of its events, plus one statement per
+    distinct metric (of the month after each of ``months`` too, for a lookback); return the
+    rows written."""
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
-    base = _Base(product, anti_join=postgres)
-    base.table.drop(connection, checkfirst=True)  # a leftover of this connection's last build
-    base.table.create(connection)
-    try:
-        if postgres:
-            # Enough memory for the grouping to stay a hash in memory (the default 4 MB made a
-            # medium product's aggregate spill to disk in five batches); this transaction only.
-            connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
-        connection.execute(insert(base.table).from_select(
-            [c.name for c in base.table.columns],
-            base.select(tenant=tenant, product=product, months=months, after=after)))
-        rows = 0
-        for metric in product.metrics:
-            statement = insert(CubeMonthly.__table__).from_select(
-                _CUBE_COLUMNS, base.metric_select(tenant=tenant, product=product,
-                                                  metric=metric))
-            # SQLAlchemy reports rowcount reliably only for UPDATE/DELETE unless asked to.
-            result = connection.execute(statement.execution_options(preserve_rowcount=True))
-            rows += result.rowcount
-    finally:
-        base.table.drop(connection)
+    if postgres:
+        # Enough memory for the grouping to stay a hash in memory (the default 4 MB made a
+        # medium product's aggregate spill to disk in five batches); this transaction only.
+        connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+    rows = 0
+    counted = [m for m in product.metrics if m.measure != "distinct"]
+    if counted:
+        base = _Base(product, anti_join=postgres)
+        base.table.drop(connection, checkfirst=True)  # a leftover of this connection's last build
+        base.table.create(connection)
+        try:
+            connection.execute(insert(base.table).from_select(
+                [c.name for c in base.table.columns],
+                base.select(tenant=tenant, product=product, months=months, after=after)))
+            for metric in counted:
+                statement = insert(CubeMonthly.__table__).from_select(
+                    _CUBE_COLUMNS, base.metric_select(tenant=tenant, product=product,
+                                                      metric=metric))
+                rows += _inserted(connection, statement)
+        finally:
+            base.table.drop(connection)
+    for metric in product.metrics:
+        if metric.measure != "distinct":
+            continue
+        back = _lookback(metric)
+        statement = insert(CubeMonthly.__table__).from_select(
+            _CUBE_COLUMNS, _distinct_select(
+                tenant=tenant, product=product, metric=metric, anti_join=postgres,
+                months=None if months is None else _with_following(
+                    months, back, None if after is None else add_months(after, back)),
+                after=after))
+        rows += _inserted(connection, statement)
     return rows
+
+
+def _inserted(connection, statement) -> int:
+    # SQLAlchemy reports rowcount reliably only for UPDATE/DELETE unless asked to.
+    return connection.execute(statement.execution_options(preserve_rowcount=True)).rowcount
 
 
 def _cube_rows(session: Session, *, tenant: str, product: str) -> int:
@@ -359,20 +421,11 @@ class _Base:
         of each group's district (an event whose district the geography does not know is left
         out, as the cube always did)."""
         events = VERTICAL_EVENT_MODELS[product.vertical].__table__
-        consent = SubjectConsent.__table__
-        if self.anti_join:  # PostgreSQL: a hash anti-join, whatever the number of withdrawals
-            consenting = ~exists().where(
-                consent.c.tenant_id == events.c.tenant_id,
-                consent.c.pseudonym == events.c.pseudonym,
-                consent.c.vertical == product.vertical, consent.c.status == "withdrawn")
-        else:
-            # SQLite: the withdrawn subjects as one set built once (NOT IN), not a primary-key
-            # probe per event (a correlated NOT EXISTS: measured 2.5× slower on the grouping).
-            consenting = events.c.pseudonym.not_in(select(consent.c.pseudonym).where(
-                consent.c.tenant_id == tenant, consent.c.vertical == product.vertical,
-                consent.c.status == "withdrawn"))
+        consenting = _consenting(events, tenant=tenant, product=product,
+                                 anti_join=self.anti_join)
         conditions = [events.c.tenant_id == tenant, events.c.product_id == product.id,
-                      events.c.event_type.in_(sorted({m.event_type for m in product.metrics})),
+                      events.c.event_type.in_(sorted({m.event_type for m in product.metrics
+                                                      if m.measure != "distinct"})),
                       consenting]
         if months is not None:
             conditions.append(events.c.month.in_(months))
@@ -414,13 +467,132 @@ class _Base:
                 base.c.gender)
         constants = (literal(tenant, String), literal(product.id, String),
                      literal(metric.id, String))
-        if metric.category_domain == "none" and product.category_domain != "none":
+        if metric.category_domain == "none" and product.domain_of(metric.event_type) != "none":
             # A metric without categories over events that have them: one row per key with
             # every category's events added up, as "-".
             return (select(*constants, *keys, literal_column("'-'"), func.sum(n),
                            func.sum(value_sum))
                     .where(and_(*conditions)).group_by(*keys))
         return select(*constants, *keys, category, n, value_sum).where(and_(*conditions))
+
+
+def _consenting(events, *, tenant: str, product: ProductSpec, anti_join: bool):
+    """The condition on ``events`` that keeps consenting subjects only: a subject whose
+    consent for the product's vertical is withdrawn is left out of every month."""
+    consent = SubjectConsent.__table__
+    if anti_join:  # PostgreSQL: a hash anti-join, whatever the number of withdrawals
+        return ~exists().where(
+            consent.c.tenant_id == events.c.tenant_id,
+            consent.c.pseudonym == events.c.pseudonym,
+            consent.c.vertical == product.vertical, consent.c.status == "withdrawn")
+    # SQLite: the withdrawn subjects as one set built once (NOT IN), not a primary-key
+    # probe per event (a correlated NOT EXISTS: measured 2.5× slower on the grouping).
+    return events.c.pseudonym.not_in(select(consent.c.pseudonym).where(
+        consent.c.tenant_id == tenant, consent.c.vertical == product.vertical,
+        consent.c.status == "withdrawn"))
+
+
+#: The statuses of a metric with a lookback, in its category column (the catalog's
+#: ``learner_status`` domain declares exactly these; a test pins that they agree).
+STATUSES = ("new", "returning", "churned")
+
+
+def _week_of_month(day):
+    """The month's week of ``day``: 1 for days 1–7, 2 for 8–14, 3 for 15–21, 4 for 22 to the
+    month's end: a week never crosses a month, the privacy unit (privacy._sensitivity's
+    ``count_sensitivity`` counts on these four)."""
+    day_of_month = func.extract("day", day)
+    return case((day_of_month <= 7, 1), (day_of_month <= 14, 2), (day_of_month <= 21, 3),
+                else_=4)
+
+
+def _month_index(month):
+    """Months counted from year 0, so that "the month before" is index − 1 on both stores."""
+    return func.extract("year", month) * 12 + func.extract("month", month)
+
+
+def _distinct_select(*, tenant: str, product: ProductSpec, metric: MetricSpec, anti_join: bool,
+                     months: tuple[date, ...] | None, after: date | None):
+    """One distinct metric's cube rows: persons counted once per period, each in one cell.
+
+    ``distinct_per = "week"`` (or "month" without a lookback): a person's first event of each
+    of the month's weeks (or of the month) places them (its area, age group, gender, and
+    category unless the metric has none). With ``lookback_months = 1``: for each month M with
+    any person active, "new" (active in M, not M−1) and "returning" (both) placed by their
+    first event of M, and "churned" (active in M−1, not in M) by their last event of M−1.
+
+    ``months``: the months to write (else every month after ``after``, less the lookback
+    months whose month before is purged); events are read from those months and the months
+    they look back on. Consenting subjects only, like every metric.
+    """
+    events = VERTICAL_EVENT_MODELS[product.vertical].__table__
+    geo = GeoArea.__table__
+    back = metric.lookback_months
+    conditions = [events.c.tenant_id == tenant, events.c.product_id == product.id,
+                  events.c.event_type == metric.event_type,
+                  _consenting(events, tenant=tenant, product=product, anti_join=anti_join)]
+    if metric.category is not None:
+        conditions.append(events.c.category == metric.category)
+    if months is not None:
+        conditions.append(events.c.month.in_(sorted(
+            {add_months(m, -b) for m in months for b in range(back + 1)})))
+    if after is not None:
+        conditions.append(events.c.month > after)
+    place = (events.c.district, events.c.h3_cell, events.c.age_bucket, events.c.gender)
+    order = (events.c.ts, events.c.event_id)
+    if back == 0:
+        period = [events.c.month] + ([_week_of_month(events.c.day)]
+                                     if metric.distinct_per == "week" else [])
+        category = (literal_column("'-'") if metric.category_domain == "none"
+                    else func.coalesce(events.c.category, literal_column("'-'")))
+        ranked = (select(events.c.month.label("period"), *place, category.label("category"),
+                         func.row_number().over(partition_by=[events.c.pseudonym, *period],
+                                                order_by=order).label("rn"))
+                  .where(*conditions).subquery("ranked"))
+        placed = select(*(ranked.c[name] for name in _PLACED)).where(ranked.c.rn == 1)
+    else:
+        ranked = (select(events.c.pseudonym, events.c.month,
+                         _month_index(events.c.month).label("midx"), *place,
+                         func.row_number().over(partition_by=[events.c.pseudonym,
+                                                              events.c.month],
+                                                order_by=order).label("first"),
+                         func.row_number().over(partition_by=[events.c.pseudonym,
+                                                              events.c.month],
+                                                order_by=[o.desc() for o in order])
+                         .label("last"))
+                  .where(*conditions).cte("ranked"))
+        keys = ("pseudonym", "month", "midx", "district", "h3_cell", "age_bucket", "gender")
+        firsts = select(*(ranked.c[k] for k in keys)).where(ranked.c.first == 1).cte("firsts")
+        lasts = select(*(ranked.c[k] for k in keys)).where(ranked.c["last"] == 1).cte("lasts")
+        before = lasts.alias("before")
+        active = select(firsts.c.month, firsts.c.midx).distinct().cte("active")
+        status = case((before.c.pseudonym.is_(None), literal_column("'new'")),
+                      else_=literal_column("'returning'"))
+        joined = select(firsts.c.month.label("period"), *(firsts.c[k] for k in _PLACED[1:-1]),
+                        status.label("category")).select_from(firsts.outerjoin(before, and_(
+                            before.c.pseudonym == firsts.c.pseudonym,
+                            before.c.midx == firsts.c.midx - back)))
+        churned = (select(active.c.month.label("period"), *(lasts.c[k] for k in _PLACED[1:-1]),
+                          literal_column("'churned'").label("category"))
+                   .select_from(lasts.join(active, active.c.midx == lasts.c.midx + back))
+                   .where(~exists().where(firsts.c.pseudonym == lasts.c.pseudonym,
+                                          firsts.c.midx == lasts.c.midx + back)))
+        union = joined.union_all(churned).subquery("statuses")
+        written = ([union.c.period.in_(months)] if months is not None else
+                   [union.c.period > add_months(after, back)] if after is not None else [])
+        placed = select(*(union.c[name] for name in _PLACED)).where(*written)
+    placed = placed.subquery("placed")
+    keys = (placed.c.period, geo.c.parent_code, placed.c.district, placed.c.h3_cell,
+            placed.c.age_bucket, placed.c.gender, placed.c.category)
+    return (select(literal(tenant, String), literal(product.id, String),
+                   literal(metric.id, String), *keys, func.count(),
+                   literal_column("0.0"))
+            .select_from(placed.join(geo, geo.c.code == placed.c.district))
+            .group_by(*keys))
+
+
+#: the columns of one placed person (a person-week, person-month or status) before grouping
+_PLACED = ("period", "district", "h3_cell", "age_bucket", "gender", "category")
 
 
 def _lock_version(session: Session, *, tenant: str, product: str) -> ProductVersion | None:

@@ -189,7 +189,7 @@ if tabs["Bias check"].open:
         st.caption("A differentially private release of one metric by gender and age group, "
                    "to check programmes for unequal outcomes. It spends your privacy budget "
                    "once; viewing it again is free.")
-        metrics = {f"{p.id}/{m.id}": (p, m) for p in catalog.products
+        metrics = {f"{p.id}/{m.id}": (p, m) for p in gate.products(principal)
                    if p.kind == "metric_set" for m in p.metrics}
         keys = list(metrics)
         left, middle, right = st.columns(3)

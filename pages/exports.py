@@ -63,6 +63,9 @@ if product.kind == "metric_set":
     if window is None:
         st.stop()
     allowed = gate.dimensions(principal, product.id)
+    if product.metric(metric).category_domain == "none":
+        # the metric's own categories (its event type's): none, so nothing to break down by
+        allowed = tuple(d for d in allowed if d != "category")
     breakdowns = ["month only"] + [d for d in BREAKDOWNS if d != "month only" and d in allowed]
     by = st.selectbox("Break down by", breakdowns,
                       index=breakdowns.index(from_url("by", breakdowns, "month only")),

@@ -23,10 +23,10 @@ st.markdown(f"You are signed in as **{role.title}** for **{tenant.name}**. Every
             f"numbers carry their uncertainty. Opening this page spends no privacy budget.")
 
 if "trends" in pages or "donor" in pages:
-    titles = {p.id: p.title for p in catalog.products}
+    titles = {p.id: p.title for p in gate.products(principal)}
     with guarded():
-        clocks = {p.id: gate.data_clock(principal, product=p.id) for p in catalog.products
-                  if p.kind == "metric_set"}
+        clocks = {p.id: gate.data_clock(principal, product=p.id)
+                  for p in gate.products(principal) if p.kind == "metric_set"}
         tiles = (overview.headline_tiles(gate, principal, clocks) if "trends" in pages
                  else overview.published_tiles(gate, principal))
     st.subheader("Headline numbers")
@@ -63,8 +63,8 @@ if role.budget_epsilon > 0 and "trends" in pages:
                    "reveal about any one person; each data product has its own monthly budget. "
                    "Viewing numbers that are already released is free.")
         with guarded():
-            budgets = [gate.budget(principal, product=p.id) for p in catalog.products
-                       if p.kind == "metric_set"]
+            budgets = [gate.budget(principal, product=p.id)
+                       for p in gate.products(principal) if p.kind == "metric_set"]
         st.dataframe([{"Data product": catalog.product(b.product).title,
                        "Left this month (ε)": round(b.remaining.value, 3),
                        "Spent (ε)": round(b.spent.value, 3), "Monthly budget (ε)": b.cap.value}

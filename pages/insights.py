@@ -19,7 +19,7 @@ st.title("Cross-vertical insights")
 st.caption("Two metrics from different verticals, joined at district level. Each side is a "
            "differentially private release; the comparison is computed from those releases.")
 
-metrics = metric_options(catalog, counts_only=True)
+metrics = metric_options(gate.products(principal), counts_only=True)
 left, right = st.columns(2)
 x_default = next(k for k in metrics if metrics[k][0].vertical == "education")
 x_key = metric_select(metrics, where=left, label="First metric", url="x", default=x_default)

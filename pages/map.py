@@ -29,7 +29,7 @@ catalog = gate.catalog
 geography = gate.geography
 st.title("Map")
 
-metrics = metric_options(catalog, counts_only=True)
+metrics = metric_options(gate.products(principal), counts_only=True)
 choice = metric_select(metrics)
 product, metric = metrics[choice]
 with guarded():

@@ -40,7 +40,7 @@ tenant = catalog.tenant(principal.tenant)
 names = ({s.code: s.name for s in catalog.states} | {d.code: d.name for d in catalog.districts})
 st.title("Trends")
 
-metrics = metric_options(catalog)
+metrics = metric_options(gate.products(principal))
 # A map click opens ?district=CODE: that district's trend among its neighbours.
 district = from_url("district", [d.code for d in catalog.districts_of(principal.tenant)])
 choice = metric_select(metrics)

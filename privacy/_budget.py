@@ -17,7 +17,9 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import NamedTuple
 
-from sqlalchemy import insert, select, update
+from functools import cache
+
+from sqlalchemy import Float, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -26,6 +28,7 @@ from data.bootstrap import utcnow
 from data.catalog import Policy
 from data.engine import Store
 from data.errors import BudgetExhausted, VeilBug
+from data.months import add_months
 from data.models import BudgetAccount, BudgetEntry, PeriodBudget, PeriodCharge
 
 from privacy._values import (BudgetStatus, Delta, Epsilon, PeriodStatus, Principal, PrivacyLoss,
@@ -72,11 +75,9 @@ class Ledger:
         """The principal's account in the window of ``today`` (read in ``session`` if given)."""
         start, end = window_of(today)
         with _reading(self._store, session) as session:
-            spent = session.execute(
-                select(BudgetAccount.spent, BudgetAccount.delta_spent).where(
-                    BudgetAccount.tenant_id == tenant, BudgetAccount.principal == principal,
-                    BudgetAccount.product_id == product,
-                    BudgetAccount.window_start == start)).one_or_none()
+            spent = session.execute(_ACCOUNT_SPENT, {
+                "tenant": tenant, "who": principal, "product": product,
+                "start": start}).one_or_none()
         spent_epsilon, spent_delta = spent if spent is not None else (0.0, 0.0)
         return BudgetStatus(product=product, window_start=start, window_end=end,
                             cap=Epsilon(cap), spent=Epsilon(spent_epsilon),
@@ -100,16 +101,12 @@ class Ledger:
             ("tenant_id", "principal", "product_id", "window_start"))
         where = (accounts.c.tenant_id == tenant, accounts.c.principal == principal,
                  accounts.c.product_id == product, accounts.c.window_start == start)
-        conditions = [accounts.c.spent + epsilon.value <= accounts.c.cap + _SLACK]
-        values = {"spent": accounts.c.spent + epsilon.value}
-        if delta_cap is not None:
-            # the policy's δ cap as of this charge, like the ε cap (``Admin.cap_in``)
-            values["delta_cap"] = delta_cap
-        if delta.value > 0:
-            conditions.append(accounts.c.delta_spent + delta.value <= delta_cap + _DELTA_SLACK)
-            values["delta_spent"] = accounts.c.delta_spent + delta.value
-        drawn = session.execute(update(accounts).where(*where, *conditions).values(**values)
-                                .returning(accounts.c.id)).first()
+        # the policy's δ cap as of this charge, like the ε cap (``Admin.cap_in``)
+        drawn = session.execute(_draw_account(delta_cap is not None, delta.value > 0), {
+            "tenant": tenant, "who": principal, "product": product, "start": start,
+            "eps": epsilon.value, "eps_slack": _SLACK, "new_delta_cap": delta_cap or 0.0,
+            "delta_add": delta.value,
+            "delta_limit": (delta_cap or 0.0) + _DELTA_SLACK}).first()
         if drawn is None:
             account_cap, spent, delta_spent = session.execute(select(
                 accounts.c.cap, accounts.c.spent, accounts.c.delta_spent).where(*where)).one()
@@ -208,9 +205,11 @@ class PeriodLedger:
 
     def charge(self, session: Session, *, tenant: str, product: str, periods: list[date],
                epsilon: Epsilon, delta: Delta, cap: float, full_cap: float, delta_cap: float,
-               release_id: str, principal: str, role: str, viewer: bool = True) -> None:
+               release_id: str, principal: str, role: str,
+               viewer: bool = True) -> dict[date, PeriodStatus]:
         """Draw (ε, δ) from each of ``periods``, or raise PeriodBudgetExhausted naming the
-        month that cannot pay; the caller's transaction then rolls back.
+        month that cannot pay; the caller's transaction then rolls back. Returns each month's
+        lifetime status after the draw (what its UPDATE returned: no read-back).
 
         Everyone's draws together stay within ``full_cap`` (the month's lifetime ε); a
         ``viewer``'s draws, counted apart, within ``cap`` (the viewers' share of it), so that
@@ -221,32 +220,24 @@ class PeriodLedger:
         """
         months = sorted(set(periods))
         if not months:
-            return
+            return {}
         now = self._clock()
         budgets = PeriodBudget.__table__
         _insert_missing(session, budgets, [
             {"tenant_id": tenant, "product_id": product, "period": month, "cap": full_cap,
              "spent": 0.0, "viewer_spent": 0.0, "delta_cap": delta_cap, "delta_spent": 0.0}
             for month in months], ("tenant_id", "product_id", "period"))
-        conditions = [budgets.c.spent + epsilon.value <= full_cap + _SLACK]
-        values = {"spent": budgets.c.spent + epsilon.value, "cap": full_cap,
-                  "delta_cap": delta_cap}
-        if viewer:
-            conditions.append(budgets.c.viewer_spent + epsilon.value <= cap + _SLACK)
-            values["viewer_spent"] = budgets.c.viewer_spent + epsilon.value
-        if delta.value > 0:
-            conditions.append(budgets.c.delta_spent + delta.value <= delta_cap + _DELTA_SLACK)
-            values["delta_spent"] = budgets.c.delta_spent + delta.value
-        months_of = (budgets.c.tenant_id == tenant, budgets.c.product_id == product,
-                     budgets.c.period.in_(months))
+        which = {"tenant": tenant, "product": product, "months": months}
         # Lock the months' rows in month order first (PostgreSQL; SQLite's writers already take
         # turns), so that two transactions drawing on overlapping months never wait on each
         # other crosswise; then one conditional UPDATE draws on every month that can pay.
-        session.execute(select(budgets.c.id).where(*months_of).order_by(budgets.c.period)
-                        .with_for_update())
-        drawn = dict(session.execute(update(budgets).where(*months_of, *conditions)
-                                     .values(**values)
-                                     .returning(budgets.c.period, budgets.c.id)).all())
+        session.execute(_LOCK_MONTHS, which)
+        after = {row.period: row for row in session.execute(
+            _draw_months(viewer, delta.value > 0), {
+                **which, "eps": epsilon.value, "full_limit": full_cap + _SLACK,
+                "viewer_limit": cap + _SLACK, "new_cap": full_cap, "new_delta_cap": delta_cap,
+                "delta_add": delta.value, "delta_limit": delta_cap + _DELTA_SLACK})}
+        drawn = {month: row.id for month, row in after.items()}
         short = [month for month in months if month not in drawn]
         if short:  # the caller's transaction rolls back, the months drawn on above with it
             month = short[0]
@@ -264,17 +255,19 @@ class PeriodLedger:
                     "role": role, "epsilon": epsilon.value, "delta": delta.value, "at": now}
                    for month in months]
         session.execute(insert(PeriodCharge.__table__), charges)
+        return {month: PeriodStatus(period=month, cap=Epsilon(full_cap),
+                                    spent=Epsilon(row.spent), delta_cap=Delta(delta_cap),
+                                    delta_spent=Delta(row.delta_spent),
+                                    viewer_spent=Epsilon(row.viewer_spent))
+                for month, row in after.items()}
 
     def status(self, *, tenant: str, product: str, periods: list[date], cap: float,
                delta_cap: float, session: Session | None = None) -> dict[date, PeriodStatus]:
         """Spent and cap of each month (a month nothing was released about has spent 0), read
         in ``session`` if given (e.g. the release's own transaction)."""
         with _reading(self._store, session) as session:
-            rows = session.execute(select(
-                PeriodBudget.period, PeriodBudget.spent, PeriodBudget.viewer_spent,
-                PeriodBudget.delta_spent).where(
-                PeriodBudget.tenant_id == tenant, PeriodBudget.product_id == product,
-                PeriodBudget.period.in_(sorted(set(periods))))).all()
+            rows = session.execute(_MONTH_STATUS, {
+                "tenant": tenant, "product": product, "months": sorted(set(periods))}).all()
         spent = {period: (e, v, d) for period, e, v, d in rows}
         out = {}
         for period in sorted(set(periods)):
@@ -283,6 +276,67 @@ class PeriodLedger:
                                        delta_cap=Delta(delta_cap), delta_spent=Delta(delta),
                                        viewer_spent=Epsilon(viewers))
         return out
+
+
+# --- the ledgers' statements, built once (bound parameters; never rebuilt per release) ----------
+
+_accounts = BudgetAccount.__table__
+_ACCOUNT = (_accounts.c.tenant_id == bindparam("tenant"),
+            _accounts.c.principal == bindparam("who"),
+            _accounts.c.product_id == bindparam("product"),
+            _accounts.c.window_start == bindparam("start"))
+_ACCOUNT_SPENT = select(_accounts.c.spent, _accounts.c.delta_spent).where(*_ACCOUNT)
+
+
+@cache
+def _draw_account(with_delta_cap: bool, with_delta: bool):
+    """The account's conditional draw ``spent + ε <= cap`` (and ``delta_spent + δ <=
+    delta_cap`` when δ > 0), setting the window's δ cap when one is given."""
+    eps = bindparam("eps", type_=Float)
+    conditions = [_accounts.c.spent + eps <= _accounts.c.cap + bindparam("eps_slack", type_=Float)]
+    values = {"spent": _accounts.c.spent + eps}
+    if with_delta_cap:
+        values["delta_cap"] = bindparam("new_delta_cap", type_=Float)
+    if with_delta:
+        added = bindparam("delta_add", type_=Float)
+        conditions.append(_accounts.c.delta_spent + added
+                          <= bindparam("delta_limit", type_=Float))
+        values["delta_spent"] = _accounts.c.delta_spent + added
+    return (update(_accounts).where(*_ACCOUNT, *conditions).values(**values)
+            .returning(_accounts.c.id))
+
+
+_budgets = PeriodBudget.__table__
+_MONTHS = (_budgets.c.tenant_id == bindparam("tenant"),
+           _budgets.c.product_id == bindparam("product"),
+           _budgets.c.period.in_(bindparam("months", expanding=True)))
+_LOCK_MONTHS = (select(_budgets.c.id).where(*_MONTHS).order_by(_budgets.c.period)
+                .with_for_update())
+_MONTH_STATUS = select(_budgets.c.period, _budgets.c.spent, _budgets.c.viewer_spent,
+                       _budgets.c.delta_spent).where(*_MONTHS)
+
+
+@cache
+def _draw_months(viewer: bool, with_delta: bool):
+    """The months' conditional draw: everyone's ``spent + ε`` within the full cap, a viewer's
+    ``viewer_spent + ε`` within the viewers' share, ``delta_spent + δ`` within the δ cap when
+    δ > 0; returns each drawn month's id and what it has spent now."""
+    eps = bindparam("eps", type_=Float)
+    conditions = [_budgets.c.spent + eps <= bindparam("full_limit", type_=Float)]
+    values = {"spent": _budgets.c.spent + eps, "cap": bindparam("new_cap", type_=Float),
+              "delta_cap": bindparam("new_delta_cap", type_=Float)}
+    if viewer:
+        conditions.append(_budgets.c.viewer_spent + eps
+                          <= bindparam("viewer_limit", type_=Float))
+        values["viewer_spent"] = _budgets.c.viewer_spent + eps
+    if with_delta:
+        added = bindparam("delta_add", type_=Float)
+        conditions.append(_budgets.c.delta_spent + added
+                          <= bindparam("delta_limit", type_=Float))
+        values["delta_spent"] = _budgets.c.delta_spent + added
+    return (update(_budgets).where(*_MONTHS, *conditions).values(**values)
+            .returning(_budgets.c.period, _budgets.c.id, _budgets.c.spent,
+                       _budgets.c.viewer_spent, _budgets.c.delta_spent))
 
 
 class BudgetTerms(NamedTuple):
@@ -296,15 +350,22 @@ class BudgetTerms(NamedTuple):
 
 
 def budget_terms(principal: Principal, query: Query, loss: PrivacyLoss, computed: list[date], *,
-                 policy: Policy) -> BudgetTerms:
+                 policy: Policy, lookback_months: int = 0) -> BudgetTerms:
     """What a release of ``query`` computing the periods ``computed`` afresh costs (``loss``,
-    nothing when all are stored or derived) and draws from."""
+    nothing when all are stored or derived) and draws from.
+
+    ``lookback_months``: the metric's cells of a month also read the persons of that many
+    months before it (``MetricSpec.lookback_months``: learner status reads month M−1), so
+    those months' lifetime budgets pay too, each once however many computed months read it.
+    """
     epsilon = loss.epsilon if computed else Epsilon(0.0)
     delta = loss.delta if computed else Delta(0.0)
     # every data month this release reads afresh draws its ε once from that month's
     # lifetime budget (a window period reads all of its months in one measurement)
-    periods = ((list(query.months) if query.period == "window" else computed)
-               if computed else [])
+    read = ((list(query.months) if query.period == "window" else computed)
+            if computed else [])
+    periods = sorted({add_months(month, -back) for month in read
+                      for back in range(lookback_months + 1)})
     viewer = not _reserved(principal)
     period_cap = policy.periods.cap(reserved_user=not viewer)
     return BudgetTerms(epsilon=epsilon, delta=delta, periods=periods, viewer=viewer,

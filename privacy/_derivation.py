@@ -63,7 +63,10 @@ class Derivation:
                      measured: dict[Key, int]) -> dict[date, dict]:
         """The finest level's noisy counts of each computed period, to derive from later."""
         count = plan.measured[0].count
-        if not computed or count is None or plan.metric.measure != "count":
+        if (not computed or count is None or plan.metric.release_measure != "count"
+                or plan.product.randomised_epsilon is not None):
+            # a randomised product's cells are debiased jointly (privacy._local), which a
+            # view summed from stored reported counts would not be: released afresh
             return {}
         source = self._source(query, plan, data_version)
         mechanism = mechanism_record(count)
@@ -81,7 +84,8 @@ class Derivation:
         planner = self._catalog.policy.planner
         fine = plan.measured[0].count
         if (not months or not planner.derive or fine is None
-                or plan.metric.measure != "count"):
+                or plan.metric.release_measure != "count"
+                or plan.product.randomised_epsilon is not None):
             return {}
         window = query.period == "window"
         read = list(query.months) if window else months

@@ -122,7 +122,8 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
                   levels: Sequence[Level], measured: Sequence[Measured], k: int,
                   measure: str, bounds: tuple[float, float] | None,
                   empty_cell_rate: float,
-                  measurement: dict[Key, int] | None = None) -> list[Cell]:
+                  measurement: dict[Key, int] | None = None,
+                  jointly: int | None = None) -> list[Cell]:
     """Release every key: noisy cells ≥ τ, rolled-up children with their parent, or suppressed.
 
     The top's value is an estimate of the stratum's total from measurements only (never from
@@ -130,6 +131,13 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
     fit under it, so parts + remainder = total in the stored cells. ``measurement``, when
     given, receives the finest level's noisy count of every key (DP output: what coarser
     views are later derived from by post-processing, ``privacy._derive``).
+
+    ``jointly``: a key position (the category of a randomised answer) whose values are
+    released together: at each level, the units that differ only there are shown, rolled up
+    or suppressed as one (all reach τ, or all move up), so every released group holds every
+    category over the same members and can be debiased (``privacy._local.debias_cells``).
+    Its parts are then not scaled under their totals: scaling each category on its own would
+    bend the group's vector before debiasing.
     """
     if len(levels) != len(measured):
         raise VeilBug("one set of mechanisms per hierarchy level is required")
@@ -163,9 +171,12 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
                 total, many = finest.get(_stratum(unit), (0, 0))
                 finest[_stratum(unit)] = (total + noisy_n, many + 1)
         carried: dict[Key, tuple[int, float, tuple[Key, ...]]] = {}
-        for unit, noisy_n, noisy_s in zip(ordered, noisy_counts, noisy_sums):
+        shown = [noisy_n >= cuts[index] for noisy_n in noisy_counts]
+        if jointly is not None:
+            shown = _jointly(ordered, shown, jointly)
+        for unit, noisy_n, noisy_s, passed in zip(ordered, noisy_counts, noisy_sums, shown):
             n, s, leaves = units[unit]
-            if noisy_n >= cuts[index]:
+            if passed:
                 members = tuple(leaf[1] for leaf in leaves)
                 if index == 0:
                     cells.append(_cell(unit, noisy_n, noisy_s, mechanisms, measure, bounds,
@@ -186,8 +197,15 @@ def release_cells(*, keys: Sequence[Key], truth: dict[Key, tuple[int, float]],
                 continue
             carry_up(unit, level, (n, s), leaves, carried=carried, destination=destination)
         units = carried
-    return finish_cells(cells, keys=keys, destination=destination, fit=measure == "count",
+    return finish_cells(cells, keys=keys, destination=destination,
+                        fit=measure == "count" and jointly is None,
                         noise_scale=measured[0].count.scale if measured[0].count else None)
+
+
+def _jointly(units: Sequence[Key], shown: Sequence[bool], at: int) -> list[bool]:
+    """Units that differ only at key position ``at`` are shown together: all or none."""
+    failed = {unit[:at] + unit[at + 1:] for unit, ok in zip(units, shown) if not ok}
+    return [ok and unit[:at] + unit[at + 1:] not in failed for unit, ok in zip(units, shown)]
 
 
 def carry_up(unit: Key, level: Level, amounts: tuple, leaves: tuple[Key, ...], *,

@@ -41,6 +41,7 @@ from privacy._cube import DIMENSIONS, Aggregates, Cube
 from privacy._derivation import Derivation
 from privacy._engine import Level, release_cells
 from privacy._insights import Insight, correlate
+from privacy._local import debias_cells
 from privacy._plan import Plan, Planner
 from privacy._records import RecordPage, RecordQuery, read_records
 from privacy._releases import ReleaseLog, digest, query_of
@@ -170,6 +171,7 @@ class Gate:
         """
         self._planner.role(principal)
         spec = self._catalog.product(product)
+        self._planner.check_product(principal, spec)
         if spec.kind != "metric_set":
             raise QueryRefused(f"{spec.id} is a {spec.kind}, not a metric set")
         return self._clocks.read(principal.tenant, spec,
@@ -193,6 +195,13 @@ class Gate:
         records only).
         """
         return self._planner.aggregate_levels(principal, switched_off=switched_off)
+
+    def products(self, principal: Principal) -> tuple[ProductSpec, ...]:
+        """The data products ``principal``'s role may use, in catalog order: every product
+        but those restricted to other roles (``allowed_roles``). Every product and metric
+        picker, list and overview starts from this; the gate refuses the others (audited,
+        nothing spent). Public policy, no data."""
+        return self._planner.products(principal)
 
     def dimensions(self, principal: Principal, product: str) -> tuple[str, ...]:
         """The dimensions ``principal``'s role may group by or filter on in ``product``: those
@@ -315,7 +324,7 @@ class Gate:
         free = stored is not None or not missing or derived
         status = self.budget(principal, product=plan.product.id)
         finest = plan.measured[0]
-        main = finest.total if plan.metric.measure != "count" else finest.count
+        main = finest.total if plan.metric.release_measure != "count" else finest.count
         return Preview(
             epsilon=Epsilon(0.0) if free else plan.epsilon, reused=free,
             mechanism=plan.mechanism,
@@ -374,8 +383,7 @@ class Gate:
             with self._store.read() as session:
                 # One read transaction: data version, consent freshness, stored series, periods
                 # and the stored measurements the missing periods may be derived from.
-                data_version = self._log.data_version(session, tenant, plan.product)
-                self._log.check_consent_applied(session, tenant, plan.product)
+                data_version = self._log.current_version(session, tenant, plan.product)
                 series_key = self._log.series_key(tenant, query, data_version, plan)
                 stored = self._log.stored(session, series_key)
                 if stored is None:
@@ -414,7 +422,8 @@ class Gate:
     def _check_budgets(self, session, principal: Principal, query: Query, plan: Plan,
                        computed: list[date]) -> None:
         check_budgets(session, budget_terms(principal, query, plan.loss, computed,
-                                            policy=self._catalog.policy),
+                                            policy=self._catalog.policy,
+                                            lookback_months=plan.metric.lookback_months),
                       ledger=self._ledger, periods=self._periods, policy=self._catalog.policy,
                       tenant=principal.tenant, principal=principal.subject,
                       product=plan.product.id, cap=plan.cap, today=self._clock().date())
@@ -429,7 +438,8 @@ class Gate:
         missing = [month for month, key in period_keys.items() if key not in existing]
         # periods derived from stored measurements cost nothing; the rest are computed
         computed = [month for month in missing if month not in derived]
-        terms = budget_terms(principal, query, plan.loss, computed, policy=self._catalog.policy)
+        terms = budget_terms(principal, query, plan.loss, computed, policy=self._catalog.policy,
+                             lookback_months=plan.metric.lookback_months)
         epsilon, delta = terms.epsilon, terms.delta
         period_policy = self._catalog.policy.periods
         delta_cap = self._catalog.policy.delta_cap
@@ -465,6 +475,7 @@ class Gate:
                                              query.filters)
         # One transaction: the ε charge, the release and its periods commit together or not at
         # all, so a failure anywhere spends nothing and leaves no half-stored release.
+        charged: dict[date, PeriodStatus] = {}
         with self._store.write.begin() as session:
             if epsilon.value > 0:
                 # the cap as of this transaction: a cap an administrator changed since planning
@@ -476,7 +487,7 @@ class Gate:
                                     product=plan.product.id, epsilon=epsilon,
                                     cap=cap, today=today, release_id=release_id,
                                     delta=delta, delta_cap=delta_cap)
-                self._periods.charge(
+                charged = self._periods.charge(
                     session, tenant=principal.tenant, product=plan.product.id,
                     periods=terms.periods, epsilon=epsilon, delta=delta, cap=terms.period_cap,
                     viewer=terms.viewer, full_cap=period_policy.epsilon,
@@ -488,9 +499,13 @@ class Gate:
                 cells=fresh[period_keys[month]], measurement=measurements.get(month),
                 source=source if month in measurements else None,
                 derived=month in derived) for month in missing])
-            # what every release about these months has spent, this one included
-            lifetime = self._lifetime(principal.tenant, plan.product.id, query.months,
-                                      session=session)
+            # what every release about these months has spent, this one included: the months
+            # this release drew on as their UPDATE returned them, the others read
+            unread = sorted({month for month in query.months if month not in charged})
+            read = (dict(zip(unread, self._lifetime(principal.tenant, plan.product.id, unread,
+                                                    session=session))) if unread else {})
+            lifetime = tuple(charged[month] if month in charged else read[month]
+                             for month in sorted(set(query.months)))
         return self._log.to_release(row, plan.product, charged=epsilon, reused=False,
                                     k=plan.k, level_epsilon=plan.level_epsilon,
                                     charged_delta=delta, derived=len(derived),
@@ -508,12 +523,18 @@ class Gate:
     def _engine(self, principal: Principal, plan: Plan, *, keys: list[tuple[str, ...]],
                 truth: dict[tuple[str, ...], tuple[int, float]],
                 measurement: dict | None = None) -> list[Cell]:
-        """Release the true aggregates of the public key set (noise, thresholds, roll-up)."""
-        return release_cells(
+        """Release the true aggregates of the public key set (noise, thresholds, roll-up);
+        a randomised product's categories jointly, then debiased (``privacy._local``)."""
+        cells = release_cells(
             keys=keys, truth=truth, levels=self._cube.levels(principal.tenant, plan),
-            measured=plan.measured, k=plan.k, measure=plan.metric.measure,
+            measured=plan.measured, k=plan.k, measure=plan.metric.release_measure,
             bounds=plan.metric.value_bounds,
-            empty_cell_rate=self._catalog.policy.empty_cell_rate, measurement=measurement)
+            empty_cell_rate=self._catalog.policy.empty_cell_rate, measurement=measurement,
+            jointly=plan.category_at)
+        if plan.randomised is None or plan.category_at is None:
+            return cells
+        return debias_cells(cells, plan.randomised, at=plan.category_at,
+                            confidence=self._catalog.policy.interval_confidence)
 
     # --- the seams to the parts (tests and benchmarks replace or call them) --------------------
 

@@ -17,8 +17,9 @@ from data.catalog import Catalog, MetricSpec, ProductSpec, RoleSpec
 from data.errors import AccessDenied, QueryRefused, VeilError
 
 from privacy._settings import SettingsVersion, product_k
-from privacy._cube import DIMENSIONS, GEO_LEVELS, Cube
+from privacy._cube import DIMENSIONS, GEO_LEVELS, Cube, breakdowns
 from privacy._engine import Measured, release_loss, split_epsilon, thresholds
+from privacy._local import LocalRandomizer
 from privacy._mechanisms import discrete_gaussian, discrete_laplace, float_laplace
 from privacy._sensitivity import count_sensitivity, sum_sensitivity
 from privacy._values import Delta, Epsilon, Principal, PrivacyLoss, Query, Threshold
@@ -60,6 +61,10 @@ class Plan:
     cap: float                        # the role's budget per window under them
     #: what stored releases and periods are keyed by besides the query (``Applied``)
     key_settings: dict = dataclasses.field(default_factory=dict)
+    #: a product randomised at collection, grouped by category: the reports' randomiser and
+    #: the category's key position; its cells are released jointly and debiased
+    randomised: LocalRandomizer | None = None
+    category_at: int | None = None
 
     @property
     def epsilon(self) -> Epsilon:
@@ -95,6 +100,22 @@ class Planner:
         # A monthly query on a non-series product may cover the months of one ad-hoc window.
         return max(1, (policy.max_window_days + 31) // 31)
 
+    def products(self, principal: Principal) -> tuple[ProductSpec, ...]:
+        """The catalog's products ``principal``'s role may use, in catalog order: those
+        without ``allowed_roles`` and those that list the role (``Gate.products``)."""
+        role = self.role(principal)
+        return tuple(p for p in self._catalog.products if _may_use(role, p))
+
+    def check_product(self, principal: Principal, product: ProductSpec) -> None:
+        """Raise AccessDenied unless ``principal``'s role may use ``product``."""
+        role = self.role(principal)
+        if _may_use(role, product):
+            return
+        titles = [self._catalog.roles[r].title for r in product.allowed_roles or ()]
+        raise AccessDenied(f"the {role.title} role may not use {product.title} "
+                           f"({product.id}): it is open to the {' and '.join(titles)} role"
+                           f"{'s' if len(titles) > 1 else ''} only. Nothing was spent.")
+
     def aggregate_levels(self, principal: Principal, *,
                          switched_off: bool = False) -> tuple[str, ...]:
         """The privacy levels ``principal`` may release aggregates at now (``Gate``)."""
@@ -115,6 +136,7 @@ class Planner:
             product = self._catalog.product(query.product)
         except VeilError:
             raise QueryRefused(f"unknown data product {query.product!r}") from None
+        self.check_product(principal, product)
         if product.kind != "metric_set":
             raise QueryRefused(f"{product.id} is a {product.kind}, not a metric set; "
                                f"it cannot be queried for aggregates")
@@ -148,15 +170,42 @@ class Planner:
                                f"releases only")
         geo = self._check_dimensions(principal, role, product, query)
         self._check_window(product, query)
+        randomised, category_at = self._randomised(product, metric, query)
         levels = GEO_LEVELS[GEO_LEVELS.index(geo):]
         measured = self._mechanisms(product, metric, applied.level_epsilon, len(levels))
         mechanism = measured[0].count.name + (
-            f" + {measured[0].total.name}" if measured[0].total else "")
+            f" + {measured[0].total.name}" if measured[0].total else "") + (
+            " on randomised reports, debiased" if randomised else "")
         loss = release_loss(measured, delta=self._catalog.policy.delta)
         return Plan(product=product, metric=metric, geo=geo, levels=levels,
                     measured=measured, loss=loss, mechanism=mechanism, settings=settings,
                     k=applied.k, level_epsilon=applied.level_epsilon, cap=cap,
-                    key_settings=applied.key_settings)
+                    key_settings=applied.key_settings, randomised=randomised,
+                    category_at=category_at)
+
+    def _randomised(self, product: ProductSpec, metric: MetricSpec,
+                    query: Query) -> tuple[LocalRandomizer | None, int | None]:
+        """The randomiser of a product randomised at collection, and the category's key
+        position, when the release estimates its categories (grouped by category).
+
+        Without a category breakdown nothing needs debiasing: randomised response changes
+        which category a report names, never how many reports there are. A filter on one
+        category is refused: its estimate needs the counts of every category.
+        """
+        if (product.randomised_epsilon is None
+                or metric.category_domain != product.category_domain):
+            return None, None
+        if any(dimension == "category" for dimension, _ in query.filters):
+            raise QueryRefused(
+                f"{product.id} is randomised at collection: one category's estimate needs the "
+                f"reported counts of all of them, so group by category instead of filtering "
+                f"on it. Nothing was spent.")
+        dims = breakdowns(query)
+        if "category" not in dims:
+            return None, None
+        return (LocalRandomizer(categories=self._catalog.domains[product.category_domain],
+                                epsilon=product.randomised_epsilon),
+                2 + dims.index("category"))
 
     def applied(self, settings: SettingsVersion, product: ProductSpec, level: str) -> Applied:
         """The product's k and the level's ε under the tenant's settings (``Applied``)."""
@@ -178,7 +227,7 @@ class Planner:
         confidence = self._catalog.policy.interval_confidence
         measured = []
         for share in split_epsilon(epsilon, levels):
-            if metric.measure == "count":
+            if metric.release_measure == "count":
                 measured.append(Measured(count=self._count_mechanism(product, metric, share),
                                          total=None))
             else:
@@ -212,7 +261,9 @@ class Planner:
         """The release threshold of each geography level of ``query`` (public: mechanisms only)."""
         levels, measured = self.query_mechanisms(product, query, level_epsilon=level_epsilon)
         cuts = thresholds(measured, k=k, empty_cell_rate=self._catalog.policy.empty_cell_rate)
-        counts = product.metric(query.metric).measure == "count"
+        counts = product.metric(query.metric).release_measure == "count"
+        if counts and product.randomised_epsilon is not None and "category" in breakdowns(query):
+            counts = False  # debiased estimates: their interval is at the policy's level
         confidence = self._catalog.policy.interval_confidence
         return tuple(Threshold(level=name, count=cut,
                                empty_cell_rate=m.count.tail(cut) if m.count else 0.0,
@@ -295,6 +346,11 @@ class Planner:
         raise QueryRefused(f"{product.id} is not a published series: ad-hoc queries may "
                            f"cover at most {policy.max_window_days} days ({longest} months), "
                            f"asked for {months} months")
+
+
+def _may_use(role: RoleSpec, product: ProductSpec) -> bool:
+    """A product restricted to some roles (``allowed_roles``) is theirs only."""
+    return product.allowed_roles is None or role.id in product.allowed_roles
 
 
 def _treatment(role: RoleSpec, product: ProductSpec, dimension: str) -> str:

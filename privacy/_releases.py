@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import NamedTuple
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from data.catalog import Catalog, ProductSpec
 from data.errors import QueryRefused
@@ -85,14 +85,13 @@ class ReleaseLog:
 
     @staticmethod
     def stored(session, series_key: str) -> ReleaseRow | None:
-        return session.scalar(select(ReleaseRow).where(ReleaseRow.query_key == series_key))
+        return session.execute(_STORED, {"key": series_key}).scalar()
 
     @staticmethod
     def existing_periods(session, period_keys: dict[date, str]) -> dict[str, list]:
         """Cells of the periods already released, by period key."""
         return {row.period_key: row.cells for row in session.execute(
-            select(ReleasePeriod.period_key, ReleasePeriod.cells).where(
-                ReleasePeriod.period_key.in_(list(period_keys.values()))))}
+            _EXISTING, {"keys": list(period_keys.values())})}
 
     @staticmethod
     def data_version(session, tenant: str, product: ProductSpec) -> int:
@@ -104,6 +103,20 @@ class ReleaseLog:
         return version
 
     @staticmethod
+    def current_version(session, tenant: str, product: ProductSpec) -> int:
+        """The product's data version, refused while a consent withdrawal is newer than its
+        cube (``data_version`` and ``check_consent_applied`` in two prebuilt reads)."""
+        params = {"tenant": tenant, "product": product.id, "vertical": product.vertical}
+        row = session.execute(_VERSION, params).first()
+        if row is None:
+            raise QueryRefused(f"{product.title} has no materialised data for this tenant yet; "
+                               f"an operator must run `veil materialize`")
+        version, refreshed = row
+        latest = session.execute(_LATEST_WITHDRAWAL, params).scalar()
+        _refuse_unapplied(product, latest, refreshed)
+        return version
+
+    @staticmethod
     def check_consent_applied(session, tenant: str, product: ProductSpec) -> None:
         """Refuse while a consent withdrawal is newer than the cube: never release its subject."""
         refreshed = session.scalar(select(ProductVersion.refreshed_at).where(
@@ -111,11 +124,7 @@ class ReleaseLog:
         latest = session.scalar(select(func.max(SubjectConsent.changed_at)).where(
             SubjectConsent.tenant_id == tenant, SubjectConsent.vertical == product.vertical,
             SubjectConsent.status == "withdrawn"))
-        if latest is not None and refreshed is not None and latest > refreshed:
-            raise QueryRefused(
-                f"a consent withdrawal ({latest:%Y-%m-%d %H:%M} UTC) is not yet applied to "
-                f"{product.title}; its aggregates are being rebuilt (`veil materialize`). "
-                f"Nothing was spent; try again shortly.")
+        _refuse_unapplied(product, latest, refreshed)
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -124,9 +133,9 @@ class ReleaseLog:
         """Insert a release row (``release``: its column values) and its new periods, in the
         caller's write transaction. Core inserts (no ORM flush); the periods reference the
         release, inserted first."""
-        session.execute(insert(ReleaseRow.__table__).values(**release))
+        session.execute(_INSERT_RELEASE, release)
         if periods:
-            session.execute(insert(ReleasePeriod.__table__), periods)
+            session.execute(_INSERT_PERIODS, periods)
 
     # --- published snapshots -----------------------------------------------------------------
 
@@ -205,7 +214,7 @@ class ReleaseLog:
             guarantee=guarantee_text(product, self._planner.query_loss(
                 product, query, level_epsilon=level_epsilon)),
             published=row.published,
-            measure=product.metric(query.metric).measure,
+            measure=product.metric(query.metric).release_measure,
             thresholds=self._planner.thresholds(product, query, k=k,
                                                 level_epsilon=level_epsilon),
             empty_cell_bound=self._catalog.policy.empty_cell_rate, derived=derived)
@@ -222,3 +231,26 @@ def query_of(q: dict) -> Query:
 def digest(cells: list[Cell]) -> str:
     payload = json.dumps([c.to_json() for c in cells], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _refuse_unapplied(product: ProductSpec, latest, refreshed) -> None:
+    """Refuse while a consent withdrawal is newer than the cube: never release its subject."""
+    if latest is not None and refreshed is not None and latest > refreshed:
+        raise QueryRefused(
+            f"a consent withdrawal ({latest:%Y-%m-%d %H:%M} UTC) is not yet applied to "
+            f"{product.title}; its aggregates are being rebuilt (`veil materialize`). "
+            f"Nothing was spent; try again shortly.")
+
+
+#: The release path's statements, prebuilt once (not per release).
+_STORED = select(ReleaseRow).where(ReleaseRow.query_key == bindparam("key"))
+_EXISTING = select(ReleasePeriod.period_key, ReleasePeriod.cells).where(
+    ReleasePeriod.period_key.in_(bindparam("keys", expanding=True)))
+_INSERT_RELEASE = insert(ReleaseRow.__table__)
+_INSERT_PERIODS = insert(ReleasePeriod.__table__)
+_VERSION = select(ProductVersion.data_version, ProductVersion.refreshed_at).where(
+    ProductVersion.tenant_id == bindparam("tenant"),
+    ProductVersion.product_id == bindparam("product"))
+_LATEST_WITHDRAWAL = select(func.max(SubjectConsent.changed_at)).where(
+    SubjectConsent.tenant_id == bindparam("tenant"),
+    SubjectConsent.vertical == bindparam("vertical"), SubjectConsent.status == "withdrawn")

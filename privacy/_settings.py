@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from types import MappingProxyType
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from data.catalog import Catalog, ProductSpec
@@ -184,6 +184,10 @@ class SettingsBook:
 
     def __init__(self, store: Store, catalog: Catalog):
         self._store, self._catalog = store, catalog
+        #: Views of active versions by row id. A version's values never change once stored
+        #: (a change is a new version); only its status does, and the active one is looked up
+        #: on every read, so a view is reused only while its row is the one in force.
+        self._active_views: dict[int, SettingsVersion] = {}
         policy = catalog.policy
         self._defaults = TenantSettings(
             k=policy.k,
@@ -217,24 +221,25 @@ class SettingsBook:
         open account in this window is set to it, so a cap changed meanwhile holds at once."""
         cap = self.active_in(session, principal.tenant).settings.cap(principal.role)
         start, _end = window_of(today)
-        session.execute(
-            update(BudgetAccount)
-            .where(BudgetAccount.tenant_id == principal.tenant,
-                   BudgetAccount.principal == principal.subject,
-                   BudgetAccount.product_id == product, BudgetAccount.window_start == start,
-                   BudgetAccount.cap != cap)
-            .values(cap=cap).execution_options(synchronize_session=False))
+        session.execute(_SET_CAP, {"tenant": principal.tenant, "who": principal.subject,
+                                   "product": product, "start": start, "new_cap": cap})
         return cap
 
     # --- versions, inside the caller's transaction -----------------------------------------------
 
     def active_in(self, session: Session, tenant: str) -> SettingsVersion:
-        """The version in force for ``tenant``, read in ``session``."""
-        row = session.scalar(select(SettingsRow).where(
-            SettingsRow.tenant_id == tenant, SettingsRow.status == "active")
-            .order_by(SettingsRow.version.desc()).limit(1))
-        return self.view(row) if row is not None else self.catalog_version(tenant,
-                                                                            status="active")
+        """The version in force for ``tenant``, read in ``session`` (its id on every call; the
+        row itself only the first time it is in force)."""
+        row_id = session.execute(_ACTIVE_ID, {"tenant": tenant}).scalar()
+        if row_id is None:
+            return self.catalog_version(tenant, status="active")
+        view = self._active_views.get(row_id)
+        if view is None:
+            row = session.get(SettingsRow, row_id)
+            if row is None or row.status != "active":  # superseded since: read it again
+                return self.active_in(session, tenant)
+            view = self._active_views[row_id] = self.view(row)
+        return view
 
     def row(self, session: Session, tenant: str, version: int) -> SettingsRow:
         """The stored version ``version`` of ``tenant``, or InvalidInput."""
@@ -333,3 +338,17 @@ class SettingsBook:
             tenant=tenant, version=0, status=status, settings=self._defaults, changes=(),
             weakens=False, base_version=None, proposed_by="catalog", proposed_at=None,
             reason="the catalog's values (policy.toml, roles.toml)")
+
+
+#: The id of a tenant's version in force: prebuilt once (the gate reads it twice per release).
+_ACTIVE_ID = (select(SettingsRow.id)
+              .where(SettingsRow.tenant_id == bindparam("tenant"), SettingsRow.status == "active")
+              .order_by(SettingsRow.version.desc()).limit(1))
+#: The open account's cap set to the one in force (unless it is already), prebuilt once.
+_SET_CAP = (update(BudgetAccount.__table__)
+            .where(BudgetAccount.tenant_id == bindparam("tenant"),
+                   BudgetAccount.principal == bindparam("who"),
+                   BudgetAccount.product_id == bindparam("product"),
+                   BudgetAccount.window_start == bindparam("start"),
+                   BudgetAccount.cap != bindparam("new_cap"))
+            .values(cap=bindparam("new_cap")))

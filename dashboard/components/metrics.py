@@ -1,12 +1,13 @@
-"""The metric picker: the catalog's metrics in one select box, named "metric — product", with
-the choice kept in the URL (``?metric=product/metric``) like every page's view state.
+"""The metric picker: the metrics of the products a principal may use (``gate.products``) in
+one select box, named "metric — product", with the choice kept in the URL
+(``?metric=product/metric``) like every page's view state.
 
 Public catalog only: which metrics exist, never a value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import streamlit as st
 
@@ -15,11 +16,13 @@ from dashboard.components.urlstate import from_url
 __all__ = ["metric_options", "metric_select"]
 
 
-def metric_options(catalog, *, counts_only: bool = False) -> dict[str, tuple]:
-    """Every metric of every metric set as ``"product/metric"`` → (product, metric); only
-    count metrics with ``counts_only`` (maps and insights show counts)."""
-    return {f"{p.id}/{m.id}": (p, m) for p in catalog.products if p.kind == "metric_set"
-            for m in p.metrics if not counts_only or m.measure == "count"}
+def metric_options(products: Iterable, *, counts_only: bool = False) -> dict[str, tuple]:
+    """Every metric of every metric set of ``products`` (``gate.products(principal)``: a
+    product restricted to other roles is never offered) as ``"product/metric"`` → (product,
+    metric); only metrics released as counts with ``counts_only`` (maps and insights show
+    counts; distinct-person counts are counts)."""
+    return {f"{p.id}/{m.id}": (p, m) for p in products if p.kind == "metric_set"
+            for m in p.metrics if not counts_only or m.release_measure == "count"}
 
 
 def metric_select(options: dict[str, tuple], *, where=st, label: str = "Metric",

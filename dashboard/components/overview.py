@@ -222,10 +222,9 @@ def _tenant_wide(releases: list[Release]) -> dict[tuple[str, str], Release]:
 
 def published_tiles(gate: Gate, principal: Principal) -> list[Tile]:
     """One tile per published tenant-wide series, in catalog order. Spends nothing."""
-    catalog = gate.catalog
     published = _tenant_wide(gate.published(principal))
     tiles = []
-    for product in catalog.products:
+    for product in gate.products(principal):
         for metric in product.metrics:
             release = published.get((product.id, metric.id))
             if release is not None:
@@ -249,7 +248,7 @@ def headline_tiles(gate: Gate, principal: Principal,
     level = role.default_level if role.default_level in levels else next(iter(levels), None)
     published = _tenant_wide(gate.published(principal))
     tiles: list[Tile | Unreleased] = []
-    for product in catalog.products:
+    for product in gate.products(principal):
         if product.kind != "metric_set" or not product.metrics:
             continue
         metric = product.metrics[0]

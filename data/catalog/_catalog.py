@@ -2,9 +2,9 @@
 
 Owns reading the six catalog files together — each through its concern's loader (geography and
 domains, policy, tenants and roles, products) — the checks that span files (a tenant's states,
-a product's category domain, a role's levels and record products, the export policy's roles)
-and the catalog version: the SHA-256 of the files' contents, recorded on every release and
-export. It never touches the database.
+a product's category domain and allowed roles, a role's levels and record products, the export
+policy's roles) and the catalog version: the SHA-256 of the files' contents, recorded on every
+release and export. It never touches the database.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from data.catalog._access import RoleSpec, TenantSpec, _load_roles, _load_tenants
 from data.catalog._geography import District, State, _load_domains, _load_geography
 from data.catalog._policy import Policy, _check_export_roles, _load_policy
-from data.catalog._products import ProductSpec, _load_products
+from data.catalog._products import ProductSpec, _check_allowed_roles, _load_products
 from data.catalog._toml import _File
 from data.errors import ConfigError
 
@@ -81,6 +81,7 @@ def load_catalog(directory: Path | str) -> Catalog:
     products = _load_products(files["products.toml"], domains, policy)
     roles = _load_roles(files["roles.toml"], policy, {p.id: p.kind for p in products})
     _check_export_roles(files["policy.toml"], policy.exports, roles)
+    _check_allowed_roles(files["products.toml"], products, roles)
     return Catalog(
         directory=directory,
         version=digest.hexdigest(),

@@ -1,14 +1,16 @@
 """The demo's events: how many per subject and product, when, where, and within the bounds.
 
 Owns drawing one product's events in chunks of whole subjects (Poisson counts around each
-person's activity, days under the product's seasonal weights, cells, categories, values with a
-few outliers) and the rows as stored. Every chunk is trimmed to the product's per-subject daily
-bound and, when declared, its monthly bound, as ingestion would admit them, so the demo never
-exceeds a contribution bound.
+person's activity, days under the product's seasonal weights, cells, event types and categories
+(each type's own, where the product declares them per type), values with a few outliers) and
+the rows as stored. Every chunk is trimmed to the product's per-subject daily bound and, when
+declared, its monthly bound, as ingestion would admit them, so the demo never exceeds a
+contribution bound.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
@@ -36,6 +38,13 @@ class _ProductPlan:
     category_cum: np.ndarray | None  # per age bucket: cumulative category probabilities
     categories: np.ndarray | None  # category index → stored value (None: no category)
     bounds: tuple[float, float] | None
+    # A product declaring ``event_categories`` draws its event type from the profile's mix and
+    # then a category from that type's own domain (``categories`` then holds every type's
+    # values, and None for a type without categories); only types a sum or mean metric reads
+    # get a value. None on every other product's plan, which draws as it always did.
+    type_cum: np.ndarray | None = None  # cumulative event-type probabilities
+    type_category_cum: np.ndarray | None = None  # per event type: cumulative over categories
+    valued_types: np.ndarray | None = None  # per event type: does it carry a value
 
 
 def _plan(catalog: Catalog, cal: _Calendar, product: ProductSpec) -> _ProductPlan:
@@ -47,6 +56,8 @@ def _plan(catalog: Catalog, cal: _Calendar, product: ProductSpec) -> _ProductPla
     weights = weights * (0.9 + 0.2 * t)  # programmes expand over the two years
     cum_days = np.concatenate([[0.0], np.cumsum(weights)])
     domain = catalog.domains[product.category_domain]
+    if product.event_categories:
+        return _typed_plan(catalog, product, profile, cum_days)
     if domain == ("-",):
         # "No category" is stored as NULL; materialisation reports it as "-".
         category_cum, categories = None, None
@@ -60,6 +71,41 @@ def _plan(catalog: Catalog, cal: _Calendar, product: ProductSpec) -> _ProductPla
     return _ProductPlan(product=product, profile=profile, cum_days=cum_days,
                         category_cum=category_cum, categories=categories,
                         bounds=_value_bounds(product))
+
+
+def _typed_plan(catalog: Catalog, product: ProductSpec, profile: _Profile,
+                cum_days: np.ndarray) -> _ProductPlan:
+    """The plan of a product whose event types have their own category domains."""
+    types = product.event_types
+    values: list = []
+    for event_type in types:
+        domain = catalog.domains[product.domain_of(event_type)]
+        for value in (None,) if domain == ("-",) else domain:
+            if value not in values:
+                values.append(value)
+    rows = []
+    for event_type in types:
+        domain = catalog.domains[product.domain_of(event_type)]
+        own = (None,) if domain == ("-",) else domain
+        weights = _weights(own, profile.type_categories.get(event_type, {}))
+        row = np.zeros(len(values))
+        row[[values.index(value) for value in own]] = weights
+        rows.append(_cumulative(row))
+    valued = {m.event_type for m in product.metrics if m.measure in {"sum", "mean"}}
+    return _ProductPlan(
+        product=product, profile=profile, cum_days=cum_days, category_cum=None,
+        categories=np.array(values, dtype=object), bounds=_value_bounds(product),
+        type_cum=_cumulative(_weights(types, profile.event_types)),
+        type_category_cum=np.array(rows),
+        valued_types=np.array([t in valued for t in types]))
+
+
+def _cumulative(weights: np.ndarray) -> np.ndarray:
+    """Cumulative probabilities that reach exactly 1 at the last value of positive weight, so
+    that rounding never draws a value of weight 0."""
+    cum = np.cumsum(weights / weights.sum())
+    cum[np.flatnonzero(weights)[-1]:] = 1.0
+    return cum
 
 
 @dataclass
@@ -102,15 +148,21 @@ def _draw_chunk(rng: np.random.Generator, plan: _ProductPlan, subjects: _Subject
     away = rng.random(n) >= _HOME_CELL_SHARE
     cell = np.where(away, _sample_cells(geo, subjects.district[idx], rng.random(n)),
                     subjects.cell[idx])
-    category = None
-    if plan.category_cum is not None:
+    category = event_type = None
+    if plan.type_category_cum is not None:
+        # the event type first, then a category of that type's own domain
+        event_type = np.searchsorted(plan.type_cum, rng.random(n), side="right")
+        u = rng.random(n)[:, None]
+        category = (u >= plan.type_category_cum[event_type]).sum(axis=1)
+    elif plan.category_cum is not None:
         u = rng.random(n)[:, None]
         category = (u >= plan.category_cum[subjects.age[idx]]).sum(axis=1)
     value = None
     if plan.bounds is not None:
         value = _draw_values(rng, plan, cal, day, category)
-    event_type = None
-    if len(plan.product.event_types) > 1:
+        if plan.valued_types is not None:
+            value = np.where(plan.valued_types[event_type], value, np.nan)  # NaN: no value
+    if event_type is None and len(plan.product.event_types) > 1:
         event_type = rng.integers(0, len(plan.product.event_types), n)
 
     # Contribution bounds: keep at most max_events_per_subject_per_day per subject and day, and
@@ -205,6 +257,8 @@ def _event_rows(chunk: _Chunk, first_number: int, plan: _ProductPlan, subjects: 
         repeat(None, n) if chunk.category is None or plan.categories is None
         else plan.categories[chunk.category].tolist())
     values: Iterable[Any] = repeat(None, n) if chunk.value is None else chunk.value.tolist()
+    if plan.valued_types is not None and chunk.value is not None:
+        values = [None if v != v else v for v in values]  # NaN (a type without a value): NULL
     return zip(
         ids, repeat(subjects.tenant, n), repeat(product.id, n), event_types,
         subjects.pseudonyms[chunk.subject].tolist(),
@@ -217,3 +271,19 @@ def _event_rows(chunk: _Chunk, first_number: int, plan: _ProductPlan, subjects: 
         genders[subjects.gender[chunk.subject]].tolist(),
         categories, values,
     )
+
+
+def _randomise_reports(chunk: _Chunk, plan: _ProductPlan, rng: np.random.Generator) -> _Chunk:
+    """A product randomised at collection stores reports, not answers: each drawn (true)
+    category is kept with p = e^ε/(e^ε + k − 1), else replaced by one of the other k − 1 at
+    random, as the source's client does (``data.ingest.client``). Its own random stream, so
+    no other draw of the demo moves; other products' chunks are returned as they are."""
+    epsilon = plan.product.randomised_epsilon
+    if epsilon is None or chunk.category is None or plan.categories is None:
+        return chunk
+    k = len(plan.categories)
+    p = np.exp(epsilon) / (np.exp(epsilon) + k - 1)
+    n = len(chunk.category)
+    other = (chunk.category + rng.integers(1, k, n)) % k
+    reported = np.where(rng.random(n) < p, chunk.category, other)
+    return dataclasses.replace(chunk, category=reported)

@@ -30,6 +30,7 @@ from data.demo._events import (
     _event_counts,
     _event_rows,
     _plan,
+    _randomise_reports,
     _subject_chunks,
 )
 from data.demo._people import _load_people, _make_subjects, _Subjects
@@ -195,6 +196,9 @@ class _Run:
                 for c_index, (lo, hi) in enumerate(_subject_chunks(counts[p_index])):
                     chunk = _draw_chunk(self.rng(4, t_index, p_index, c_index), plan, subjects,
                                         self.geo, self.cal, lo, hi, counts[p_index])
+                    # a product randomised at collection stores reports (its own stream, 5)
+                    chunk = _randomise_reports(chunk, plan,
+                                               self.rng(5, t_index, p_index, c_index))
                     bulk_insert(session, table, _EVENT_COLUMNS, _event_rows(
                         chunk, number, plan, subjects, self.geo, self.cal, self.ages,
                         self.genders))

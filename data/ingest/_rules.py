@@ -10,7 +10,8 @@ What a row may hold (anything else is refused, so personal data cannot ride in o
     subject_id   required  the source's subject id; stored only as a keyed pseudonym
     event_type   required  one of the product's event types
     timestamp    required  ISO 8601 *with* a time zone; stored in UTC, floored to 15 minutes
-    category     required unless the product's category domain is "none"; from that domain
+    category     required unless the event type's category domain is "none"; from that domain
+                 (the type's own in ``event_categories``, else the product's)
     age          optional  whole years 0-130, stored as a bucket (missing: "unknown")
     gender       optional  from the gender domain (missing: "unknown")
     value        optional  a finite number with |value| <= 1,000,000, stored to 2 decimals
@@ -18,6 +19,9 @@ What a row may hold (anything else is refused, so personal data cannot ride in o
     postal_code  | never as coordinates), a postal code (stored as its district) or a
     district     | district code; it must lie in the tenant's states
     metadata     optional  an object; checked for PII keys and values at any depth, then dropped
+    randomised_epsilon     required by a product randomised at collection, refused by others:
+                 the per-report ε the source randomised ``category`` at, which must be the
+                 product's declared ε (``_randomised``); not stored
 
 A row that carries personal data anywhere is refused whole (and quarantined with the reason),
 never stored with the personal part stripped: the source must learn that it sends it. So is a
@@ -72,7 +76,7 @@ __all__ = [
 
 REQUIRED = ("event_id", "subject_id", "event_type", "timestamp")
 OPTIONAL = ("category", "age", "gender", "value", "lat", "lng", "postal_code", "district",
-            "metadata")
+            "metadata", "randomised_epsilon")
 FIELDS = frozenset(REQUIRED + OPTIONAL)
 
 #: (upper bound in whole years, bucket); "60+" means 61 and over, as in the demo data.
@@ -246,7 +250,15 @@ class Rules:
         domain = catalog.domains[spec.category_domain]
         self.no_category = domain == ("-",)
         self.categories = frozenset(domain)
+        #: Each event type's whitelist of categories (empty: its events have none): the
+        #: product's domain, or the type's own when the product declares ``event_categories``.
+        self.categories_by_type: dict[str, frozenset[str]] = {}
+        for name in spec.event_types:
+            values = catalog.domains[spec.domain_of(name)]
+            self.categories_by_type[name] = frozenset() if values == ("-",) else frozenset(values)
         self.genders = frozenset(catalog.domains["gender"])
+        #: a product randomised at collection: the per-report ε its reports must declare
+        self.randomised = spec.randomised_epsilon
         self.resolution = catalog.h3_resolution
         states = set(tenant_spec.states)
         self.tenant_districts = frozenset(d.code for d in catalog.districts if d.state in states)
@@ -258,6 +270,8 @@ class Rules:
         # process (``_checking``) — pickle writes a repeated object once.
         self._event_types = {name: name for name in self.event_types}
         self._categories = {} if self.no_category else {name: name for name in self.categories}
+        self._type_categories = {name: {value: value for value in allowed}
+                                 for name, allowed in self.categories_by_type.items()}
         self._genders = {name: name for name in self.genders}
         self._hash = Pseudonymizer(secret)
         # Its own key, so a copy's hashes never equal a stored pseudonym or event key.
@@ -314,8 +328,11 @@ class Rules:
         event_type = (known if known is not None else
                       self._whitelisted(row, "event_type", self.event_types))
         category = get("category")
-        known = self._categories.get(category) if type(category) is str else None
-        category = known if known is not None else self._category(category)
+        known = (self._type_categories[event_type].get(category) if type(category) is str
+                 else None)
+        category = known if known is not None else self._category(category, event_type)
+        if self.randomised is not None or "randomised_epsilon" in row:
+            self._randomised(get("randomised_epsilon"))
         gender = get("gender")
         if gender is None:
             gender = "unknown"
@@ -344,6 +361,33 @@ class Rules:
         stored = (event_key, self.tenant, self.product, event_type, subject, ts, day, month, cell,
                   district, bucket, gender, category, value)
         return Event(stored, at)
+
+    def _randomised(self, declared: Any) -> None:
+        """A randomised product's report must say it was randomised at the declared ε (its
+        category is already checked against the declared domain); any other product's must
+        not claim it. Stored rows hold the randomised category only, never the claim."""
+        if self.randomised is None:
+            raise _Reject("not randomised", f"{self.product} collects true answers; "
+                                            f"'randomised_epsilon' is not an event field of it")
+        if declared in _MISSING:
+            raise _Reject("not randomised",
+                          f"{self.product} accepts only reports randomised at collection: "
+                          f"randomise 'category' with k-ary randomised response at ε = "
+                          f"{self.randomised:g} and send 'randomised_epsilon': "
+                          f"{self.randomised:g} (data.ingest.client does both)")
+        if type(declared) is str:  # a CSV cell
+            parsed = _parse_float(declared)
+            declared = parsed if parsed is not None else declared
+        if type(declared) not in (int, float) or not math.isfinite(declared):
+            _refuse_pii("randomised_epsilon", declared)
+            raise _Reject("wrong randomisation", f"'randomised_epsilon' must be a number, got "
+                                                 f"{_kind(declared)}")
+        if not math.isclose(declared, self.randomised, rel_tol=1e-9, abs_tol=1e-12):
+            _refuse_pii("randomised_epsilon", declared)
+            raise _Reject("wrong randomisation",
+                          f"{self.product} reports must be randomised at ε = "
+                          f"{self.randomised:g}, got ε = {show(declared)}: the gate debiases "
+                          f"with the declared ε only")
 
     def _gender(self, value: Any) -> str:
         if value == "":
@@ -460,7 +504,9 @@ class Rules:
         raise _Reject(f"unknown {name.replace('_', ' ')}",
                       f"{show(value)} is not one of: {', '.join(sorted(allowed))}")
 
-    def _category(self, value: Any) -> str | None:
+    def _category(self, value: Any, event_type: str) -> str | None:
+        if self.spec.event_categories:
+            return self._type_category(value, event_type)
         if self.no_category:
             if value in (None, "", "-"):
                 return None
@@ -474,6 +520,25 @@ class Rules:
         _refuse_pii("category", value)
         raise _Reject("unknown category", f"{show(value)} is not one of: "
                                           f"{', '.join(sorted(self.categories))}")
+
+    def _type_category(self, value: Any, event_type: str) -> str | None:
+        """A category checked against its event type's whitelist (``event_categories``); the
+        reason names the type and what it allows."""
+        allowed = self.categories_by_type[event_type]
+        if not allowed:
+            if value in (None, "", "-"):
+                return None
+            _refuse_pii("category", value)
+            raise _Reject("unknown category", f"{event_type} events of {self.product} have no "
+                                              f"categories; got {show(value)}")
+        if value in (None, ""):
+            raise _Reject("missing field", f"'category' is required for {event_type} events of "
+                                           f"{self.product}; one of: {', '.join(sorted(allowed))}")
+        if isinstance(value, str) and value in allowed:
+            return value
+        _refuse_pii("category", value)
+        raise _Reject("unknown category", f"{show(value)} is not a category of {event_type}; "
+                                          f"one of: {', '.join(sorted(allowed))}")
 
     def _time(self, value: Any) -> tuple[float, int]:
         if not isinstance(value, str):

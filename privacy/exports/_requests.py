@@ -30,16 +30,17 @@ class _Requests(_ExportsBase):
         return {code: p.title for code, p in self._policy.purposes_for(principal.role).items()}
 
     def products(self, principal: Principal) -> tuple[str, ...]:
-        """Products this principal may export: metric sets for roles that may release
-        aggregates (a noisy level and a budget: ``gate.aggregate_levels``), the role's
-        operational lists (record exports)."""
+        """Products this principal may export: of those its role may use
+        (``gate.products``), metric sets for roles that may release aggregates (a noisy level
+        and a budget: ``gate.aggregate_levels``), the role's operational lists (record
+        exports)."""
         role = self._catalog.roles.get(principal.role)
         if role is None or "exports" not in role.pages:
             return ()
         # switched-off levels count: the page then says they are off rather than hiding the
         # role's metric sets
         aggregates = bool(self._gate.aggregate_levels(principal, switched_off=True))
-        return tuple(p.id for p in self._catalog.products
+        return tuple(p.id for p in self._gate.products(principal)
                      if (p.kind == "metric_set" and aggregates)
                      or p.id in role.record_products)
 

@@ -192,15 +192,19 @@ def test_no_exact_aggregate_can_be_released_so_none_can_be_differenced(store, ca
     asked = 0
     for role in catalog.roles:
         principal = _principal(role, tenant)
+        usable = {p.id for p in gate.products(principal)}
         # a case worker is tried on every metric of every product; the others on one
         for product, metric in metrics if role == "case_worker" else metrics[:1]:
+            # a product restricted to other roles (allowed_roles) is refused before its level
+            refusal = ((QueryRefused, "releases no exact aggregates") if product in usable
+                       else (AccessDenied, "may not use"))
             for group_by, where in itertools.product(GROUPINGS, filters):
                 query = Query(product=product, metric=metric, level="anonymized",
                               start=DEMO_WINDOW[0], end=DEMO_WINDOW[1], group_by=group_by,
                               filters=where)
-                with pytest.raises(QueryRefused, match="releases no exact aggregates"):
+                with pytest.raises(refusal[0], match=refusal[1]):
                     gate.release(principal, query)
-                with pytest.raises(QueryRefused, match="releases no exact aggregates"):
+                with pytest.raises(refusal[0], match=refusal[1]):
                     gate.preview(principal, query)
                 asked += 1
     assert asked == len(GROUPINGS) * len(filters) * (len(catalog.roles) - 1 + len(metrics))
@@ -210,8 +214,13 @@ def test_no_exact_aggregate_can_be_released_so_none_can_be_differenced(store, ca
         assert session.scalar(select(func.count()).select_from(BudgetAccount)) == 0
         refused = session.scalars(select(AuditEntry).where(AuditEntry.action == "release")).all()
     assert len(refused) == asked
-    assert all(e.outcome == "refused" and "no exact aggregates" in e.detail["reason"]
+    assert all(e.outcome == "refused" and ("no exact aggregates" in e.detail["reason"]
+                                           or "may not use" in e.detail["reason"])
                and e.detail["query"]["level"] == "anonymized" for e in refused)
+    restricted = [p.id for p in catalog.products if p.allowed_roles]
+    assert restricted, "the catalog restricts at least one product to some roles"
+    assert sum("may not use" in e.detail["reason"] for e in refused) == len(GROUPINGS) * len(
+        filters) * sum(1 for product, _ in metrics if product in restricted)
 
 
 def test_a_generalised_field_cannot_be_grouped_or_filtered_raw(gate, catalog):

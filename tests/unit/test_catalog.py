@@ -30,10 +30,14 @@ def _edit(directory: Path, name: str, old: str, new: str) -> None:
 
 
 def test_shipped_catalog_loads():
-    """The catalog in the repository is valid and covers three verticals and six products."""
+    """The catalog in the repository is valid and covers three verticals and the first six
+    products, then those of the design round (each change's test pins its own)."""
     catalog = load_catalog(SOURCE)
     assert {p.vertical for p in catalog.products} == {"health", "education", "social_protection"}
-    assert len(catalog.products) == 6
+    assert [p.id for p in catalog.products[:6]] == [
+        "health.vaccinations", "health.nutrition", "education.attendance",
+        "education.mastery", "social.registrations", "social.grants"]
+    assert "education.sessions" in {p.id for p in catalog.products}
     assert len(catalog.tenants) == 3
     assert catalog.product("health.nutrition").metric("nutrition_score").versions[1].version == 2
 
@@ -142,3 +146,80 @@ def test_bad_file_is_rejected_with_file_key_and_reason(catalog_dir, name, old, n
     with pytest.raises(ConfigError, match=message) as caught:
         load_catalog(catalog_dir)
     assert str(catalog_dir / name) in str(caught.value) or "not valid TOML" not in message
+
+
+# --- GovSahay's event model: health.services (per-type category domains) and health.neuroscreen
+
+def test_health_services_gives_each_event_type_its_own_category_domain():
+    """health.services whitelists GovSahay's event types, each with its own category domain."""
+    catalog = load_catalog(SOURCE)
+    services = catalog.product("health.services")
+    assert dict(services.event_categories) == {
+        "triage_completed": "triage_level", "complaint_submitted": "complaint_type",
+        "complaint_resolved": "complaint_type", "complaint_escalated": "complaint_type",
+        "tele_request_created": "none", "tele_consultation_completed": "none",
+        "daily_wellness_logged": "none"}
+    assert catalog.domains["triage_level"] == ("self_care", "phc", "emergency")
+    assert catalog.domains["neuroscreen_band"] == ("low", "medium", "high")
+    assert services.category_domain == "none"
+    assert (services.unit_period, services.unit_bound) == ("month", 10)
+
+
+def test_a_metric_takes_its_event_types_domain_unless_it_declares_none():
+    """Each metric's categories are its event type's; "none" adds them up."""
+    services = load_catalog(SOURCE).product("health.services")
+    assert services.metric("triages").category_domain == "triage_level"
+    assert services.metric("complaints_escalated").category_domain == "complaint_type"
+    assert services.metric("teleconsultations").category_domain == "none"
+    assert services.metric("wellness_score").value_bounds == (0.0, 10.0)
+    emergencies = services.metric("emergency_triages")
+    assert (emergencies.category, emergencies.category_domain) == ("emergency", "none")
+    assert services.domain_of("complaint_resolved") == "complaint_type"
+
+
+def test_neuroscreen_bands_are_their_own_product_at_a_higher_k():
+    """NeuroScreen bands (a health condition) are released at k = 10, one screen a month."""
+    catalog = load_catalog(SOURCE)
+    neuro = catalog.product("health.neuroscreen")
+    assert neuro.k == 10 > catalog.policy.k
+    assert neuro.metric("screenings").category_domain == "neuroscreen_band"
+    assert (neuro.unit_period, neuro.unit_bound) == ("month", 1)
+    assert "neuroscreen_completed" not in catalog.product("health.services").event_types
+    assert "vaccination_recorded" not in catalog.product("health.services").event_types
+
+
+EVENT_CATEGORY_EDITS = [
+    ('tele_request_created        = "none"', 'tele_requested = "none"',
+     r"products\.toml: key 'product\[health\.services\]\.event_categories\.tele_requested': is "
+     r"not one of the product's event_types"),
+    ('triage_completed            = "triage_level"', 'triage_completed = "triage_colour"',
+     r"key 'product\[health\.services\]\.event_categories\.triage_completed': must be one of "
+     r".*got 'triage_colour'"),
+    ('triage_completed            = "triage_level"', 'triage_completed = 3',
+     r"key 'product\[health\.services\]\.event_categories\.triage_completed': must be a string"),
+    ('[product.event_categories]\ntriage_completed            = "triage_level"',
+     'event_categories = []\ntriage_completed            = "triage_level"',
+     r"key 'product\[health\.services\]\.event_categories': must be a table"),
+    ('measure = "count"\nevent_type = "triage_completed"\n[[product.metric.version]]',
+     'measure = "count"\nevent_type = "triage_completed"\ncategory_domain = "complaint_type"\n'
+     '[[product.metric.version]]',
+     r"metric\[0\]\.category_domain': the events of 'triage_completed' have categories from "
+     r"'triage_level' \(event_categories\)"),
+    ('category = "emergency"', 'category = "discrimination"',
+     r"metric\[1\]\.category': must be one of \['self_care', 'phc', 'emergency'\], "
+     r"got 'discrimination'"),
+    ('privacy_unit = "one person\'s GovSahay service events',
+     'randomised = { epsilon = 2.0 }\nprivacy_unit = "one person\'s GovSahay service events',
+     r"key 'product\[health\.services\]\.event_categories': a product randomised at "
+     r"collection has one category domain"),
+]
+
+
+@pytest.mark.parametrize("old, new, message", EVENT_CATEGORY_EDITS,
+                         ids=[re.sub(r"\W+", "-", m)[-48:] for *_, m in EVENT_CATEGORY_EDITS])
+def test_bad_event_categories_are_rejected_with_file_key_and_reason(catalog_dir, old, new,
+                                                                   message):
+    """A per-type domain must name a declared event type and a known domain."""
+    _edit(catalog_dir, "products.toml", old, new)
+    with pytest.raises(ConfigError, match=message):
+        load_catalog(catalog_dir)

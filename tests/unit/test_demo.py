@@ -252,6 +252,11 @@ def test_values_exist_exactly_where_a_metric_needs_them(demo, events):
             assert all(v is None for v in values), product.id
             continue
         lo, hi = bounds[0]
+        if product.event_categories:  # per-type events: only the types a value metric reads
+            valued = {m.event_type for m in product.metrics if m.measure in {"sum", "mean"}}
+            rows = _of(events, product.id)
+            assert all(e.value is None for e in rows if e.event_type not in valued), product.id
+            values = [e.value for e in rows if e.event_type in valued]
         assert all(v is not None for v in values), product.id
         outside = sum(not lo <= v <= hi for v in values)
         # A few out-of-bounds values make clamping matter; most are realistic.
@@ -297,3 +302,25 @@ def test_registrations_have_agents_and_a_verification_backlog(demo):
         assert datetime.combine(WINDOW_START, datetime.min.time()) <= r.registered_at
         agents[r.district].add(r.agent_code)
     assert all(2 <= len(codes) <= 8 for codes in agents.values())
+
+
+def test_health_services_events_draw_categories_from_their_own_types_domain(demo, events):
+    """GovSahay's service events: each type's categories from its own domain (none for tele-
+    consultations and wellness logs), every type present, most triages advising self-care."""
+    _, catalog, _, _ = demo
+    product = catalog.product("health.services")
+    rows = _of(events, product.id)
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    for e in rows:
+        by_type[e.event_type][e.category] += 1
+    assert set(by_type) == set(product.event_types)
+    for event_type, categories in by_type.items():
+        domain = catalog.domains[product.domain_of(event_type)]
+        allowed = {None} if domain == ("-",) else set(domain)
+        assert set(categories) <= allowed, (event_type, categories)
+    triage = by_type["triage_completed"]
+    assert set(triage) == {"self_care", "phc", "emergency"}
+    assert triage.most_common(1)[0][0] == "self_care"
+    assert all(e.value is not None for e in rows if e.event_type == "daily_wellness_logged")
+    neuro = {e.category for e in _of(events, "health.neuroscreen")}
+    assert neuro == {"low", "medium", "high"}
