@@ -55,6 +55,7 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    or_,
     select,
     true,
     update,
@@ -519,7 +520,9 @@ def _distinct_select(*, tenant: str, product: ProductSpec, metric: MetricSpec, a
     of the month's weeks (or of the month) places them (its area, age group, gender, and
     category unless the metric has none). With ``lookback_months = 1``: for each month M with
     any person active, "new" (active in M, not M−1) and "returning" (both) placed by their
-    first event of M, and "churned" (active in M−1, not in M) by their last event of M−1.
+    first event of M, and "churned" (active in M−1, not in M) by their last event of M−1; a
+    metric with a ``category`` keeps that status only (its category filters statuses, not
+    events).
 
     ``months``: the months to write (else every month after ``after``, less the lookback
     months whose month before is purged); events are read from those months and the months
@@ -531,7 +534,7 @@ def _distinct_select(*, tenant: str, product: ProductSpec, metric: MetricSpec, a
     conditions = [events.c.tenant_id == tenant, events.c.product_id == product.id,
                   events.c.event_type == metric.event_type,
                   _consenting(events, tenant=tenant, product=product, anti_join=anti_join)]
-    if metric.category is not None:
+    if metric.category is not None and back == 0:
         conditions.append(events.c.category == metric.category)
     if months is not None:
         conditions.append(events.c.month.in_(sorted(
@@ -551,6 +554,9 @@ def _distinct_select(*, tenant: str, product: ProductSpec, metric: MetricSpec, a
                   .where(*conditions).subquery("ranked"))
         placed = select(*(ranked.c[name] for name in _PLACED)).where(ranked.c.rn == 1)
     else:
+        # One row per person-month: where their first and their last event of it were (one
+        # pass over the events), then each person's month before and after among their active
+        # months (LAG/LEAD over those rows): no self-join of the events, no correlated lookup.
         ranked = (select(events.c.pseudonym, events.c.month,
                          _month_index(events.c.month).label("midx"), *place,
                          func.row_number().over(partition_by=[events.c.pseudonym,
@@ -560,26 +566,39 @@ def _distinct_select(*, tenant: str, product: ProductSpec, metric: MetricSpec, a
                                                               events.c.month],
                                                 order_by=[o.desc() for o in order])
                          .label("last"))
-                  .where(*conditions).cte("ranked"))
-        keys = ("pseudonym", "month", "midx", "district", "h3_cell", "age_bucket", "gender")
-        firsts = select(*(ranked.c[k] for k in keys)).where(ranked.c.first == 1).cte("firsts")
-        lasts = select(*(ranked.c[k] for k in keys)).where(ranked.c["last"] == 1).cte("lasts")
-        before = lasts.alias("before")
-        active = select(firsts.c.month, firsts.c.midx).distinct().cte("active")
-        status = case((before.c.pseudonym.is_(None), literal_column("'new'")),
-                      else_=literal_column("'returning'"))
-        joined = select(firsts.c.month.label("period"), *(firsts.c[k] for k in _PLACED[1:-1]),
-                        status.label("category")).select_from(firsts.outerjoin(before, and_(
-                            before.c.pseudonym == firsts.c.pseudonym,
-                            before.c.midx == firsts.c.midx - back)))
-        churned = (select(active.c.month.label("period"), *(lasts.c[k] for k in _PLACED[1:-1]),
+                  .where(*conditions).subquery("ranked"))
+        spots = _PLACED[1:-1]
+        person_months = (
+            select(ranked.c.pseudonym, ranked.c.month, ranked.c.midx,
+                   *(func.max(case((ranked.c.first == 1, ranked.c[k]))).label(f"first_{k}")
+                     for k in spots),
+                   *(func.max(case((ranked.c["last"] == 1, ranked.c[k]))).label(f"last_{k}")
+                     for k in spots))
+            .where(or_(ranked.c.first == 1, ranked.c["last"] == 1))
+            .group_by(ranked.c.pseudonym, ranked.c.month, ranked.c.midx)
+            .cte("person_months"))
+        by_person = dict(partition_by=person_months.c.pseudonym, order_by=person_months.c.midx)
+        sequence = select(person_months,
+                          func.lag(person_months.c.midx).over(**by_person).label("prev"),
+                          func.lead(person_months.c.midx).over(**by_person).label("next")
+                          ).cte("sequence")
+        active = select(person_months.c.month, person_months.c.midx).distinct().cte("active")
+        status = case((sequence.c.prev == sequence.c.midx - back,
+                       literal_column("'returning'")), else_=literal_column("'new'"))
+        joined = select(sequence.c.month.label("period"),
+                        *(sequence.c[f"first_{k}"].label(k) for k in spots),
+                        status.label("category"))
+        churned = (select(active.c.month.label("period"),
+                          *(sequence.c[f"last_{k}"].label(k) for k in spots),
                           literal_column("'churned'").label("category"))
-                   .select_from(lasts.join(active, active.c.midx == lasts.c.midx + back))
-                   .where(~exists().where(firsts.c.pseudonym == lasts.c.pseudonym,
-                                          firsts.c.midx == lasts.c.midx + back)))
+                   .select_from(sequence.join(active, active.c.midx == sequence.c.midx + back))
+                   .where(or_(sequence.c.next.is_(None),
+                              sequence.c.next != sequence.c.midx + back)))
         union = joined.union_all(churned).subquery("statuses")
         written = ([union.c.period.in_(months)] if months is not None else
                    [union.c.period > add_months(after, back)] if after is not None else [])
+        if metric.category is not None:  # one status of its own (new, returning or churned)
+            written.append(union.c.category == metric.category)
         placed = select(*(union.c[name] for name in _PLACED)).where(*written)
     placed = placed.subquery("placed")
     keys = (placed.c.period, geo.c.parent_code, placed.c.district, placed.c.h3_cell,

@@ -52,7 +52,9 @@ def _expect_tiles(page: Page, login: str) -> None:
         expect(page.get_by_role("heading", name="Headline numbers")).to_be_visible()
         for title in ("Doses administered", "Screenings", "Pupil-days present",
                       "Grant disbursements"):
-            expect(metrics.filter(has_text=title)).to_be_visible()
+            # the tile labelled exactly so ("NeuroScreen screenings" contains "Screenings")
+            expect(metrics.filter(has=page.get_by_test_id("stMetricLabel").get_by_text(
+                title, exact=True))).to_be_visible()
         expect(page.get_by_text("Data as of 31 Oct 2026").first).to_be_visible()
     elif login == "dana":
         expect(metrics).to_have_count(5)

@@ -45,7 +45,13 @@ def test_the_shipped_sessions_product_declares_its_distinct_metrics():
         "session_minutes": ("mean", None, 0, "school_subject", "mean"),
         "weekly_active_learners": ("distinct", "week", 0, "none", "count"),
         "learner_status": ("distinct", "month", 1, "learner_status", "count"),
+        "new_learners": ("distinct", "month", 1, "learner_status", "count"),
+        "returning_learners": ("distinct", "month", 1, "learner_status", "count"),
+        "churned_learners": ("distinct", "month", 1, "learner_status", "count"),
     }
+    assert [product.metric(m).category for m in ("new_learners", "returning_learners",
+                                                  "churned_learners")] == [
+        "new", "returning", "churned"]
     assert (product.unit_period, product.unit_bound, product.published_series) == (
         "month", 20, False)
 
