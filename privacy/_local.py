@@ -19,12 +19,12 @@ import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from statistics import NormalDist
 
 import opendp.prelude as dp
 
 from data.errors import InvalidInput, VeilBug
+from data.ingest.randomise import LocalRandomizer
 
 from privacy._values import Cell
 
@@ -32,45 +32,6 @@ dp.enable_features("contrib")
 
 __all__ = ["LocalEstimate", "LocalRandomizer", "debias_cells", "estimate_counts",
            "estimate_local"]
-
-
-@dataclass(frozen=True)
-class LocalRandomizer:
-    """k-ary randomized response over declared categories at a per-report ε."""
-
-    categories: tuple[str, ...]
-    epsilon: float
-
-    def __post_init__(self):
-        if len(self.categories) < 2 or len(set(self.categories)) != len(self.categories):
-            raise InvalidInput(f"randomized response needs at least two distinct categories, "
-                               f"got {self.categories!r}")
-        if not 0 < self.epsilon < 50:
-            raise InvalidInput(f"ε must be in (0, 50), got {self.epsilon!r}")
-
-    @property
-    def p(self) -> float:
-        e = math.exp(self.epsilon)
-        return e / (e + len(self.categories) - 1)
-
-    @property
-    def q(self) -> float:
-        return 1 / (math.exp(self.epsilon) + len(self.categories) - 1)
-
-    @cached_property
-    def _measurement(self):
-        return dp.m.make_randomized_response(categories=list(self.categories), prob=self.p)
-
-    @property
-    def charged(self) -> float:
-        """The ε each report carries, as OpenDP accounts it."""
-        return self._measurement.map(1)
-
-    def __call__(self, answer: str) -> str:
-        if answer not in self.categories:
-            raise InvalidInput(f"{answer!r} is not one of the declared categories "
-                               f"{list(self.categories)}")
-        return self._measurement(answer)
 
 
 @dataclass(frozen=True)

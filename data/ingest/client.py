@@ -33,7 +33,7 @@ import httpx
 from data.catalog import Catalog, load_catalog
 from data.config import PROJECT_ROOT
 from data.errors import InvalidInput, StoreError, VeilError
-from privacy import LocalRandomizer
+from data.ingest.randomise import LocalRandomizer
 
 __all__ = ["RandomisingClient", "main"]
 

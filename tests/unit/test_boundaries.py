@@ -70,6 +70,14 @@ def test_back_end_never_imports_streamlit(folder):
         assert not any(n.split(".")[0] == "streamlit" for n in _imports(path)), path
 
 
+def test_the_data_layer_never_imports_the_privacy_layer():
+    """data/ sits below the gate: nothing in it imports privacy (the collection-side randomiser
+    lives in data/ingest/randomise.py; the gate's estimates import it from there)."""
+    offending = {str(path.relative_to(PROJECT_ROOT)) for path in (PROJECT_ROOT / "data").rglob(
+        "*.py") if any(n.split(".")[0] == "privacy" for n in _imports(path))}
+    assert offending == set()
+
+
 def test_privacy_public_surface_is_pinned():
     """The gate's public names change only on purpose."""
     assert sorted(privacy.__all__) == sorted([
