@@ -324,7 +324,12 @@ def _build(session: Session, *, tenant: str, product: ProductSpec,
 
 def _inserted(connection, statement) -> int:
     # SQLAlchemy reports rowcount reliably only for UPDATE/DELETE unless asked to.
-    return connection.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+    rowcount = connection.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+    if rowcount >= 0:
+        return rowcount
+    # SQLite's driver gives no row count (-1) for a statement that starts with WITH, which is
+    # how an INSERT … SELECT with CTEs is rendered there: ask SQLite what it just inserted.
+    return connection.exec_driver_sql("SELECT changes()").scalar_one()
 
 
 def _cube_rows(session: Session, *, tenant: str, product: str) -> int:

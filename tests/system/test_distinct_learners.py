@@ -189,6 +189,21 @@ def test_learner_status_is_new_returning_or_churned_against_the_month_before(sto
         assert _cube(store, metric) == {key: n for key, n in status.items() if key[-1] == kept}
 
 
+def test_a_rebuild_reports_the_rows_it_wrote(store, catalog, places):
+    """The job's row count is the cube's, distinct metrics included (SQLite's driver counts no
+    rows for an INSERT rendered with its CTEs first)."""
+    _add(store, [_event("a", date(2026, 1, 5), places[0]),
+                 _event("a", date(2026, 2, 3), places[1]),
+                 _event("b", date(2026, 2, 10), places[2])])
+    [full] = materialize(store, catalog, tenant=TENANT, product=PRODUCT)
+    with store.read() as session:
+        rows = session.scalar(select(func.count()).select_from(CubeMonthly).where(
+            CubeMonthly.tenant_id == TENANT, CubeMonthly.product_id == PRODUCT))
+        by_status = session.scalar(select(func.count()).select_from(CubeMonthly).where(
+            CubeMonthly.product_id == PRODUCT, CubeMonthly.metric == "learner_status"))
+    assert by_status > 0 and full.rows == rows
+
+
 def test_the_status_domain_is_what_the_cube_writes(catalog):
     """The catalog's learner_status domain holds exactly the statuses materialisation writes."""
     assert catalog.domains["learner_status"] == STATUSES
