@@ -60,6 +60,10 @@ __all__ = ["DEMO_TOKEN_CLAIM", "SESSION_HOURS_CLAIM", "SignInEnded", "authentica
 #: The dashboard adds this key to the claims of a browser sign-in (an identity cookie): the
 #: sign-in is then kept on record and lasts this many hours from the ID token's ``iat``.
 SESSION_HOURS_CLAIM = "veil_session_hours"
+#: How far the identity provider's clock (a token's ``iat``) may run behind Veil's: a token
+#: never seen before that was issued more than this before the person's last sign-out is ended
+#: by it; one issued later is a new sign-in (signing in again takes longer than this anyway).
+SIGN_OUT_CLOCK_SKEW = timedelta(seconds=60)
 #: A demo sign-in's bearer token (random, 256 bits): with the proof from ``authenticate_demo``
 #: it starts a recorded demo sign-in; alone, it resumes one that is on record and still open.
 DEMO_TOKEN_CLAIM = "veil_demo_token"
@@ -288,12 +292,13 @@ def _refuse_if_ended(store: Store, sign_in: _SignInClaims) -> None:
         if row is None and sign_in.source == "oidc":
             # A cookie never presented before, issued before this person last signed out:
             # signing out ends every sign-in begun before it, seen by Veil or not.
-            signed_out_since = session.scalar(select(func.max(SignIn.issued_at)).where(
+            signed_out_since = session.scalar(select(func.max(SignIn.ended_at)).where(
                 SignIn.subject == sign_in.subject, SignIn.source == sign_in.source,
                 SignIn.ended_reason == "signed out"))
     if row is not None and row.ended_at is not None:
         reason = row.ended_reason or "signed out"
-    elif signed_out_since is not None and sign_in.issued_at < signed_out_since:
+    elif (signed_out_since is not None
+          and sign_in.issued_at < signed_out_since - SIGN_OUT_CLOCK_SKEW):
         reason = "signed out"
     elif sign_in.now >= sign_in.expires_at:
         reason = "expired"

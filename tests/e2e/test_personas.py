@@ -257,9 +257,10 @@ def test_the_dark_theme_follows_the_system_and_keeps_the_map_readable(
     """With the system in dark mode the app opens in Veil's dark theme; the map is drawn on a
     dark ground with light names."""
     sign_in(page, app, USERS["ana"], shot)
-    background = page.get_by_test_id("stApp").evaluate(
-        "element => getComputedStyle(element).backgroundColor")
-    assert background == "rgb(20, 30, 37)"
+    # Streamlit paints its own default theme first and Veil's once the app's config arrives:
+    # wait for Veil's (a single read right after sign-in raced it on a loaded CI machine).
+    expect(page.get_by_test_id("stApp")).to_have_css("background-color", "rgb(20, 30, 37)",
+                                                     timeout=60_000)
     page.set_viewport_size({"width": 1280, "height": 1400})
     page.wait_for_timeout(1000)
     shot("home-dark")

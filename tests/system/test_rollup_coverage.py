@@ -49,15 +49,26 @@ def _h3_map(gate: Gate) -> tuple[Query, Release]:
 
 
 def test_every_event_is_counted_at_some_level_on_an_h3_map(demo_gate):
-    """Coverage with roll-up is 100%; plain suppression would drop a share of the events."""
+    """Coverage with roll-up is 100%; plain suppression would drop a share of the events.
+
+    The one exception is by design: the cells left over for the top in a tenant-month whose
+    own noisy total falls under the top's τ (what finer levels released stays). With this
+    demo's 91–157 doses a month that happens in about one release in eight (τ = 59, discrete
+    Laplace of scale 18), so it is asserted as the rule, not assumed away.
+    """
     gate, store = demo_gate
     query, release = _h3_map(gate)
     truth = _true_cells(store, query.months)
     status = {c.key[:2]: c.status for c in release.cells
               if c.status not in ("rollup", "total")}
-    events = sum(truth.values())
-    covered = sum(n for key, n in truth.items() if status[key] != "suppressed")
-    plain = sum(n for key, n in truth.items() if status[key] == "noisy")
+    totalled = {c.key[0] for c in release.cells if c.status == "total"}
+    assert {key[0] for key, s in status.items() if s == "suppressed"} <= (
+        {m.isoformat()[:7] for m in query.months} - totalled)
+    assert totalled  # three tenant-months all under τ: a chance of about 1 in 140,000
+    counted = {key: n for key, n in truth.items() if key[0] in totalled}
+    events = sum(counted.values())
+    covered = sum(n for key, n in counted.items() if status[key] != "suppressed")
+    plain = sum(n for key, n in counted.items() if status[key] == "noisy")
     assert events > 0 and covered == events  # 100%: nobody vanishes from the map
     assert plain < covered                   # small cells exist and were coarsened, not cut
     assert any(s.startswith("rolled_up:") for s in status.values())  # to a parent area

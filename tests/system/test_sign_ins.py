@@ -15,8 +15,12 @@ from sqlalchemy import select
 from data.bootstrap import utcnow
 from data.models import AuditEntry, RoleMapping, SignIn
 from privacy import AccessDenied, Gate
+from privacy._access import SIGN_OUT_CLOCK_SKEW
 
 HOURS = 8.0
+#: The tests' clock for ``iat``: fixed, so that two cookies built in one test with the same
+#: arguments are the same token even when a second ticks over between them.
+STARTED = time.time()
 
 
 @pytest.fixture
@@ -29,10 +33,11 @@ def gate(store, catalog) -> Gate:
 
 
 def cookie(*, issued_ago: float = 60.0, nonce: str = "n-1", email: str = "Ana@Programmes.example",
-           hours: float = HOURS) -> dict:
-    """The claims a browser's identity cookie carries, as the dashboard passes them on."""
+           hours: float = HOURS, at: float = STARTED) -> dict:
+    """The claims a browser's identity cookie carries, as the dashboard passes them on: issued
+    ``issued_ago`` seconds before ``at`` (the module's start, well within ``HOURS``)."""
     return {"iss": "http://127.0.0.1:9/oidc", "sub": "u-ana", "email": email,
-            "email_verified": True, "iat": int(time.time() - issued_ago), "nonce": nonce,
+            "email_verified": True, "iat": int(at - issued_ago), "nonce": nonce,
             "is_logged_in": True, "veil_session_hours": hours}
 
 
@@ -74,10 +79,12 @@ def test_sign_out_ends_the_record_and_a_copied_cookie_is_refused(gate, store):
 
 
 def test_a_new_sign_in_after_sign_out_is_let_in(gate, store):
-    """Signing in again (a new token: new iat and nonce) starts another record."""
+    """Signing in again (a new token: new iat and nonce) starts another record, even when the
+    provider's clock runs a little behind Veil's."""
     principal = gate.resolve(cookie(issued_ago=120, nonce="n-1"), source="oidc")
     gate.record_session_end(principal, reason="signed out")
-    assert gate.resolve(cookie(issued_ago=1, nonce="n-2"), source="oidc") == principal
+    again = cookie(nonce="n-2", at=time.time(), issued_ago=SIGN_OUT_CLOCK_SKEW.seconds - 5)
+    assert gate.resolve(again, source="oidc") == principal
     assert [r.ended_reason for r in sign_ins(store)] == ["signed out", None]
 
 
@@ -90,9 +97,20 @@ def test_a_cookie_never_shown_before_a_later_sign_out_is_refused(gate, store):
     assert len(sign_ins(store)) == 1
 
 
+def test_a_cookie_never_shown_issued_between_a_sign_in_and_its_sign_out_is_refused(gate, store):
+    """What ends it is the moment of the sign-out, not when the signed-out sign-in began."""
+    principal = gate.resolve(cookie(issued_ago=600, nonce="laptop"), source="oidc")
+    gate.record_session_end(principal, reason="signed out")
+    phone = cookie(nonce="phone", at=time.time(), issued_ago=SIGN_OUT_CLOCK_SKEW.seconds + 5)
+    with pytest.raises(AccessDenied, match="has ended"):
+        gate.resolve(phone, source="oidc")
+    assert [r.ended_reason for r in sign_ins(store)] == ["signed out"]
+    assert logins(store)[-1] == ("refused", "sign-in signed out")
+
+
 def test_an_expired_sign_in_is_ended_and_refused(gate, store):
     """Past iat + the session hours the record ends as expired; the refusal is audited."""
-    claims = cookie(issued_ago=0, hours=0.001)  # 3.6 seconds
+    claims = cookie(issued_ago=0, hours=0.001, at=time.time())  # 3.6 seconds
     gate.resolve(claims, source="oidc")
     ends = sign_ins(store)[0].expires_at.replace(tzinfo=UTC)
     time.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds() + 0.2))
