@@ -2,10 +2,11 @@
 reserve → refund around a long job.
 
 Owns budget arithmetic in the database: each viewer's monthly allowance (``Ledger``) and each
-data month's lifetime budget (``PeriodLedger``). A reservation is one conditional UPDATE
-(``spent + ε <= cap`` and ``delta_spent + δ <= delta_cap``) so that it is atomic on both
-stores: SQLite serialises writers (``BEGIN IMMEDIATE``), and PostgreSQL re-checks the WHERE
-clause on the newest row version when two transactions update the same row. Nothing here lives
+data month's lifetime budget (``PeriodLedger``). A reservation is one conditional upsert
+(created drawn on, or ``spent + ε <= cap`` and ``delta_spent + δ <= delta_cap`` on the existing
+row) so that it is atomic on both stores: SQLite serialises writers (``BEGIN IMMEDIATE``), and
+PostgreSQL's ON CONFLICT DO UPDATE locks the existing row and evaluates its WHERE clause on the
+newest committed version when two transactions draw on the same row. Nothing here lives
 in memory between calls.
 """
 
@@ -19,7 +20,7 @@ from typing import NamedTuple
 
 from functools import cache
 
-from sqlalchemy import Float, bindparam, insert, select, update
+from sqlalchemy import Float, and_, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -43,14 +44,9 @@ _SLACK = 1e-9
 _DELTA_SLACK = 1e-15
 
 
-def _insert_missing(session: Session, table, rows: list[dict], keys: tuple[str, ...]) -> None:
-    """INSERT ``rows``, skipping those whose ``keys`` exist already (a concurrent insert of
-    the same key waits for the other transaction and is then skipped): both dialects. The rows
-    are parameters of one cached statement (SQLAlchemy batches them into one INSERT), not
-    literal VALUES, which would be compiled again on every call."""
-    dialect = session.get_bind().dialect.name
-    make = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(make(table).on_conflict_do_nothing(index_elements=list(keys)), rows)
+def _upsert(session: Session):
+    """The dialect's INSERT … ON CONFLICT construct (both stores speak the same upsert)."""
+    return postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def _reading(store: Store, session: Session | None):
@@ -86,32 +82,30 @@ class Ledger:
     def _spend(self, session: Session, *, tenant: str, principal: str, role: str,
                product: str, epsilon: Epsilon, cap: float, delta: Delta,
                delta_cap: float | None, today: date) -> int:
-        """The atomic conditional UPDATE ``spent + ε <= cap`` (and ``delta_spent + δ <=
-        delta_cap`` when δ > 0) of the principal's account in this window, created first if
-        there is none (a concurrent creation wins quietly); its id, or BudgetExhausted saying
-        which fell short. Core statements: no ORM flush on the hot path."""
+        """The principal's account in this window drawn on atomically — ``spent + ε <= cap``
+        (and ``delta_spent + δ <= delta_cap`` when δ > 0), its cap set to ``cap`` (the one in
+        force: a cap changed meanwhile holds at once) — and created already drawn on if there
+        is none: ONE upsert statement (``_draw_account``); its id, or BudgetExhausted saying
+        which fell short. On PostgreSQL a concurrent draw on the same account waits for the
+        other transaction and the condition is evaluated on the row it committed."""
         if delta.value > 0 and delta_cap is None:
             raise VeilBug(f"a charge of {delta} needs the window's δ cap")
-        accounts = BudgetAccount.__table__
         start, end = window_of(today)
-        _insert_missing(session, accounts, [{
-            "tenant_id": tenant, "principal": principal, "role": role, "product_id": product,
-            "window_start": start, "window_end": end, "cap": cap, "spent": 0.0,
-            "delta_cap": delta_cap or 0.0, "delta_spent": 0.0}],
-            ("tenant_id", "principal", "product_id", "window_start"))
-        where = (accounts.c.tenant_id == tenant, accounts.c.principal == principal,
-                 accounts.c.product_id == product, accounts.c.window_start == start)
-        # the policy's δ cap as of this charge, like the ε cap (``Admin.cap_in``)
-        drawn = session.execute(_draw_account(delta_cap is not None, delta.value > 0), {
-            "tenant": tenant, "who": principal, "product": product, "start": start,
-            "eps": epsilon.value, "eps_slack": _SLACK, "new_delta_cap": delta_cap or 0.0,
-            "delta_add": delta.value,
-            "delta_limit": (delta_cap or 0.0) + _DELTA_SLACK}).first()
+        params = {"tenant": tenant, "who": principal, "who_role": role, "product": product,
+                  "start": start, "end": end, "new_cap": cap, "eps": epsilon.value,
+                  "eps_limit": cap + _SLACK, "new_delta_cap": delta_cap or 0.0,
+                  "delta_add": delta.value, "delta_limit": (delta_cap or 0.0) + _DELTA_SLACK}
+        # A new account is inserted already drawn on, which the conflict's condition does not
+        # check: a draw no empty account could pay is refused before the statement.
+        payable = (epsilon.value <= params["eps_limit"]
+                   and (delta.value <= 0 or delta.value <= params["delta_limit"]))
+        drawn = session.execute(_draw_account(_upsert(session), delta_cap is not None,
+                                              delta.value > 0), params).first() if payable else None
         if drawn is None:
-            account_cap, spent, delta_spent = session.execute(select(
-                accounts.c.cap, accounts.c.spent, accounts.c.delta_spent).where(*where)).one()
+            row = session.execute(_ACCOUNT_SPENT, params).one_or_none()
+            spent, delta_spent = row if row is not None else (0.0, 0.0)
             raise BudgetExhausted(
-                requested=epsilon.value, remaining=max(account_cap - spent, 0.0),
+                requested=epsilon.value, remaining=max(cap - spent, 0.0),
                 window=f"{start.isoformat()} – {end.isoformat()}", product=product,
                 delta_requested=delta.value,
                 delta_remaining=(max(delta_cap - delta_spent, 0.0)
@@ -214,37 +208,40 @@ class PeriodLedger:
         Everyone's draws together stay within ``full_cap`` (the month's lifetime ε); a
         ``viewer``'s draws, counted apart, within ``cap`` (the viewers' share of it), so that
         publication and umbrella exports, which may use the reserved rest, never eat into
-        what viewers have. Core statements only: one insert of the months not yet drawn on
-        (a concurrent one wins quietly), one conditional UPDATE … RETURNING per month in month
-        order, one insert of every charge.
+        what viewers have. Core statements only: one upsert of every month in month order
+        (created already drawn on, or drawn on where it can pay), one insert of every charge.
         """
         months = sorted(set(periods))
         if not months:
             return {}
         now = self._clock()
-        budgets = PeriodBudget.__table__
-        _insert_missing(session, budgets, [
-            {"tenant_id": tenant, "product_id": product, "period": month, "cap": full_cap,
-             "spent": 0.0, "viewer_spent": 0.0, "delta_cap": delta_cap, "delta_spent": 0.0}
-            for month in months], ("tenant_id", "product_id", "period"))
-        which = {"tenant": tenant, "product": product, "months": months}
-        # Lock the months' rows in month order first (PostgreSQL; SQLite's writers already take
-        # turns), so that two transactions drawing on overlapping months never wait on each
-        # other crosswise; then one conditional UPDATE draws on every month that can pay.
-        session.execute(_LOCK_MONTHS, which)
+        limits = {"full": full_cap + _SLACK, "viewer": cap + _SLACK,
+                  "delta": delta_cap + _DELTA_SLACK}
+        # A month not yet drawn on is inserted drawn on, which the conflict's condition does
+        # not check: a draw no untouched month could pay is refused before the statement.
+        payable = (epsilon.value <= limits["full"]
+                   and (not viewer or epsilon.value <= limits["viewer"])
+                   and (delta.value <= 0 or delta.value <= limits["delta"]))
+        # The rows go in month order and PostgreSQL locks each conflicting one as it reaches
+        # it, so two transactions drawing on overlapping months never wait on each other
+        # crosswise (SQLite's writers already take turns).
+        rows = [{"tenant_id": tenant, "product_id": product, "period": month,
+                 "cap": full_cap, "spent": epsilon.value,
+                 "viewer_spent": epsilon.value if viewer else 0.0, "delta_cap": delta_cap,
+                 "delta_spent": delta.value, "full_limit": limits["full"],
+                 "viewer_limit": limits["viewer"], "delta_limit": limits["delta"]}
+                for month in months]
         after = {row.period: row for row in session.execute(
-            _draw_months(viewer, delta.value > 0), {
-                **which, "eps": epsilon.value, "full_limit": full_cap + _SLACK,
-                "viewer_limit": cap + _SLACK, "new_cap": full_cap, "new_delta_cap": delta_cap,
-                "delta_add": delta.value, "delta_limit": delta_cap + _DELTA_SLACK})}
+            _draw_months(_upsert(session), viewer, delta.value > 0), rows)} if payable else {}
         drawn = {month: row.id for month, row in after.items()}
         short = [month for month in months if month not in drawn]
         if short:  # the caller's transaction rolls back, the months drawn on above with it
             month = short[0]
+            budgets = PeriodBudget.__table__
             spent, viewers, delta_spent = session.execute(select(
                 budgets.c.spent, budgets.c.viewer_spent, budgets.c.delta_spent)
                 .where(budgets.c.tenant_id == tenant, budgets.c.product_id == product,
-                       budgets.c.period == month)).one()
+                       budgets.c.period == month)).one_or_none() or (0.0, 0.0, 0.0)
             remaining = min(full_cap - spent, cap - viewers if viewer else full_cap)
             raise PeriodBudgetExhausted(
                 product=product, period=month, requested=epsilon.value,
@@ -289,54 +286,64 @@ _ACCOUNT_SPENT = select(_accounts.c.spent, _accounts.c.delta_spent).where(*_ACCO
 
 
 @cache
-def _draw_account(with_delta_cap: bool, with_delta: bool):
-    """The account's conditional draw ``spent + ε <= cap`` (and ``delta_spent + δ <=
-    delta_cap`` when δ > 0), setting the window's δ cap when one is given."""
+def _draw_account(upsert, with_delta_cap: bool, with_delta: bool):
+    """The account's draw as one upsert: inserted drawn on, or (on conflict) ``spent + ε <=
+    cap`` (and ``delta_spent + δ <= delta_cap`` when δ > 0) drawn with the cap in force set,
+    and the window's δ cap when one is given; returns the id when it drew."""
     eps = bindparam("eps", type_=Float)
-    conditions = [_accounts.c.spent + eps <= _accounts.c.cap + bindparam("eps_slack", type_=Float)]
-    values = {"spent": _accounts.c.spent + eps}
+    added = bindparam("delta_add", type_=Float)
+    statement = upsert(_accounts).values(
+        tenant_id=bindparam("tenant"), principal=bindparam("who"), role=bindparam("who_role"),
+        product_id=bindparam("product"), window_start=bindparam("start"),
+        window_end=bindparam("end"), cap=bindparam("new_cap", type_=Float), spent=eps,
+        delta_cap=bindparam("new_delta_cap", type_=Float),
+        delta_spent=added if with_delta else 0.0)
+    conditions = [_accounts.c.spent + eps <= bindparam("eps_limit", type_=Float)]
+    values = {"spent": _accounts.c.spent + eps, "cap": bindparam("new_cap", type_=Float)}
     if with_delta_cap:
         values["delta_cap"] = bindparam("new_delta_cap", type_=Float)
     if with_delta:
-        added = bindparam("delta_add", type_=Float)
         conditions.append(_accounts.c.delta_spent + added
                           <= bindparam("delta_limit", type_=Float))
         values["delta_spent"] = _accounts.c.delta_spent + added
-    return (update(_accounts).where(*_ACCOUNT, *conditions).values(**values)
-            .returning(_accounts.c.id))
+    return (statement.on_conflict_do_update(
+        index_elements=["tenant_id", "principal", "product_id", "window_start"],
+        set_=values, where=and_(*conditions)).returning(_accounts.c.id))
 
 
 _budgets = PeriodBudget.__table__
 _MONTHS = (_budgets.c.tenant_id == bindparam("tenant"),
            _budgets.c.product_id == bindparam("product"),
            _budgets.c.period.in_(bindparam("months", expanding=True)))
-_LOCK_MONTHS = (select(_budgets.c.id).where(*_MONTHS).order_by(_budgets.c.period)
-                .with_for_update())
 _MONTH_STATUS = select(_budgets.c.period, _budgets.c.spent, _budgets.c.viewer_spent,
                        _budgets.c.delta_spent).where(*_MONTHS)
 
 
 @cache
-def _draw_months(viewer: bool, with_delta: bool):
-    """The months' conditional draw: everyone's ``spent + ε`` within the full cap, a viewer's
-    ``viewer_spent + ε`` within the viewers' share, ``delta_spent + δ`` within the δ cap when
-    δ > 0; returns each drawn month's id and what it has spent now."""
-    eps = bindparam("eps", type_=Float)
-    conditions = [_budgets.c.spent + eps <= bindparam("full_limit", type_=Float)]
-    values = {"spent": _budgets.c.spent + eps, "cap": bindparam("new_cap", type_=Float),
-              "delta_cap": bindparam("new_delta_cap", type_=Float)}
+def _draw_months(upsert, viewer: bool, with_delta: bool):
+    """The months' draw as one upsert, a parameter set per month (sent as one multi-row
+    statement, in month order): inserted drawn on, or (on conflict) everyone's ``spent + ε``
+    within the full cap, a viewer's ``viewer_spent + ε`` within the viewers' share,
+    ``delta_spent + δ`` within the δ cap when δ > 0; returns each drawn month's id and what
+    it has spent now."""
+    statement = upsert(_budgets)
+    new = statement.excluded
+    conditions = [_budgets.c.spent + new.spent <= bindparam("full_limit", type_=Float)]
+    values = {"spent": _budgets.c.spent + new.spent, "cap": new.cap,
+              "delta_cap": new.delta_cap}
     if viewer:
-        conditions.append(_budgets.c.viewer_spent + eps
+        conditions.append(_budgets.c.viewer_spent + new.viewer_spent
                           <= bindparam("viewer_limit", type_=Float))
-        values["viewer_spent"] = _budgets.c.viewer_spent + eps
+        values["viewer_spent"] = _budgets.c.viewer_spent + new.viewer_spent
     if with_delta:
-        added = bindparam("delta_add", type_=Float)
-        conditions.append(_budgets.c.delta_spent + added
+        conditions.append(_budgets.c.delta_spent + new.delta_spent
                           <= bindparam("delta_limit", type_=Float))
-        values["delta_spent"] = _budgets.c.delta_spent + added
-    return (update(_budgets).where(*_MONTHS, *conditions).values(**values)
-            .returning(_budgets.c.period, _budgets.c.id, _budgets.c.spent,
-                       _budgets.c.viewer_spent, _budgets.c.delta_spent))
+        values["delta_spent"] = _budgets.c.delta_spent + new.delta_spent
+    return (statement.on_conflict_do_update(
+        index_elements=["tenant_id", "product_id", "period"], set_=values,
+        where=and_(*conditions))
+        .returning(_budgets.c.period, _budgets.c.id, _budgets.c.spent,
+                   _budgets.c.viewer_spent, _budgets.c.delta_spent))
 
 
 class BudgetTerms(NamedTuple):

@@ -480,8 +480,7 @@ class Gate:
             if epsilon.value > 0:
                 # the cap as of this transaction: a cap an administrator changed since planning
                 # holds for this charge too
-                cap = self.tenant_settings.cap_in(session, principal=principal,
-                                                  product=plan.product.id, today=today)
+                cap = self.tenant_settings.cap_in(session, principal=principal)
                 self._ledger.charge(session, tenant=principal.tenant,
                                     principal=principal.subject, role=principal.role,
                                     product=plan.product.id, epsilon=epsilon,

@@ -105,14 +105,13 @@ class ReleaseLog:
     @staticmethod
     def current_version(session, tenant: str, product: ProductSpec) -> int:
         """The product's data version, refused while a consent withdrawal is newer than its
-        cube (``data_version`` and ``check_consent_applied`` in two prebuilt reads)."""
+        cube (``data_version`` and ``check_consent_applied`` in one prebuilt read)."""
         params = {"tenant": tenant, "product": product.id, "vertical": product.vertical}
         row = session.execute(_VERSION, params).first()
         if row is None:
             raise QueryRefused(f"{product.title} has no materialised data for this tenant yet; "
                                f"an operator must run `veil materialize`")
-        version, refreshed = row
-        latest = session.execute(_LATEST_WITHDRAWAL, params).scalar()
+        version, refreshed, latest = row
         _refuse_unapplied(product, latest, refreshed)
         return version
 
@@ -248,9 +247,11 @@ _EXISTING = select(ReleasePeriod.period_key, ReleasePeriod.cells).where(
     ReleasePeriod.period_key.in_(bindparam("keys", expanding=True)))
 _INSERT_RELEASE = insert(ReleaseRow.__table__)
 _INSERT_PERIODS = insert(ReleasePeriod.__table__)
-_VERSION = select(ProductVersion.data_version, ProductVersion.refreshed_at).where(
-    ProductVersion.tenant_id == bindparam("tenant"),
-    ProductVersion.product_id == bindparam("product"))
 _LATEST_WITHDRAWAL = select(func.max(SubjectConsent.changed_at)).where(
     SubjectConsent.tenant_id == bindparam("tenant"),
     SubjectConsent.vertical == bindparam("vertical"), SubjectConsent.status == "withdrawn")
+#: The data version, when the cube was built and the latest withdrawal: one round trip.
+_VERSION = select(ProductVersion.data_version, ProductVersion.refreshed_at,
+                  _LATEST_WITHDRAWAL.scalar_subquery()).where(
+    ProductVersion.tenant_id == bindparam("tenant"),
+    ProductVersion.product_id == bindparam("product"))

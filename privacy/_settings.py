@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from types import MappingProxyType
 
 from sqlalchemy import bindparam, func, select, update
@@ -35,7 +35,6 @@ from data.models import BudgetAccount
 from data.models import TenantSettingsVersion as SettingsRow
 
 from privacy._audit import audit_in
-from privacy._budget import window_of
 from privacy._values import Epsilon, Principal
 
 __all__ = ["SettingChange", "SettingsBook", "SettingsVersion", "TenantSettings",
@@ -215,15 +214,11 @@ class SettingsBook:
             row = self.row(session, tenant, version)
         return self.view(row)
 
-    def cap_in(self, session: Session, *, principal: Principal, product: str,
-               today: date) -> float:
-        """The principal's budget cap, read inside the caller's (charging) transaction; its
-        open account in this window is set to it, so a cap changed meanwhile holds at once."""
-        cap = self.active_in(session, principal.tenant).settings.cap(principal.role)
-        start, _end = window_of(today)
-        session.execute(_SET_CAP, {"tenant": principal.tenant, "who": principal.subject,
-                                   "product": product, "start": start, "new_cap": cap})
-        return cap
+    def cap_in(self, session: Session, *, principal: Principal) -> float:
+        """The principal's budget cap, read inside the caller's (charging) transaction: the
+        charge's draw sets the open account's cap to it (``Ledger._spend``), so a cap changed
+        meanwhile holds at once."""
+        return self.active_in(session, principal.tenant).settings.cap(principal.role)
 
     # --- versions, inside the caller's transaction -----------------------------------------------
 
@@ -344,11 +339,3 @@ class SettingsBook:
 _ACTIVE_ID = (select(SettingsRow.id)
               .where(SettingsRow.tenant_id == bindparam("tenant"), SettingsRow.status == "active")
               .order_by(SettingsRow.version.desc()).limit(1))
-#: The open account's cap set to the one in force (unless it is already), prebuilt once.
-_SET_CAP = (update(BudgetAccount.__table__)
-            .where(BudgetAccount.tenant_id == bindparam("tenant"),
-                   BudgetAccount.principal == bindparam("who"),
-                   BudgetAccount.product_id == bindparam("product"),
-                   BudgetAccount.window_start == bindparam("start"),
-                   BudgetAccount.cap != bindparam("new_cap"))
-            .values(cap=bindparam("new_cap")))

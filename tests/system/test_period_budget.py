@@ -12,7 +12,7 @@ import threading
 from datetime import date, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from data.bootstrap import demo_username
 from data.catalog import PeriodPolicy, PlannerPolicy
@@ -101,6 +101,43 @@ def test_a_twelve_month_series_charges_each_month_once(gate, store):
                                                              period="window"))
     assert all(_spent(store, m) == pytest.approx(2.0) for m in MONTHS)  # a window reads all
     assert longer.charged.value == pytest.approx(1.0)
+
+
+def _writes(store, call) -> list[str]:
+    """The table of each data-changing statement ``call`` sends, in order."""
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        words = statement.split()
+        if words and words[0].upper() in {"INSERT", "UPDATE", "DELETE"}:
+            into = words[2] if words[0].upper() in {"INSERT", "DELETE"} else words[1]
+            sent.append(words[0].upper() + " " + into.strip(chr(34)))
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        call()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    return sent
+
+
+@pytest.mark.parametrize("months", [1, 12])
+def test_a_fresh_release_writes_six_statements_whatever_its_months(gate, store, months):
+    """Issue 18: the charge is set-based — the viewer's account drawn on (or created drawn on)
+    by one upsert, every month by one upsert — and the release and its periods are one insert
+    each, however many months it reads; a stored release writes nothing."""
+    query = _query(start=MONTHS[0], end=MONTHS[months - 1])
+    principal = _principal("policy_maker")
+    for _ in range(2):  # a new account and new months, then existing ones (a new data version)
+        assert _writes(store, lambda: gate.release(principal, query)) == [
+            "INSERT budget_accounts", "INSERT budget_entries", "INSERT period_budgets",
+            "INSERT period_charges", "INSERT releases", "INSERT release_periods"]
+        with store.write.begin() as session:
+            session.get(ProductVersion, ("kigali-east", "health.vaccinations")).data_version += 1
+    assert all(_spent(store, month) == pytest.approx(2.0) for month in MONTHS[:months])
+    assert _viewer_spent(store) == pytest.approx(2.0)
+    gate.release(principal, query)
+    assert _writes(store, lambda: gate.release(principal, query)) == []
 
 
 def test_concurrent_releases_never_overspend_a_month(gate, store):
