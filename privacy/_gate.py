@@ -370,7 +370,7 @@ class Gate:
                           detail={"reason": str(error), "error": _error_kind(cause), **detail})
 
     def _release(self, principal: Principal, query: Query) -> Release:
-        plan = self._plan(principal, query)
+        plan: Plan | None = None
         tenant = principal.tenant
         # Storing fails with IntegrityError only when a concurrent release stored the same
         # series or some of the same periods first (its periods then stand, ours rolled back
@@ -381,8 +381,11 @@ class Gate:
         before: tuple[int, frozenset[str]] = (0, frozenset())
         for _attempt in range(_STORE_ATTEMPTS):
             with self._store.read() as session:
-                # One read transaction: data version, consent freshness, stored series, periods
-                # and the stored measurements the missing periods may be derived from.
+                # One read transaction: the settings in force (the plan), data version, consent
+                # freshness, stored series, periods and the stored measurements the missing
+                # periods may be derived from.
+                if plan is None:
+                    plan = self._plan(principal, query, session=session)
                 data_version = self._log.current_version(session, tenant, plan.product)
                 series_key = self._log.series_key(tenant, query, data_version, plan)
                 stored = self._log.stored(session, series_key)
@@ -537,8 +540,11 @@ class Gate:
 
     # --- the seams to the parts (tests and benchmarks replace or call them) --------------------
 
-    def _plan(self, principal: Principal, query: Query) -> Plan:
-        return self._planner.plan(principal, query)
+    def _plan(self, principal: Principal, query: Query, session=None) -> Plan:
+        """The plan, with the tenant's settings in force read in ``session`` if given."""
+        settings = (self.tenant_settings.active_in(session, principal.tenant)
+                    if session is not None else None)
+        return self._planner.plan(principal, query, settings=settings)
 
     def _derive(self, session, principal: Principal, query: Query, plan: Plan,
                 data_version: int, months: list[date]) -> dict[date, list]:

@@ -127,11 +127,15 @@ class Planner:
         return tuple(level for level in role.privacy_levels if policy.levels[level].noisy
                      and (switched_off or level not in settings.disabled_levels))
 
-    def plan(self, principal: Principal, query: Query) -> Plan:
-        """Authorise and validate; return the mechanisms per level and the ε it will cost."""
+    def plan(self, principal: Principal, query: Query, *,
+             settings: SettingsVersion | None = None) -> Plan:
+        """Authorise and validate; return the mechanisms per level and the ε it will cost.
+        ``settings``: the tenant's settings in force when the caller has read them already
+        (the release's own read transaction), else they are read here."""
         role = self.role(principal)
         self._catalog.tenant(principal.tenant)
-        settings = self._effective(principal.tenant)
+        if settings is None:
+            settings = self._effective(principal.tenant)
         try:
             product = self._catalog.product(query.product)
         except VeilError:

@@ -104,7 +104,8 @@ def test_a_twelve_month_series_charges_each_month_once(gate, store):
 
 
 def _writes(store, call) -> list[str]:
-    """The table of each data-changing statement ``call`` sends, in order."""
+    """Each transaction ``call`` begins ("BEGIN") and the table of each data-changing
+    statement it sends, in order."""
     sent: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
@@ -113,31 +114,38 @@ def _writes(store, call) -> list[str]:
             into = words[2] if words[0].upper() in {"INSERT", "DELETE"} else words[1]
             sent.append(words[0].upper() + " " + into.strip(chr(34)))
 
+    def begin(conn):
+        sent.append("BEGIN")
+
     event.listen(store.engine, "before_cursor_execute", record)
+    event.listen(store.engine, "begin", begin)
     try:
         call()
     finally:
         event.remove(store.engine, "before_cursor_execute", record)
+        event.remove(store.engine, "begin", begin)
     return sent
 
 
 @pytest.mark.parametrize("months", [1, 12])
 def test_a_fresh_release_writes_six_statements_whatever_its_months(gate, store, months):
-    """Issue 18: the charge is set-based — the viewer's account drawn on (or created drawn on)
-    by one upsert, every month by one upsert — and the release and its periods are one insert
-    each, however many months it reads; a stored release writes nothing."""
+    """Issue 18: one read transaction (the plan's settings included) and one write
+    transaction; the charge is set-based — the viewer's account drawn on (or created drawn
+    on) by one upsert, every month by one upsert — and the release and its periods are one
+    insert each, however many months it reads; a stored release is one read, no write."""
     query = _query(start=MONTHS[0], end=MONTHS[months - 1])
     principal = _principal("policy_maker")
     for _ in range(2):  # a new account and new months, then existing ones (a new data version)
         assert _writes(store, lambda: gate.release(principal, query)) == [
-            "INSERT budget_accounts", "INSERT budget_entries", "INSERT period_budgets",
-            "INSERT period_charges", "INSERT releases", "INSERT release_periods"]
+            "BEGIN", "BEGIN", "INSERT budget_accounts", "INSERT budget_entries",
+            "INSERT period_budgets", "INSERT period_charges", "INSERT releases",
+            "INSERT release_periods"]
         with store.write.begin() as session:
             session.get(ProductVersion, ("kigali-east", "health.vaccinations")).data_version += 1
     assert all(_spent(store, month) == pytest.approx(2.0) for month in MONTHS[:months])
     assert _viewer_spent(store) == pytest.approx(2.0)
     gate.release(principal, query)
-    assert _writes(store, lambda: gate.release(principal, query)) == []
+    assert _writes(store, lambda: gate.release(principal, query)) == ["BEGIN"]
 
 
 def test_concurrent_releases_never_overspend_a_month(gate, store):
