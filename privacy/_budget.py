@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from data.bootstrap import utcnow
 from data.catalog import Policy
 from data.engine import Store
+from data.prepared import Prepared
 from data.errors import BudgetExhausted, VeilBug
 from data.months import add_months
 from data.models import BudgetAccount, BudgetEntry, PeriodBudget, PeriodCharge
@@ -71,9 +72,8 @@ class Ledger:
         """The principal's account in the window of ``today`` (read in ``session`` if given)."""
         start, end = window_of(today)
         with _reading(self._store, session) as session:
-            spent = session.execute(_ACCOUNT_SPENT, {
-                "tenant": tenant, "who": principal, "product": product,
-                "start": start}).one_or_none()
+            spent = _ACCOUNT_SPENT.first(session, {
+                "tenant": tenant, "who": principal, "product": product, "start": start})
         spent_epsilon, spent_delta = spent if spent is not None else (0.0, 0.0)
         return BudgetStatus(product=product, window_start=start, window_end=end,
                             cap=Epsilon(cap), spent=Epsilon(spent_epsilon),
@@ -99,10 +99,10 @@ class Ledger:
         # check: a draw no empty account could pay is refused before the statement.
         payable = (epsilon.value <= params["eps_limit"]
                    and (delta.value <= 0 or delta.value <= params["delta_limit"]))
-        drawn = session.execute(_draw_account(_upsert(session), delta_cap is not None,
-                                              delta.value > 0), params).first() if payable else None
+        drawn = _draw_account(_upsert(session), delta_cap is not None, delta.value > 0).first(
+            session, params) if payable else None
         if drawn is None:
-            row = session.execute(_ACCOUNT_SPENT, params).one_or_none()
+            row = _ACCOUNT_SPENT.first(session, params)
             spent, delta_spent = row if row is not None else (0.0, 0.0)
             raise BudgetExhausted(
                 requested=epsilon.value, remaining=max(cap - spent, 0.0),
@@ -139,9 +139,10 @@ class Ledger:
                               product=product, epsilon=epsilon, cap=cap, delta=delta,
                               delta_cap=delta_cap, today=today)
         now = self._clock()
-        session.execute(insert(BudgetEntry.__table__).values(
-            account_id=account, release_id=release_id, epsilon=epsilon.value,
-            delta=delta.value, state="committed", created_at=now, settled_at=now))
+        _INSERT_ENTRY.rows(session, {"account_id": account, "release_id": release_id,
+                                     "epsilon": epsilon.value, "delta": delta.value,
+                                     "state": "committed", "created_at": now,
+                                     "settled_at": now})
 
     def commit(self, session: Session, entry_id: int, *, release_id: str) -> None:
         """Mark a reservation spent, inside the caller's transaction that stores the release."""
@@ -225,15 +226,19 @@ class PeriodLedger:
         # The rows go in month order and PostgreSQL locks each conflicting one as it reaches
         # it, so two transactions drawing on overlapping months never wait on each other
         # crosswise (SQLite's writers already take turns).
-        rows = [{"tenant_id": tenant, "product_id": product, "period": month,
-                 "cap": full_cap, "spent": epsilon.value,
-                 "viewer_spent": epsilon.value if viewer else 0.0, "delta_cap": delta_cap,
-                 "delta_spent": delta.value, "full_limit": limits["full"],
-                 "viewer_limit": limits["viewer"], "delta_limit": limits["delta"]}
-                for month in months]
-        after = {row.period: row for row in session.execute(
-            _draw_months(_upsert(session), viewer, delta.value > 0), rows)} if payable else {}
-        drawn = {month: row.id for month, row in after.items()}
+        params = {"full_limit": limits["full"], "viewer_limit": limits["viewer"],
+                  "delta_limit": limits["delta"]}
+        for i, month in enumerate(months):
+            params.update({f"tenant_id_{i}": tenant, f"product_id_{i}": product,
+                           f"period_{i}": month, f"cap_{i}": full_cap,
+                           f"spent_{i}": epsilon.value,
+                           f"viewer_spent_{i}": epsilon.value if viewer else 0.0,
+                           f"delta_cap_{i}": delta_cap, f"delta_spent_{i}": delta.value})
+        # each drawn month: (its id, spent, viewers' spent, δ spent)
+        after = {row[0]: row[1:] for row in _draw_months(
+            _upsert(session), viewer, delta.value > 0, len(months)).rows(
+            session, params)} if payable else {}
+        drawn = {month: row[0] for month, row in after.items()}
         short = [month for month in months if month not in drawn]
         if short:  # the caller's transaction rolls back, the months drawn on above with it
             month = short[0]
@@ -251,20 +256,20 @@ class PeriodLedger:
         charges = [{"budget_id": drawn[month], "release_id": release_id, "principal": principal,
                     "role": role, "epsilon": epsilon.value, "delta": delta.value, "at": now}
                    for month in months]
-        session.execute(insert(PeriodCharge.__table__), charges)
+        _INSERT_CHARGES.many(session, charges)
         return {month: PeriodStatus(period=month, cap=Epsilon(full_cap),
-                                    spent=Epsilon(row.spent), delta_cap=Delta(delta_cap),
-                                    delta_spent=Delta(row.delta_spent),
-                                    viewer_spent=Epsilon(row.viewer_spent))
-                for month, row in after.items()}
+                                    spent=Epsilon(spent), delta_cap=Delta(delta_cap),
+                                    delta_spent=Delta(delta_spent),
+                                    viewer_spent=Epsilon(viewers))
+                for month, (_id, spent, viewers, delta_spent) in after.items()}
 
     def status(self, *, tenant: str, product: str, periods: list[date], cap: float,
                delta_cap: float, session: Session | None = None) -> dict[date, PeriodStatus]:
         """Spent and cap of each month (a month nothing was released about has spent 0), read
         in ``session`` if given (e.g. the release's own transaction)."""
         with _reading(self._store, session) as session:
-            rows = session.execute(_MONTH_STATUS, {
-                "tenant": tenant, "product": product, "months": sorted(set(periods))}).all()
+            rows = _MONTH_STATUS.rows(session, {
+                "tenant": tenant, "product": product, "months": sorted(set(periods))})
         spent = {period: (e, v, d) for period, e, v, d in rows}
         out = {}
         for period in sorted(set(periods)):
@@ -282,7 +287,19 @@ _ACCOUNT = (_accounts.c.tenant_id == bindparam("tenant"),
             _accounts.c.principal == bindparam("who"),
             _accounts.c.product_id == bindparam("product"),
             _accounts.c.window_start == bindparam("start"))
-_ACCOUNT_SPENT = select(_accounts.c.spent, _accounts.c.delta_spent).where(*_ACCOUNT)
+_ACCOUNT_SPENT = Prepared(select(_accounts.c.spent, _accounts.c.delta_spent).where(*_ACCOUNT))
+
+
+def _insert(table, names: tuple[str, ...]) -> Prepared:
+    """An insert of ``names``, each a parameter of its column's type."""
+    return Prepared(insert(table).values(
+        {name: bindparam(name, type_=table.c[name].type) for name in names}))
+
+
+_INSERT_ENTRY = _insert(BudgetEntry.__table__, ("account_id", "release_id", "epsilon", "delta",
+                                                "state", "created_at", "settled_at"))
+_INSERT_CHARGES = _insert(PeriodCharge.__table__, ("budget_id", "release_id", "principal",
+                                                   "role", "epsilon", "delta", "at"))
 
 
 @cache
@@ -306,7 +323,7 @@ def _draw_account(upsert, with_delta_cap: bool, with_delta: bool):
         conditions.append(_accounts.c.delta_spent + added
                           <= bindparam("delta_limit", type_=Float))
         values["delta_spent"] = _accounts.c.delta_spent + added
-    return (statement.on_conflict_do_update(
+    return Prepared(statement.on_conflict_do_update(
         index_elements=["tenant_id", "principal", "product_id", "window_start"],
         set_=values, where=and_(*conditions)).returning(_accounts.c.id))
 
@@ -315,18 +332,24 @@ _budgets = PeriodBudget.__table__
 _MONTHS = (_budgets.c.tenant_id == bindparam("tenant"),
            _budgets.c.product_id == bindparam("product"),
            _budgets.c.period.in_(bindparam("months", expanding=True)))
-_MONTH_STATUS = select(_budgets.c.period, _budgets.c.spent, _budgets.c.viewer_spent,
-                       _budgets.c.delta_spent).where(*_MONTHS)
+_MONTH_STATUS = Prepared(select(_budgets.c.period, _budgets.c.spent, _budgets.c.viewer_spent,
+                                _budgets.c.delta_spent).where(*_MONTHS), expanding=("months",))
+
+
+_MONTH_COLUMNS = ("tenant_id", "product_id", "period", "cap", "spent", "viewer_spent",
+                  "delta_cap", "delta_spent")
 
 
 @cache
-def _draw_months(upsert, viewer: bool, with_delta: bool):
-    """The months' draw as one upsert, a parameter set per month (sent as one multi-row
-    statement, in month order): inserted drawn on, or (on conflict) everyone's ``spent + ε``
-    within the full cap, a viewer's ``viewer_spent + ε`` within the viewers' share,
-    ``delta_spent + δ`` within the δ cap when δ > 0; returns each drawn month's id and what
-    it has spent now."""
-    statement = upsert(_budgets)
+def _draw_months(upsert, viewer: bool, with_delta: bool, months: int):
+    """The draw on ``months`` months as one multi-row upsert (row i's values are the
+    parameters ``<column>_i``, rows in month order): inserted drawn on, or (on conflict)
+    everyone's ``spent + ε`` within the full cap, a viewer's ``viewer_spent + ε`` within the
+    viewers' share, ``delta_spent + δ`` within the δ cap when δ > 0; returns each drawn
+    month's period, id and what it has spent now."""
+    statement = upsert(_budgets).values([
+        {name: bindparam(f"{name}_{i}", type_=_budgets.c[name].type) for name in _MONTH_COLUMNS}
+        for i in range(months)])
     new = statement.excluded
     conditions = [_budgets.c.spent + new.spent <= bindparam("full_limit", type_=Float)]
     values = {"spent": _budgets.c.spent + new.spent, "cap": new.cap,
@@ -339,7 +362,7 @@ def _draw_months(upsert, viewer: bool, with_delta: bool):
         conditions.append(_budgets.c.delta_spent + new.delta_spent
                           <= bindparam("delta_limit", type_=Float))
         values["delta_spent"] = _budgets.c.delta_spent + new.delta_spent
-    return (statement.on_conflict_do_update(
+    return Prepared(statement.on_conflict_do_update(
         index_elements=["tenant_id", "product_id", "period"], set_=values,
         where=and_(*conditions))
         .returning(_budgets.c.period, _budgets.c.id, _budgets.c.spent,

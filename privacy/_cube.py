@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import itertools
 from contextlib import nullcontext
+from functools import cache
 from datetime import date
 from typing import TYPE_CHECKING, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from data.catalog import Catalog, MetricSpec, ProductSpec
 from data.engine import Store
 from data.models import CubeMonthly
+from data.prepared import Prepared
 from data.months import months_between
 
 from privacy._engine import Key, Level
@@ -100,39 +102,29 @@ class Cube:
             months = list(query.months)
             labels = dict.fromkeys(months, keys_of[0])
         dims = breakdowns(query)
-        geo_column = (None if plan.geo == "tenant"
-                      else getattr(CubeMonthly, DIMENSIONS[plan.geo]))
         # On an H3 map, events placed only by district (cell "-") count in that district's
         # "unplaced" cell, so they are measured and rolled up like any cell, never dropped.
-        placed_by = [CubeMonthly.district] if plan.geo == "h3_cell" else []
-        columns = [CubeMonthly.period] + placed_by + (
-            [geo_column] if geo_column is not None else []) + [
-            getattr(CubeMonthly, DIMENSIONS[d]) for d in dims]
+        placed = plan.geo == "h3_cell"
+        filters = dict(query.filters)
+        contiguous = _contiguous(months)
+        statement = _aggregate_statement(plan.geo, tuple(dims), tuple(filters), contiguous)
         # Tenant lock: the tenant comes from the principal, never from the query.
-        statement = (
-            select(*columns, func.sum(CubeMonthly.n_events).label("n_events"),
-                   func.sum(CubeMonthly.value_sum).label("value_sum"))
-            .where(CubeMonthly.tenant_id == tenant,
-                   CubeMonthly.product_id == plan.product.id,
-                   CubeMonthly.metric == query.metric,
-                   # a range lets the index seek on period (PostgreSQL leaves an IN list of
-                   # dates to a filter, and SQLite plans range-plus-IN worse than either)
-                   CubeMonthly.period >= min(months), CubeMonthly.period <= max(months))
-            .group_by(*columns))
-        if not _contiguous(months):  # gaps: keep exactly the months not yet released
-            statement = statement.where(CubeMonthly.period.in_(months))
-        for dimension, value in query.filters:
-            statement = statement.where(getattr(CubeMonthly, DIMENSIONS[dimension]) == value)
+        params = {"tenant": tenant, "product": plan.product.id, "metric": query.metric,
+                  "first": min(months), "last": max(months),
+                  **{f"filter_{dimension}": value for dimension, value in filters.items()}}
+        if not contiguous:
+            params["months"] = list(months)
         truth: dict[Key, tuple[int, float]] = {}
         cells = self._geography.cells
+        # the columns' positions: period, [district on an H3 map], [area], breakdowns, sums
+        period = 0
+        district = 1 if placed else None
+        area = None if plan.geo == "tenant" else 1 + placed
+        first_dim = 1 + placed + (area is not None)
+        breakdown = list(range(first_dim, first_dim + len(dims)))
+        n_events, value_sum = first_dim + len(dims), first_dim + len(dims) + 1
         with (nullcontext(session) if session is not None else self._store.read()) as session:
-            result = session.execute(statement)
-            # columns by label, resolved once (a Row's name lookup costs ~20× its index)
-            at = {name: index for index, name in enumerate(result.keys())}
-            period, n_events, value_sum = at["period"], at["n_events"], at["value_sum"]
-            area = at[DIMENSIONS[plan.geo]] if geo_column is not None else None
-            district = at["district"] if placed_by else None
-            breakdown = [at[DIMENSIONS[d]] for d in dims]
+            result = statement.rows(session, params)
             for row in result:
                 # the key's area: the tenant, the geography column's code, or on an H3 map
                 # the cell (its district's unplaced cell when the cell is not a declared one)
@@ -200,6 +192,36 @@ class Cube:
         if geo == "state":
             chain["tenant"] = tenant
         return chain
+
+
+@cache
+def _aggregate_statement(geo: str, dims: tuple[str, ...], filtered: tuple[str, ...],
+                         contiguous: bool) -> Prepared:
+    """The cube read of one query shape, built once per shape with bound parameters (tenant,
+    product, metric, first and last month, ``filter_<dimension>``, and ``months`` when the
+    months have gaps) and sent on the driver's cursor (``data.prepared``)."""
+    geo_column = None if geo == "tenant" else getattr(CubeMonthly, DIMENSIONS[geo])
+    placed_by = [CubeMonthly.district] if geo == "h3_cell" else []
+    columns = [CubeMonthly.period] + placed_by + (
+        [geo_column] if geo_column is not None else []) + [
+        getattr(CubeMonthly, DIMENSIONS[d]) for d in dims]
+    statement = (
+        select(*columns, func.sum(CubeMonthly.n_events).label("n_events"),
+               func.sum(CubeMonthly.value_sum).label("value_sum"))
+        .where(CubeMonthly.tenant_id == bindparam("tenant"),
+               CubeMonthly.product_id == bindparam("product"),
+               CubeMonthly.metric == bindparam("metric"),
+               # a range lets the index seek on period (PostgreSQL leaves an IN list of
+               # dates to a filter, and SQLite plans range-plus-IN worse than either)
+               CubeMonthly.period >= bindparam("first", type_=CubeMonthly.period.type),
+               CubeMonthly.period <= bindparam("last", type_=CubeMonthly.period.type))
+        .group_by(*columns))
+    if not contiguous:  # gaps: keep exactly the months not yet released
+        statement = statement.where(CubeMonthly.period.in_(bindparam("months", expanding=True)))
+    for dimension in filtered:
+        statement = statement.where(getattr(CubeMonthly, DIMENSIONS[dimension])
+                                    == bindparam(f"filter_{dimension}"))
+    return Prepared(statement, expanding=() if contiguous else ("months",))
 
 
 def _contiguous(months: list[date]) -> bool:

@@ -15,10 +15,11 @@ import itertools
 from collections import defaultdict
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from data.catalog import Catalog
 from data.models import ReleasePeriod
+from data.prepared import Prepared
 
 from privacy._cube import GEO_LEVELS, Cube, breakdowns
 from privacy._derive import (accurate_enough, derive_cells, mechanism_of, mechanism_record,
@@ -42,6 +43,12 @@ def stored_candidates(tenant: str, product: str, sources: list[str], periods: li
     return select(ReleasePeriod.period, ReleasePeriod.measurement, ReleasePeriod.cells).where(
         ReleasePeriod.tenant_id == tenant, ReleasePeriod.product_id == product,
         ReleasePeriod.source.in_(sources), ReleasePeriod.period.in_(periods))
+
+
+#: ``stored_candidates`` with bound parameters, sent on the driver's cursor (``data.prepared``).
+_CANDIDATES = Prepared(stored_candidates(
+    bindparam("tenant"), bindparam("product"), bindparam("sources", expanding=True),
+    bindparam("periods", expanding=True)), expanding=("sources", "periods"))
 
 
 class Derivation:
@@ -102,16 +109,16 @@ class Derivation:
         role = self._planner.role(principal)
         levels = {level for level in role.privacy_levels
                   if level not in plan.settings.settings.disabled_levels}
-        rows = session.execute(stored_candidates(
-            principal.tenant, plan.product.id,
-            [self.source_key(principal, query, plan, data_version, subset)
-             for size in range(len(query.filters) + 1)
-             for subset in itertools.combinations(query.filters, size)], read)).all()
+        rows = _CANDIDATES.rows(session, {
+            "tenant": principal.tenant, "product": plan.product.id,
+            "sources": [self.source_key(principal, query, plan, data_version, subset)
+                        for size in range(len(query.filters) + 1)
+                        for subset in itertools.combinations(query.filters, size)],
+            "periods": read})
         dims = breakdowns(query)
         sources: dict[date, list[dict]] = defaultdict(list)
         totals: dict[date, list[list]] = defaultdict(list)
-        for row in rows:
-            measurement = row.measurement
+        for period, measurement, cells in rows:
             if not measurement:
                 continue
             source = measurement["source"]
@@ -126,11 +133,11 @@ class Derivation:
                     continue
                 sources[query.start].append(measurement)
             elif source["period"] == "month":
-                sources[row.period].append(measurement)
+                sources[period].append(measurement)
                 if (plan.geo == "tenant" and source["geo"] != "tenant"
                         and source["dims"] == dims
                         and {tuple(f) for f in source["filters"]} == set(query.filters)):
-                    totals[row.period].append(row.cells)
+                    totals[period].append(cells)
         if not sources:
             return {}
         labels = query.periods

@@ -479,6 +479,7 @@ class Gate:
         # One transaction: the ε charge, the release and its periods commit together or not at
         # all, so a failure anywhere spends nothing and leaves no half-stored release.
         charged: dict[date, PeriodStatus] = {}
+        drawn = set(terms.periods) if epsilon.value > 0 else set()
         with self._store.write.begin() as session:
             if epsilon.value > 0:
                 # the cap as of this transaction: a cap an administrator changed since planning
@@ -489,12 +490,6 @@ class Gate:
                                     product=plan.product.id, epsilon=epsilon,
                                     cap=cap, today=today, release_id=release_id,
                                     delta=delta, delta_cap=delta_cap)
-                charged = self._periods.charge(
-                    session, tenant=principal.tenant, product=plan.product.id,
-                    periods=terms.periods, epsilon=epsilon, delta=delta, cap=terms.period_cap,
-                    viewer=terms.viewer, full_cap=period_policy.epsilon,
-                    delta_cap=period_policy.delta, release_id=release_id,
-                    principal=principal.subject, role=principal.role)
             self._log.store(session, values, [dict(
                 period_key=period_keys[month], release_id=release_id,
                 tenant_id=principal.tenant, product_id=plan.product.id, period=month,
@@ -502,10 +497,19 @@ class Gate:
                 source=source if month in measurements else None,
                 derived=month in derived) for month in missing])
             # what every release about these months has spent, this one included: the months
-            # this release drew on as their UPDATE returned them, the others read
-            unread = sorted({month for month in query.months if month not in charged})
+            # this release draws on as their upsert returns them, the others read
+            unread = sorted({month for month in query.months if month not in drawn})
             read = (dict(zip(unread, self._lifetime(principal.tenant, plan.product.id, unread,
                                                     session=session))) if unread else {})
+            if drawn:
+                # The months' lifetime rows last: every release of these months waits on
+                # their locks (PostgreSQL), so they are held from this draw to the commit only.
+                charged = self._periods.charge(
+                    session, tenant=principal.tenant, product=plan.product.id,
+                    periods=terms.periods, epsilon=epsilon, delta=delta, cap=terms.period_cap,
+                    viewer=terms.viewer, full_cap=period_policy.epsilon,
+                    delta_cap=period_policy.delta, release_id=release_id,
+                    principal=principal.subject, role=principal.role)
             lifetime = tuple(charged[month] if month in charged else read[month]
                              for month in sorted(set(query.months)))
         return self._log.to_release(row, plan.product, charged=epsilon, reused=False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections import namedtuple
 from collections.abc import Callable
 from datetime import date
 from typing import NamedTuple
@@ -18,6 +19,7 @@ from typing import NamedTuple
 from sqlalchemy import bindparam, func, insert, select
 
 from data.catalog import Catalog, ProductSpec
+from data.prepared import Prepared
 from data.errors import QueryRefused
 from data.models import ProductVersion, ReleasePeriod, SubjectConsent
 from data.models import Release as ReleaseRow
@@ -28,6 +30,10 @@ from privacy._sensitivity import guarantee_text
 from privacy._values import Cell, Delta, Epsilon, PeriodStatus, Query, Release
 
 __all__ = ["Published", "ReleaseLog", "digest", "query_of"]
+
+
+#: A stored release row as the release path reads it: the ``releases`` columns, in order.
+StoredRelease = namedtuple("StoredRelease", [column.key for column in ReleaseRow.__table__.columns])
 
 
 class Published(NamedTuple):
@@ -84,14 +90,14 @@ class ReleaseLog:
         return session.scalar(select(ReleaseRow.id).where(ReleaseRow.query_key == series_key))
 
     @staticmethod
-    def stored(session, series_key: str) -> ReleaseRow | None:
-        return session.execute(_STORED, {"key": series_key}).scalar()
+    def stored(session, series_key: str) -> StoredRelease | None:
+        row = _STORED.first(session, {"key": series_key})
+        return None if row is None else StoredRelease(*row)
 
     @staticmethod
     def existing_periods(session, period_keys: dict[date, str]) -> dict[str, list]:
         """Cells of the periods already released, by period key."""
-        return {row.period_key: row.cells for row in session.execute(
-            _EXISTING, {"keys": list(period_keys.values())})}
+        return dict(_EXISTING.rows(session, {"keys": list(period_keys.values())}))
 
     @staticmethod
     def data_version(session, tenant: str, product: ProductSpec) -> int:
@@ -107,7 +113,7 @@ class ReleaseLog:
         """The product's data version, refused while a consent withdrawal is newer than its
         cube (``data_version`` and ``check_consent_applied`` in one prebuilt read)."""
         params = {"tenant": tenant, "product": product.id, "vertical": product.vertical}
-        row = session.execute(_VERSION, params).first()
+        row = _VERSION.first(session, params)
         if row is None:
             raise QueryRefused(f"{product.title} has no materialised data for this tenant yet; "
                                f"an operator must run `veil materialize`")
@@ -132,9 +138,8 @@ class ReleaseLog:
         """Insert a release row (``release``: its column values) and its new periods, in the
         caller's write transaction. Core inserts (no ORM flush); the periods reference the
         release, inserted first."""
-        session.execute(_INSERT_RELEASE, release)
-        if periods:
-            session.execute(_INSERT_PERIODS, periods)
+        _INSERT_RELEASE.rows(session, release)
+        _INSERT_PERIODS.many(session, periods)
 
     # --- published snapshots -----------------------------------------------------------------
 
@@ -241,17 +246,23 @@ def _refuse_unapplied(product: ProductSpec, latest, refreshed) -> None:
             f"Nothing was spent; try again shortly.")
 
 
-#: The release path's statements, prebuilt once (not per release).
-_STORED = select(ReleaseRow).where(ReleaseRow.query_key == bindparam("key"))
-_EXISTING = select(ReleasePeriod.period_key, ReleasePeriod.cells).where(
-    ReleasePeriod.period_key.in_(bindparam("keys", expanding=True)))
-_INSERT_RELEASE = insert(ReleaseRow.__table__)
-_INSERT_PERIODS = insert(ReleasePeriod.__table__)
+#: The release path's statements, prebuilt once (not per release) and sent on the driver's
+#: cursor (``data.prepared``).
+_releases = ReleaseRow.__table__
+_STORED = Prepared(select(_releases).where(_releases.c.query_key == bindparam("key")))
+_EXISTING = Prepared(select(ReleasePeriod.period_key, ReleasePeriod.cells).where(
+    ReleasePeriod.period_key.in_(bindparam("keys", expanding=True))), expanding=("keys",))
+_INSERT_RELEASE = Prepared(insert(_releases).values(
+    {column.key: bindparam(column.key, type_=column.type) for column in _releases.columns}))
+_INSERT_PERIODS = Prepared(insert(ReleasePeriod.__table__).values(
+    {name: bindparam(name, type_=ReleasePeriod.__table__.c[name].type)
+     for name in ("period_key", "release_id", "tenant_id", "product_id", "period", "cells",
+                  "measurement", "source", "derived")}))
 _LATEST_WITHDRAWAL = select(func.max(SubjectConsent.changed_at)).where(
     SubjectConsent.tenant_id == bindparam("tenant"),
     SubjectConsent.vertical == bindparam("vertical"), SubjectConsent.status == "withdrawn")
 #: The data version, when the cube was built and the latest withdrawal: one round trip.
-_VERSION = select(ProductVersion.data_version, ProductVersion.refreshed_at,
-                  _LATEST_WITHDRAWAL.scalar_subquery()).where(
+_VERSION = Prepared(select(ProductVersion.data_version, ProductVersion.refreshed_at,
+                           _LATEST_WITHDRAWAL.scalar_subquery()).where(
     ProductVersion.tenant_id == bindparam("tenant"),
-    ProductVersion.product_id == bindparam("product"))
+    ProductVersion.product_id == bindparam("product")))

@@ -29,6 +29,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from data.catalog import Catalog, ProductSpec
+from data.prepared import Prepared
 from data.engine import Store
 from data.errors import InvalidInput, VeilBug
 from data.models import BudgetAccount
@@ -225,7 +226,7 @@ class SettingsBook:
     def active_in(self, session: Session, tenant: str) -> SettingsVersion:
         """The version in force for ``tenant``, read in ``session`` (its id on every call; the
         row itself only the first time it is in force)."""
-        row_id = session.execute(_ACTIVE_ID, {"tenant": tenant}).scalar()
+        row_id = _ACTIVE_ID.scalar(session, {"tenant": tenant})
         if row_id is None:
             return self.catalog_version(tenant, status="active")
         view = self._active_views.get(row_id)
@@ -335,7 +336,9 @@ class SettingsBook:
             reason="the catalog's values (policy.toml, roles.toml)")
 
 
-#: The id of a tenant's version in force: prebuilt once (the gate reads it twice per release).
-_ACTIVE_ID = (select(SettingsRow.id)
-              .where(SettingsRow.tenant_id == bindparam("tenant"), SettingsRow.status == "active")
-              .order_by(SettingsRow.version.desc()).limit(1))
+#: The id of a tenant's version in force: prebuilt once, sent on the driver's cursor (the gate
+#: reads it twice per release).
+_ACTIVE_ID = Prepared(select(SettingsRow.id)
+                      .where(SettingsRow.tenant_id == bindparam("tenant"),
+                             SettingsRow.status == "active")
+                      .order_by(SettingsRow.version.desc()).limit(1))

@@ -132,14 +132,16 @@ def test_a_fresh_release_writes_six_statements_whatever_its_months(gate, store, 
     """Issue 18: one read transaction (the plan's settings included) and one write
     transaction; the charge is set-based — the viewer's account drawn on (or created drawn
     on) by one upsert, every month by one upsert — and the release and its periods are one
-    insert each, however many months it reads; a stored release is one read, no write."""
+    insert each, however many months it reads; a stored release is one read, no write. The
+    months' lifetime rows, which every release of those months must lock, are drawn on last
+    (held from their draw to the commit only)."""
     query = _query(start=MONTHS[0], end=MONTHS[months - 1])
     principal = _principal("policy_maker")
     for _ in range(2):  # a new account and new months, then existing ones (a new data version)
         assert _writes(store, lambda: gate.release(principal, query)) == [
             "BEGIN", "BEGIN", "INSERT budget_accounts", "INSERT budget_entries",
-            "INSERT period_budgets", "INSERT period_charges", "INSERT releases",
-            "INSERT release_periods"]
+            "INSERT releases", "INSERT release_periods", "INSERT period_budgets",
+            "INSERT period_charges"]
         with store.write.begin() as session:
             session.get(ProductVersion, ("kigali-east", "health.vaccinations")).data_version += 1
     assert all(_spent(store, month) == pytest.approx(2.0) for month in MONTHS[:months])
