@@ -41,6 +41,12 @@ class Store:
     engine: Engine
     read: sessionmaker[Session]
     write: sessionmaker[Session]
+    #: Reads whose statements each see what was committed before it began, with no transaction
+    #: around them: on PostgreSQL an autocommit session — READ COMMITTED already gives every
+    #: statement its own snapshot, so a transaction would only add its BEGIN and ROLLBACK round
+    #: trips; on SQLite the same as ``read`` (a read transaction there is in-process and keeps
+    #: one snapshot). The gate's release reads use it.
+    glance: sessionmaker[Session]
 
     @property
     def dialect(self) -> str:
@@ -136,10 +142,13 @@ def open_store(settings: Settings, *, check: bool = True) -> Store:
                 f"connection: {exc}"
             ) from exc
     write_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
+    read = sessionmaker(engine, expire_on_commit=False)
     return Store(
-        engine=engine,
-        read=sessionmaker(engine, expire_on_commit=False),
+        engine=engine, read=read,
         write=sessionmaker(write_engine, expire_on_commit=False),
+        glance=(sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"),
+                             expire_on_commit=False)
+                if engine.dialect.name == "postgresql" else read),
     )
 
 

@@ -18,7 +18,7 @@ SQLAlchemy's own ``begin`` (SQLite's ``BEGIN IMMEDIATE`` for writers included).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
-__all__ = ["Prepared"]
+__all__ = ["Batch", "Prepared"]
 
 
 class _Form:
@@ -153,6 +153,83 @@ class Prepared:
         except connection.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(form.sql, driver_params, exc, connection) from exc
         finally:
+            cursor.close()
+
+
+class Batch:
+    """Statements sent together in the caller's transaction: one round trip on PostgreSQL
+    (psycopg's pipeline mode, which queues the transaction's BEGIN too), one after another on
+    SQLite. Each may come with ``then``, the check of its rows; the checks run in order once
+    every statement has run, so a statement's rows may only be looked at in its check. A
+    check that raises leaves the transaction for the caller to roll back (the later
+    statements ran, and roll back with it). A failing statement raises SQLAlchemy's error and
+    runs no check."""
+
+    def __init__(self):
+        self._calls: list[tuple[Prepared, Any, bool, Callable[[list[tuple]], Any] | None]] = []
+
+    def add(self, prepared: Prepared, params: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+            *, many: bool = False, then: Callable[[list[tuple]], Any] | None = None) -> int:
+        """Queue ``prepared`` with ``params`` (a list of parameter sets with ``many``); its
+        position in what ``send`` returns."""
+        self._calls.append((prepared, params, many, then))
+        return len(self._calls) - 1
+
+    def send(self, on: Session | Connection) -> list[Any]:
+        """Run every statement, then every check; what each check returned (its rows when it
+        has none)."""
+        connection = on.connection() if isinstance(on, Session) else on
+        # an executemany with no parameter sets sends nothing (its check sees no rows)
+        calls = [call for call in self._calls if not (call[2] and not call[1])]
+        if connection.dialect.name == "postgresql" and len(calls) > 1:
+            found = iter(_pipelined(connection, calls))
+        else:
+            found = iter([p.many(connection, params) if many else p.rows(connection, params)
+                          for p, params, many, _then in calls])
+        out = []
+        for _p, params, many, then in self._calls:
+            rows = [] if many and not params else next(found)
+            out.append(then(rows or []) if then is not None else rows)
+        return out
+
+
+def _pipelined(connection: Connection, calls) -> list[list[tuple] | None]:
+    dialect = connection.dialect
+    driver = connection.connection.driver_connection
+    sent = []
+    cursors = []
+    try:
+        with driver.pipeline():
+            for prepared, params, many, _then in calls:
+                cursor = driver.cursor()
+                cursors.append(cursor)
+                if many:
+                    form = prepared._form(dialect, params[0])
+                    driver_params = [form.parameters(p) for p in params]
+                else:
+                    form = prepared._form(dialect, params)
+                    driver_params = form.parameters(params)
+                sql, driver_params = _before(connection, cursor, form.sql, driver_params, many)
+                if many:
+                    cursor.executemany(sql, driver_params)
+                else:
+                    cursor.execute(sql, driver_params)
+                sent.append((form, sql, driver_params, many))
+        out: list[list[tuple] | None] = []
+        for cursor, (form, sql, driver_params, many) in zip(cursors, sent):
+            _after(connection, cursor, sql, driver_params, many)
+            if many:
+                out.append(None)
+                continue
+            description = cursor.description
+            out.append(form.convert(cursor.fetchall() if description is not None else [],
+                                    description))
+        return out
+    except dialect.loaded_dbapi.Error as exc:
+        sql, driver_params = (sent[-1][1], sent[-1][2]) if sent else ("", {})
+        raise _wrapped(sql, driver_params, exc, connection) from exc
+    finally:
+        for cursor in cursors:
             cursor.close()
 
 

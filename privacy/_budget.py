@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from functools import cache
 
-from sqlalchemy import Float, and_, bindparam, insert, select, update
+from sqlalchemy import Float, and_, bindparam, false, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from data.bootstrap import utcnow
 from data.catalog import Policy
 from data.engine import Store
-from data.prepared import Prepared
+from data.prepared import Batch, Prepared
 from data.errors import BudgetExhausted, VeilBug
 from data.months import add_months
 from data.models import BudgetAccount, BudgetEntry, PeriodBudget, PeriodCharge
@@ -79,6 +79,38 @@ class Ledger:
                             cap=Epsilon(cap), spent=Epsilon(spent_epsilon),
                             delta_cap=Delta(delta_cap), delta_spent=Delta(spent_delta))
 
+    def _draw(self, *, tenant: str, principal: str, role: str, product: str,
+              epsilon: Epsilon, cap: float, delta: Delta, delta_cap: float | None,
+              today: date) -> tuple[dict, bool]:
+        """The parameters of the account's draw (``_draw_account``), and whether an empty
+        account could pay it at all (a new account is inserted already drawn on, which the
+        conflict's condition does not check, so a draw none could pay is refused before)."""
+        if delta.value > 0 and delta_cap is None:
+            raise VeilBug(f"a charge of {delta} needs the window's δ cap")
+        start, end = window_of(today)
+        params = {"tenant": tenant, "who": principal, "who_role": role, "product": product,
+                  "start": start, "end": end, "new_cap": cap, "eps": epsilon.value,
+                  "eps_limit": cap + _SLACK, "new_delta_cap": delta_cap or 0.0,
+                  "delta_add": delta.value, "delta_limit": (delta_cap or 0.0) + _DELTA_SLACK}
+        payable = (epsilon.value <= params["eps_limit"]
+                   and (delta.value <= 0 or delta.value <= params["delta_limit"]))
+        return params, payable
+
+    @staticmethod
+    def _drawn(session: Session, rows: list[tuple], params: dict, *, epsilon: Epsilon,
+               delta: Delta, cap: float, delta_cap: float | None) -> int:
+        """The drawn account's id from the draw's rows, or BudgetExhausted saying which fell
+        short (read in the same transaction)."""
+        if rows:
+            return rows[0][0]
+        spent, delta_spent = _ACCOUNT_SPENT.first(session, params) or (0.0, 0.0)
+        raise BudgetExhausted(
+            requested=epsilon.value, remaining=max(cap - spent, 0.0),
+            window=f"{params['start'].isoformat()} – {params['end'].isoformat()}",
+            product=params["product"], delta_requested=delta.value,
+            delta_remaining=(max(delta_cap - delta_spent, 0.0)
+                             if delta_cap is not None else None))
+
     def _spend(self, session: Session, *, tenant: str, principal: str, role: str,
                product: str, epsilon: Epsilon, cap: float, delta: Delta,
                delta_cap: float | None, today: date) -> int:
@@ -88,29 +120,13 @@ class Ledger:
         is none: ONE upsert statement (``_draw_account``); its id, or BudgetExhausted saying
         which fell short. On PostgreSQL a concurrent draw on the same account waits for the
         other transaction and the condition is evaluated on the row it committed."""
-        if delta.value > 0 and delta_cap is None:
-            raise VeilBug(f"a charge of {delta} needs the window's δ cap")
-        start, end = window_of(today)
-        params = {"tenant": tenant, "who": principal, "who_role": role, "product": product,
-                  "start": start, "end": end, "new_cap": cap, "eps": epsilon.value,
-                  "eps_limit": cap + _SLACK, "new_delta_cap": delta_cap or 0.0,
-                  "delta_add": delta.value, "delta_limit": (delta_cap or 0.0) + _DELTA_SLACK}
-        # A new account is inserted already drawn on, which the conflict's condition does not
-        # check: a draw no empty account could pay is refused before the statement.
-        payable = (epsilon.value <= params["eps_limit"]
-                   and (delta.value <= 0 or delta.value <= params["delta_limit"]))
-        drawn = _draw_account(_upsert(session), delta_cap is not None, delta.value > 0).first(
-            session, params) if payable else None
-        if drawn is None:
-            row = _ACCOUNT_SPENT.first(session, params)
-            spent, delta_spent = row if row is not None else (0.0, 0.0)
-            raise BudgetExhausted(
-                requested=epsilon.value, remaining=max(cap - spent, 0.0),
-                window=f"{start.isoformat()} – {end.isoformat()}", product=product,
-                delta_requested=delta.value,
-                delta_remaining=(max(delta_cap - delta_spent, 0.0)
-                                 if delta_cap is not None else None))
-        return drawn[0]
+        params, payable = self._draw(tenant=tenant, principal=principal, role=role,
+                                     product=product, epsilon=epsilon, cap=cap, delta=delta,
+                                     delta_cap=delta_cap, today=today)
+        rows = (_draw_account(_upsert(session), delta_cap is not None, delta.value > 0)
+                .rows(session, params) if payable else [])
+        return self._drawn(session, rows, params, epsilon=epsilon, delta=delta, cap=cap,
+                           delta_cap=delta_cap)
 
     def reserve(self, *, tenant: str, principal: str, role: str, product: str,
                 epsilon: Epsilon, cap: float, today: date, delta: Delta = Delta(0.0),
@@ -126,23 +142,32 @@ class Ledger:
             session.flush()
             return entry.id
 
-    def charge(self, session: Session, *, tenant: str, principal: str, role: str, product: str,
-               epsilon: Epsilon, cap: float, today: date, release_id: str,
-               delta: Delta = Delta(0.0), delta_cap: float | None = None) -> None:
-        """Spend (ε, δ) inside the caller's transaction, which also stores the release.
-
-        The conditional UPDATE is the reservation and the entry is committed with the release:
-        if anything in the transaction fails, the charge rolls back with it. Interactive
-        releases use this; long jobs (exports) use reserve → commit / refund instead.
+    def charge(self, batch: Batch, session: Session, *, tenant: str, principal: str,
+               role: str, product: str, epsilon: Epsilon, cap: float, today: date,
+               release_id: str, delta: Delta = Delta(0.0),
+               delta_cap: float | None = None) -> None:
+        """Spend (ε, δ) inside the caller's transaction, which also stores the release: the
+        account's draw (as ``_spend``) and its committed entry are queued on ``batch``, which
+        the caller sends with the release's other statements; the draw's check raises
+        BudgetExhausted if it fell short, and the transaction rolls back with the release.
+        Interactive releases use this; long jobs (exports) use reserve → commit / refund.
         """
-        account = self._spend(session, tenant=tenant, principal=principal, role=role,
-                              product=product, epsilon=epsilon, cap=cap, delta=delta,
-                              delta_cap=delta_cap, today=today)
+        params, payable = self._draw(tenant=tenant, principal=principal, role=role,
+                                     product=product, epsilon=epsilon, cap=cap, delta=delta,
+                                     delta_cap=delta_cap, today=today)
+        if not payable:
+            self._drawn(session, [], params, epsilon=epsilon, delta=delta, cap=cap,
+                        delta_cap=delta_cap)
+        batch.add(_draw_account(_upsert(session), delta_cap is not None, delta.value > 0),
+                  params, then=lambda rows: self._drawn(session, rows, params, epsilon=epsilon,
+                                                        delta=delta, cap=cap,
+                                                        delta_cap=delta_cap))
         now = self._clock()
-        _INSERT_ENTRY.rows(session, {"account_id": account, "release_id": release_id,
-                                     "epsilon": epsilon.value, "delta": delta.value,
-                                     "state": "committed", "created_at": now,
-                                     "settled_at": now})
+        # the entry finds its account by key (no read-back of the draw's id)
+        batch.add(_INSERT_DRAWN_ENTRY, {
+            "tenant": tenant, "who": principal, "product": product,
+            "start": params["start"], "release_id": release_id, "epsilon": epsilon.value,
+            "delta": delta.value, "state": "committed", "created_at": now, "settled_at": now})
 
     def commit(self, session: Session, entry_id: int, *, release_id: str) -> None:
         """Mark a reservation spent, inside the caller's transaction that stores the release."""
@@ -198,31 +223,49 @@ class PeriodLedger:
         self._store = store
         self._clock = clock
 
-    def charge(self, session: Session, *, tenant: str, product: str, periods: list[date],
-               epsilon: Epsilon, delta: Delta, cap: float, full_cap: float, delta_cap: float,
-               release_id: str, principal: str, role: str,
-               viewer: bool = True) -> dict[date, PeriodStatus]:
-        """Draw (ε, δ) from each of ``periods``, or raise PeriodBudgetExhausted naming the
-        month that cannot pay; the caller's transaction then rolls back. Returns each month's
-        lifetime status after the draw (what its UPDATE returned: no read-back).
+    def charge(self, batch: Batch, session: Session, *, tenant: str, product: str,
+               periods: list[date], epsilon: Epsilon, delta: Delta, cap: float,
+               full_cap: float, delta_cap: float, release_id: str, principal: str, role: str,
+               viewer: bool = True) -> int:
+        """Queue on ``batch`` the draw of (ε, δ) from each of ``periods`` and its charges; the
+        draw's check returns each month's lifetime status after the draw (what its upsert
+        returned: no read-back) or raises PeriodBudgetExhausted naming the month that cannot
+        pay, and the caller's transaction then rolls back. Returns the draw's position in
+        what ``batch.send`` returns.
 
         Everyone's draws together stay within ``full_cap`` (the month's lifetime ε); a
         ``viewer``'s draws, counted apart, within ``cap`` (the viewers' share of it), so that
         publication and umbrella exports, which may use the reserved rest, never eat into
-        what viewers have. Core statements only: one upsert of every month in month order
-        (created already drawn on, or drawn on where it can pay), one insert of every charge.
+        what viewers have. Two statements: one upsert of every month in month order (created
+        already drawn on, or drawn on where it can pay), one insert of every charge, which
+        finds the months' rows by key.
         """
         months = sorted(set(periods))
         if not months:
-            return {}
+            return batch.add(_NOTHING, {}, then=lambda _rows: {})
         now = self._clock()
         limits = {"full": full_cap + _SLACK, "viewer": cap + _SLACK,
                   "delta": delta_cap + _DELTA_SLACK}
+
+        def short(month: date):
+            budgets = PeriodBudget.__table__
+            spent, viewers, delta_spent = session.execute(select(
+                budgets.c.spent, budgets.c.viewer_spent, budgets.c.delta_spent)
+                .where(budgets.c.tenant_id == tenant, budgets.c.product_id == product,
+                       budgets.c.period == month)).one_or_none() or (0.0, 0.0, 0.0)
+            remaining = min(full_cap - spent, cap - viewers if viewer else full_cap)
+            return PeriodBudgetExhausted(
+                product=product, period=month, requested=epsilon.value,
+                remaining=max(remaining, 0.0), cap=cap if viewer else full_cap,
+                delta_requested=delta.value,
+                delta_remaining=max(delta_cap - delta_spent, 0.0) if delta.value else None)
+
         # A month not yet drawn on is inserted drawn on, which the conflict's condition does
         # not check: a draw no untouched month could pay is refused before the statement.
-        payable = (epsilon.value <= limits["full"]
-                   and (not viewer or epsilon.value <= limits["viewer"])
-                   and (delta.value <= 0 or delta.value <= limits["delta"]))
+        if not (epsilon.value <= limits["full"]
+                and (not viewer or epsilon.value <= limits["viewer"])
+                and (delta.value <= 0 or delta.value <= limits["delta"])):
+            raise short(months[0])
         # The rows go in month order and PostgreSQL locks each conflicting one as it reaches
         # it, so two transactions drawing on overlapping months never wait on each other
         # crosswise (SQLite's writers already take turns).
@@ -234,34 +277,26 @@ class PeriodLedger:
                            f"spent_{i}": epsilon.value,
                            f"viewer_spent_{i}": epsilon.value if viewer else 0.0,
                            f"delta_cap_{i}": delta_cap, f"delta_spent_{i}": delta.value})
-        # each drawn month: (its id, spent, viewers' spent, δ spent)
-        after = {row[0]: row[1:] for row in _draw_months(
-            _upsert(session), viewer, delta.value > 0, len(months)).rows(
-            session, params)} if payable else {}
-        drawn = {month: row[0] for month, row in after.items()}
-        short = [month for month in months if month not in drawn]
-        if short:  # the caller's transaction rolls back, the months drawn on above with it
-            month = short[0]
-            budgets = PeriodBudget.__table__
-            spent, viewers, delta_spent = session.execute(select(
-                budgets.c.spent, budgets.c.viewer_spent, budgets.c.delta_spent)
-                .where(budgets.c.tenant_id == tenant, budgets.c.product_id == product,
-                       budgets.c.period == month)).one_or_none() or (0.0, 0.0, 0.0)
-            remaining = min(full_cap - spent, cap - viewers if viewer else full_cap)
-            raise PeriodBudgetExhausted(
-                product=product, period=month, requested=epsilon.value,
-                remaining=max(remaining, 0.0), cap=cap if viewer else full_cap,
-                delta_requested=delta.value,
-                delta_remaining=max(delta_cap - delta_spent, 0.0) if delta.value else None)
-        charges = [{"budget_id": drawn[month], "release_id": release_id, "principal": principal,
-                    "role": role, "epsilon": epsilon.value, "delta": delta.value, "at": now}
-                   for month in months]
-        _INSERT_CHARGES.many(session, charges)
-        return {month: PeriodStatus(period=month, cap=Epsilon(full_cap),
-                                    spent=Epsilon(spent), delta_cap=Delta(delta_cap),
-                                    delta_spent=Delta(delta_spent),
-                                    viewer_spent=Epsilon(viewers))
-                for month, (_id, spent, viewers, delta_spent) in after.items()}
+
+        def drawn(rows: list[tuple]) -> dict[date, PeriodStatus]:
+            # each drawn month: (period, id, spent, viewers' spent, δ spent)
+            after = {row[0]: row[2:] for row in rows}
+            missing = [month for month in months if month not in after]
+            if missing:  # the caller's transaction rolls back, the months drawn on with it
+                raise short(missing[0])
+            return {month: PeriodStatus(period=month, cap=Epsilon(full_cap),
+                                        spent=Epsilon(spent), delta_cap=Delta(delta_cap),
+                                        delta_spent=Delta(delta_spent),
+                                        viewer_spent=Epsilon(viewers))
+                    for month, (spent, viewers, delta_spent) in after.items()}
+
+        at = batch.add(_draw_months(_upsert(session), viewer, delta.value > 0, len(months)),
+                       params, then=drawn)
+        batch.add(_INSERT_DRAWN_CHARGES, {
+            "tenant": tenant, "product": product, "months": months, "release_id": release_id,
+            "principal": principal, "role": role, "epsilon": epsilon.value,
+            "delta": delta.value, "at": now})
+        return at
 
     def status(self, *, tenant: str, product: str, periods: list[date], cap: float,
                delta_cap: float, session: Session | None = None) -> dict[date, PeriodStatus]:
@@ -290,16 +325,18 @@ _ACCOUNT = (_accounts.c.tenant_id == bindparam("tenant"),
 _ACCOUNT_SPENT = Prepared(select(_accounts.c.spent, _accounts.c.delta_spent).where(*_ACCOUNT))
 
 
-def _insert(table, names: tuple[str, ...]) -> Prepared:
-    """An insert of ``names``, each a parameter of its column's type."""
-    return Prepared(insert(table).values(
-        {name: bindparam(name, type_=table.c[name].type) for name in names}))
+
+def _values_of(table, names: tuple[str, ...]):
+    """``names`` as parameters of their columns' types."""
+    return [bindparam(name, type_=table.c[name].type) for name in names]
 
 
-_INSERT_ENTRY = _insert(BudgetEntry.__table__, ("account_id", "release_id", "epsilon", "delta",
-                                                "state", "created_at", "settled_at"))
-_INSERT_CHARGES = _insert(PeriodCharge.__table__, ("budget_id", "release_id", "principal",
-                                                   "role", "epsilon", "delta", "at"))
+_entries = BudgetEntry.__table__
+_ENTRY = ("release_id", "epsilon", "delta", "state", "created_at", "settled_at")
+#: A committed entry on the account of (tenant, who, product, start), found by key.
+_INSERT_DRAWN_ENTRY = Prepared(insert(_entries).from_select(
+    ["account_id", *_ENTRY],
+    select(_accounts.c.id, *_values_of(_entries, _ENTRY)).where(*_ACCOUNT)))
 
 
 @cache
@@ -335,6 +372,16 @@ _MONTHS = (_budgets.c.tenant_id == bindparam("tenant"),
 _MONTH_STATUS = Prepared(select(_budgets.c.period, _budgets.c.spent, _budgets.c.viewer_spent,
                                 _budgets.c.delta_spent).where(*_MONTHS), expanding=("months",))
 
+
+_charges = PeriodCharge.__table__
+_CHARGE = ("release_id", "principal", "role", "epsilon", "delta", "at")
+#: A charge on each of the months of (tenant, product), found by key.
+_INSERT_DRAWN_CHARGES = Prepared(insert(_charges).from_select(
+    ["budget_id", *_CHARGE],
+    select(_budgets.c.id, *_values_of(_charges, _CHARGE)).where(*_MONTHS)),
+    expanding=("months",))
+#: A statement that returns nothing (a placeholder in a batch).
+_NOTHING = Prepared(select(literal(1)).where(false()))
 
 _MONTH_COLUMNS = ("tenant_id", "product_id", "period", "cap", "spent", "viewer_spent",
                   "delta_cap", "delta_spent")

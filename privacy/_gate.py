@@ -30,8 +30,9 @@ from data.engine import Store
 from data.errors import AccessDenied, QueryRefused, StoreError, VeilBug, VeilError
 from data.geo import geography
 from data.models import Release as ReleaseRow
+from data.prepared import Batch
 
-from privacy._settings import SettingsBook, policy_version
+from privacy._settings import SettingsBook, SettingsChanged, policy_version
 from privacy._access import (authenticate_demo, authorize_page, check_role_mappings, end_sign_ins,
                              resolve_principal)
 from privacy._audit import STORE_ERRORS, audit, audit_best_effort, audit_in
@@ -380,10 +381,11 @@ class Gate:
         conflict: IntegrityError | None = None
         before: tuple[int, frozenset[str]] = (0, frozenset())
         for _attempt in range(_STORE_ATTEMPTS):
-            with self._store.read() as session:
-                # One read transaction: the settings in force (the plan), data version, consent
-                # freshness, stored series, periods and the stored measurements the missing
-                # periods may be derived from.
+            with self._store.glance() as session:
+                # One read (on PostgreSQL no transaction: READ COMMITTED gives each statement
+                # its own snapshot either way): the settings in force (the plan), data version,
+                # consent freshness, stored series, periods and the stored measurements the
+                # missing periods may be derived from.
                 if plan is None:
                     plan = self._plan(principal, query, session=session)
                 data_version = self._log.current_version(session, tenant, plan.product)
@@ -418,6 +420,8 @@ class Gate:
                                    period_keys, existing, derived, prepared)
             except IntegrityError as exc:
                 conflict, before = exc, seen
+            except SettingsChanged:
+                plan, conflict = None, None  # plan again under the settings now in force
         raise QueryRefused(
             f"Veil is busy: many releases of {query.product} overlapping this one were stored "
             f"at the same time. Nothing was spent; try again.")
@@ -478,38 +482,40 @@ class Gate:
                                              query.filters)
         # One transaction: the ε charge, the release and its periods commit together or not at
         # all, so a failure anywhere spends nothing and leaves no half-stored release.
-        charged: dict[date, PeriodStatus] = {}
         drawn = set(terms.periods) if epsilon.value > 0 else set()
+        # what every release about these months has spent, this one included: the months this
+        # release draws on as their upsert returns them, the others read
+        unread = sorted({month for month in query.months if month not in drawn})
+        # One write transaction, its statements sent together (one round trip on PostgreSQL):
+        # the settings still those planned under, the viewer's charge, the release and its
+        # periods, and last the months' lifetime rows, which every release of these months
+        # must lock (PostgreSQL), so they are held from their draw to the commit only. A check
+        # that fails rolls everything back: nothing spent, nothing stored.
+        batch = Batch()
         with self._store.write.begin() as session:
-            if epsilon.value > 0:
-                # the cap as of this transaction: a cap an administrator changed since planning
-                # holds for this charge too
-                cap = self.tenant_settings.cap_in(session, principal=principal)
-                self._ledger.charge(session, tenant=principal.tenant,
+            read = (dict(zip(unread, self._lifetime(principal.tenant, plan.product.id, unread,
+                                                    session=session))) if unread else {})
+            if drawn:
+                self.tenant_settings.expect(batch, plan.settings)
+                self._ledger.charge(batch, session, tenant=principal.tenant,
                                     principal=principal.subject, role=principal.role,
                                     product=plan.product.id, epsilon=epsilon,
-                                    cap=cap, today=today, release_id=release_id,
+                                    cap=plan.cap, today=today, release_id=release_id,
                                     delta=delta, delta_cap=delta_cap)
-            self._log.store(session, values, [dict(
+            self._log.store(batch, values, [dict(
                 period_key=period_keys[month], release_id=release_id,
                 tenant_id=principal.tenant, product_id=plan.product.id, period=month,
                 cells=fresh[period_keys[month]], measurement=measurements.get(month),
                 source=source if month in measurements else None,
                 derived=month in derived) for month in missing])
-            # what every release about these months has spent, this one included: the months
-            # this release draws on as their upsert returns them, the others read
-            unread = sorted({month for month in query.months if month not in drawn})
-            read = (dict(zip(unread, self._lifetime(principal.tenant, plan.product.id, unread,
-                                                    session=session))) if unread else {})
-            if drawn:
-                # The months' lifetime rows last: every release of these months waits on
-                # their locks (PostgreSQL), so they are held from this draw to the commit only.
-                charged = self._periods.charge(
-                    session, tenant=principal.tenant, product=plan.product.id,
-                    periods=terms.periods, epsilon=epsilon, delta=delta, cap=terms.period_cap,
-                    viewer=terms.viewer, full_cap=period_policy.epsilon,
-                    delta_cap=period_policy.delta, release_id=release_id,
-                    principal=principal.subject, role=principal.role)
+            months_at = (self._periods.charge(
+                batch, session, tenant=principal.tenant, product=plan.product.id,
+                periods=terms.periods, epsilon=epsilon, delta=delta, cap=terms.period_cap,
+                viewer=terms.viewer, full_cap=period_policy.epsilon,
+                delta_cap=period_policy.delta, release_id=release_id,
+                principal=principal.subject, role=principal.role) if drawn else None)
+            sent = batch.send(session)
+            charged: dict[date, PeriodStatus] = sent[months_at] if months_at is not None else {}
             lifetime = tuple(charged[month] if month in charged else read[month]
                              for month in sorted(set(query.months)))
         return self._log.to_release(row, plan.product, charged=epsilon, reused=False,

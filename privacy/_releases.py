@@ -19,7 +19,7 @@ from typing import NamedTuple
 from sqlalchemy import bindparam, func, insert, select
 
 from data.catalog import Catalog, ProductSpec
-from data.prepared import Prepared
+from data.prepared import Batch, Prepared
 from data.errors import QueryRefused
 from data.models import ProductVersion, ReleasePeriod, SubjectConsent
 from data.models import Release as ReleaseRow
@@ -134,12 +134,12 @@ class ReleaseLog:
     # --- writes ------------------------------------------------------------------------------
 
     @staticmethod
-    def store(session, release: dict, periods: list[dict]) -> None:
-        """Insert a release row (``release``: its column values) and its new periods, in the
-        caller's write transaction. Core inserts (no ORM flush); the periods reference the
-        release, inserted first."""
-        _INSERT_RELEASE.rows(session, release)
-        _INSERT_PERIODS.many(session, periods)
+    def store(batch: Batch, release: dict, periods: list[dict]) -> None:
+        """Queue on ``batch`` (the caller's write transaction's statements) the insert of a
+        release row (``release``: its column values) and of its new periods, which reference
+        the release, inserted first."""
+        batch.add(_INSERT_RELEASE, release)
+        batch.add(_INSERT_PERIODS, periods, many=True)
 
     # --- published snapshots -----------------------------------------------------------------
 

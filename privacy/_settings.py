@@ -5,8 +5,9 @@ Owns what a tenant's settings *are* and which are in force: the value objects
 ``tenant_settings_versions`` read back over the catalog's values, and how a version comes into
 force (``SettingsBook.activate``: the version before it and every pending proposal superseded,
 the caps of the tenant's open budget accounts moved). The gate reads it on every release: the
-product's k (``product_k``) and the level's ε when planning, the role's cap inside the charging
-transaction (``SettingsBook.cap_in``), and the policy version a release records
+product's k (``product_k``), the level's ε and the role's cap when planning, that they are still
+in force inside the charging transaction (``SettingsBook.expect``), and the policy version a
+release records
 (``policy_version``, ``settings_version_of``).
 
 A tenant's settings are the catalog's values (version 0, never stored) overridden by its newest
@@ -29,7 +30,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from data.catalog import Catalog, ProductSpec
-from data.prepared import Prepared
+from data.prepared import Batch, Prepared
 from data.engine import Store
 from data.errors import InvalidInput, VeilBug
 from data.models import BudgetAccount
@@ -175,10 +176,15 @@ def same_subject(a: str, b: str) -> bool:
 # --- the versions of each tenant's settings ----------------------------------------------------
 
 
+class SettingsChanged(Exception):
+    """Another settings version came into force while a release was being made: plan it
+    again (never reaches a caller of the gate)."""
+
+
 class SettingsBook:
     """The stored versions of every tenant's settings over the catalog's values.
 
-    ``effective``, ``at_version`` and ``cap_in`` are the gate's reads; the rest are the calls
+    ``effective``, ``at_version`` and ``expect`` are the gate's reads; the rest are the calls
     the administration service makes inside its own (locked, audited) transactions.
     """
 
@@ -215,11 +221,17 @@ class SettingsBook:
             row = self.row(session, tenant, version)
         return self.view(row)
 
-    def cap_in(self, session: Session, *, principal: Principal) -> float:
-        """The principal's budget cap, read inside the caller's (charging) transaction: the
-        charge's draw sets the open account's cap to it (``Ledger._spend``), so a cap changed
-        meanwhile holds at once."""
-        return self.active_in(session, principal.tenant).settings.cap(principal.role)
+    def expect(self, batch: Batch, version: SettingsVersion) -> None:
+        """Queue on ``batch`` (the charging transaction's statements) the check that
+        ``version`` is still its tenant's version in force: SettingsChanged if another came
+        into force since it was read, so that the caller plans again under it. The charge can
+        then use the cap of ``version``: a cap changed meanwhile holds at once."""
+        def check(rows: list[tuple]) -> None:
+            now = rows[0][0] if rows else 0
+            if now != version.version:
+                raise SettingsChanged(f"tenant {version.tenant}'s settings moved from version "
+                                      f"{version.version} to {now}")
+        batch.add(_ACTIVE_VERSION, {"tenant": version.tenant}, then=check)
 
     # --- versions, inside the caller's transaction -----------------------------------------------
 
@@ -336,6 +348,11 @@ class SettingsBook:
             reason="the catalog's values (policy.toml, roles.toml)")
 
 
+#: The number of a tenant's version in force (none: the catalog's, version 0).
+_ACTIVE_VERSION = Prepared(select(SettingsRow.version)
+                           .where(SettingsRow.tenant_id == bindparam("tenant"),
+                                  SettingsRow.status == "active")
+                           .order_by(SettingsRow.version.desc()).limit(1))
 #: The id of a tenant's version in force: prebuilt once, sent on the driver's cursor (the gate
 #: reads it twice per release).
 _ACTIVE_ID = Prepared(select(SettingsRow.id)

@@ -9,7 +9,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from data.bootstrap import PLATFORM_ADMINS, demo_username, init_store
 from data.errors import ConfigError
@@ -169,6 +169,55 @@ def test_cap_lowered_while_a_release_is_planned_holds_for_its_charge(gate, store
     with store.read() as session:
         account = session.scalars(select(BudgetAccount)).one()
     assert (account.cap, account.spent) == (20.0, 1.0)  # the refused charge rolled back
+
+
+def _planned_under_stale_settings(gate, monkeypatch, stale) -> list:
+    """The release's read sees ``stale``, the settings in force before a change (as a release
+    planned just before an administrator's change would): its first read only. Returns the
+    versions each read of the release saw."""
+    active_in = gate.tenant_settings.active_in
+    seen: list = []
+
+    def first_stale(session, tenant):
+        seen.append(stale if not seen else active_in(session, tenant))
+        return seen[-1]
+
+    monkeypatch.setattr(gate.tenant_settings, "active_in", first_stale)
+    return seen
+
+
+def test_a_release_planned_before_a_cap_was_lowered_plans_again_and_is_refused(
+        gate, store, monkeypatch):
+    """Issue 18's one write round trip charges with the planned cap, so it checks in the same
+    transaction that the settings planned under are still in force: a change since plans the
+    release again under the new ones, whose lower cap then refuses it (nothing spent)."""
+    policy_maker = _person("policy_maker")
+    gate.release(policy_maker, _query("dp_medium"))  # ε 1 spent of the catalog's cap of 20
+    stale = gate.tenant_settings.effective(TENANT)
+    gate.admin.change_settings(ADMIN, _settings(gate, budgets={"policy_maker": Epsilon(1.5)}),
+                               reason="freeze")
+    seen = _planned_under_stale_settings(gate, monkeypatch, stale)
+    with store.write.begin() as session:              # as if the account predated the change
+        session.scalars(select(BudgetAccount)).one().cap = 20.0
+    with pytest.raises(BudgetExhausted, match=r"remaining ε=0.5"):
+        gate.release(policy_maker, _query("dp_medium", filters=(("district", "KGL-GAS"),)))
+    assert [v.version for v in seen] == [0, 1]       # planned, found stale, planned again
+    with store.read() as session:
+        account = session.scalars(select(BudgetAccount)).one()
+    assert (account.cap, account.spent) == (20.0, 1.0)
+
+
+def test_a_release_planned_before_a_settings_change_is_made_under_the_new_settings(
+        gate, store, monkeypatch):
+    """The re-planned release records and keys the settings in force when it is charged."""
+    stale = gate.tenant_settings.effective(TENANT)
+    gate.admin.change_settings(ADMIN, _settings(gate, k=8), reason="tighter")
+    seen = _planned_under_stale_settings(gate, monkeypatch, stale)
+    release = gate.release(_person("policy_maker"), _query("dp_medium"))
+    assert [v.version for v in seen] == [0, 1]
+    assert release.policy_version.endswith("+s1") and release.k == 8
+    with store.read() as session:
+        assert session.scalar(select(func.sum(BudgetAccount.spent))) == pytest.approx(1.0)
 
 
 def test_budget_only_change_keeps_reusing_stored_releases(gate):

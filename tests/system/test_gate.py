@@ -13,6 +13,7 @@ from data.bootstrap import demo_username
 from data.catalog import PeriodPolicy
 from data.models import AuditEntry, BudgetAccount, BudgetEntry, CubeMonthly, ProductVersion
 from data.models import Release as ReleaseRow
+from data.prepared import Batch
 from privacy import AccessDenied, BudgetExhausted, Epsilon, Gate, Principal, Query, QueryRefused
 from privacy._budget import Ledger
 from privacy._mechanisms import discrete_laplace
@@ -183,13 +184,14 @@ def test_failed_query_spends_nothing(gate, store, monkeypatch):
 def test_failure_while_storing_rolls_the_charge_back(gate, store, monkeypatch):
     """A failure inside the storing transaction rolls back the ε charge with the release."""
     principal = _principal("policy_maker")
-    charge = gate._ledger.charge
+    send = Batch.send
 
-    def charge_then_fail(session, **kwargs):  # the UPDATE ran; then the transaction fails
-        charge(session, **kwargs)
+    def send_then_fail(batch, on):  # the charge's upserts ran; then the transaction fails
+        send(batch, on)
+        assert on.scalar(select(func.sum(BudgetAccount.spent))) > 0  # drawn, not committed
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(gate._ledger, "charge", charge_then_fail)
+    monkeypatch.setattr(Batch, "send", send_then_fail)
     with pytest.raises(RuntimeError, match="disk full"):
         gate.release(principal, _query())
     assert _spent(store, principal) == 0.0

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from data.models import AuditEntry, BudgetAccount, BudgetEntry, CubeMonthly, ProductVersion
 from data.models import Release as ReleaseRow
+from data.prepared import Batch
 from privacy import Gate, Principal, Query, StoreError
 
 NOW = datetime(2026, 11, 21, 12, 0)
@@ -75,14 +76,16 @@ def test_a_real_driver_error_is_translated_on_both_stores(gate, store):
 
 
 def test_a_failing_write_rolls_the_charge_back_and_raises_store_error(gate, store, monkeypatch):
-    """The storing transaction fails after the ε UPDATE: StoreError and nothing spent."""
-    charge = gate._ledger.charge
+    """The storing transaction fails after its statements ran (the ε drawn, the release
+    inserted), before the commit: StoreError and nothing spent."""
+    send = Batch.send
 
-    def charge_then_fail(session, **kwargs):
-        charge(session, **kwargs)
+    def send_then_fail(batch, on):
+        send(batch, on)
+        assert on.scalar(select(func.count()).select_from(ReleaseRow)) == 1  # not committed
         _connection_lost()
 
-    monkeypatch.setattr(gate._ledger, "charge", charge_then_fail)
+    monkeypatch.setattr(Batch, "send", send_then_fail)
     with pytest.raises(StoreError, match="nothing was spent"):
         gate.release(PRINCIPAL, QUERY)
     _nothing_spent(store)
