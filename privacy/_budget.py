@@ -271,12 +271,11 @@ class PeriodLedger:
         # crosswise (SQLite's writers already take turns).
         params = {"full_limit": limits["full"], "viewer_limit": limits["viewer"],
                   "delta_limit": limits["delta"]}
-        for i, month in enumerate(months):
-            params.update({f"tenant_id_{i}": tenant, f"product_id_{i}": product,
-                           f"period_{i}": month, f"cap_{i}": full_cap,
-                           f"spent_{i}": epsilon.value,
-                           f"viewer_spent_{i}": epsilon.value if viewer else 0.0,
-                           f"delta_cap_{i}": delta_cap, f"delta_spent_{i}": delta.value})
+        params.update({"tenant_id": tenant, "product_id": product, "cap": full_cap,
+                       "spent": epsilon.value,
+                       "viewer_spent": epsilon.value if viewer else 0.0,
+                       "delta_cap": delta_cap, "delta_spent": delta.value})
+        params.update({f"period_{i}": month for i, month in enumerate(months)})
 
         def drawn(rows: list[tuple]) -> dict[date, PeriodStatus]:
             # each drawn month: (period, id, spent, viewers' spent, δ spent)
@@ -389,13 +388,17 @@ _MONTH_COLUMNS = ("tenant_id", "product_id", "period", "cap", "spent", "viewer_s
 
 @cache
 def _draw_months(upsert, viewer: bool, with_delta: bool, months: int):
-    """The draw on ``months`` months as one multi-row upsert (row i's values are the
-    parameters ``<column>_i``, rows in month order): inserted drawn on, or (on conflict)
+    """The draw on ``months`` months as one multi-row upsert (row i's month is the parameter
+    ``period_i``, rows in month order; the other values are one parameter each, the same for
+    every month: few parameters, so the driver caches the statement's parsing), inserted
+    drawn on, or (on conflict)
     everyone's ``spent + ε`` within the full cap, a viewer's ``viewer_spent + ε`` within the
     viewers' share, ``delta_spent + δ`` within the δ cap when δ > 0; returns each drawn
     month's period, id and what it has spent now."""
+    shared = {name: bindparam(name, type_=_budgets.c[name].type) for name in _MONTH_COLUMNS
+              if name != "period"}
     statement = upsert(_budgets).values([
-        {name: bindparam(f"{name}_{i}", type_=_budgets.c[name].type) for name in _MONTH_COLUMNS}
+        {**shared, "period": bindparam(f"period_{i}", type_=_budgets.c.period.type)}
         for i in range(months)])
     new = statement.excluded
     conditions = [_budgets.c.spent + new.spent <= bindparam("full_limit", type_=Float)]
