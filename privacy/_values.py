@@ -5,7 +5,8 @@ All frozen; each validates in ``__post_init__`` and quotes the bad value.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime
 
 from data.errors import InvalidInput, brief, checked_text
@@ -164,9 +165,10 @@ class Query:
         return cls.ending(product=product, metric=metric, level=level, months=months,
                           end=add_months(month_start(today), -1), filters=filters)
 
-    @property
+    @cached_property
     def months(self) -> tuple[date, ...]:
-        """The public key set of the query: every month in the window."""
+        """The public key set of the query: every month in the window (computed once: a
+        release reads it a dozen times)."""
         out, current = [], self.start
         while current <= self.end:
             out.append(current)
@@ -181,12 +183,14 @@ class Query:
         return {month: month.isoformat()[:7] for month in self.months}
 
     def canonical(self) -> dict:
-        data = asdict(self)
-        if self.period == "month":
-            del data["period"]  # monthly queries keep the keys they always had
-        data["start"], data["end"] = self.start.isoformat(), self.end.isoformat()
-        data["group_by"] = list(self.group_by)
-        data["filters"] = sorted([list(f) for f in self.filters])
+        """The query as stored and keyed: its fields in order, dates as ISO text, lists for
+        tuples, filters sorted; a new dict on every call (callers edit theirs)."""
+        data = {"product": self.product, "metric": self.metric,
+                "start": self.start.isoformat(), "end": self.end.isoformat(),
+                "level": self.level, "group_by": list(self.group_by),
+                "filters": sorted([list(f) for f in self.filters])}
+        if self.period != "month":  # monthly queries keep the keys they always had
+            data["period"] = self.period
         return data
 
 
