@@ -236,14 +236,18 @@ def _pipelined(connection: Connection, calls) -> list[list[tuple] | None]:
 def _before(connection: Connection, cursor, sql: str, params, many: bool):
     """The engine's ``before_cursor_execute`` listeners, as SQLAlchemy calls them (without an
     execution context): what watches statements — logging, tests — sees these too."""
-    for listen in connection.dispatch.before_cursor_execute:
-        sql, params = listen(connection, cursor, sql, params, None, many)
+    listeners = connection.dispatch.before_cursor_execute
+    if listeners:  # usually none: the check is cheaper than an empty loop's iterators
+        for listen in listeners:
+            sql, params = listen(connection, cursor, sql, params, None, many)
     return sql, params
 
 
 def _after(connection: Connection, cursor, sql: str, params, many: bool) -> None:
-    for listen in connection.dispatch.after_cursor_execute:
-        listen(connection, cursor, sql, params, None, many)
+    listeners = connection.dispatch.after_cursor_execute
+    if listeners:
+        for listen in listeners:
+            listen(connection, cursor, sql, params, None, many)
 
 
 def _wrapped(sql: str, params, exc: Exception, connection: Connection) -> DBAPIError:
