@@ -305,12 +305,14 @@ class _Run:
         if chunk.events:
             granted = self._consent(session, chunk.subjects)
             tenant, product = self.rules.tenant, self.rules.product
-            counts = self.sql.daily_counts(session, self.table, tenant=tenant, product=product,
-                                           subject_days=chunk.subject_days)
-            month_counts = (self.sql.monthly_counts(session, self.table, tenant=tenant,
-                                                    product=product,
-                                                    subject_months=chunk.subject_months)
-                            if self.month_bound is not None else None)
+            if self.month_bound is None:
+                counts = self.sql.daily_counts(session, self.table, tenant=tenant,
+                                               product=product, subject_days=chunk.subject_days)
+                month_counts = None
+            else:  # one read gives both: every subject-day lies in a subject-month
+                counts, month_counts = self.sql.day_and_month_counts(
+                    session, self.table, tenant=tenant, product=product,
+                    subject_months=chunk.subject_months)
             _admit(chunk, outcome, stored=stored, granted=granted, counts=counts,
                    bound=self.bound, vertical=self.rules.spec.vertical,
                    month_counts=month_counts, month_bound=self.month_bound)

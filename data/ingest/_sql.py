@@ -31,8 +31,8 @@ _SAVEPOINT = "veil_chunk_events"
 
 class _Sql:
     """The hot path's few statements as driver SQL: a whole chunk's keys go in as ONE
-    parameter (a JSON array read by ``json_each`` on SQLite, an array for ``= ANY`` on
-    PostgreSQL), so a chunk costs one statement per check instead of a compiled IN list of
+    parameter (a JSON array, read by ``json_each`` on SQLite and ``json_array_elements_text``
+    on PostgreSQL), so a chunk costs one statement per check instead of a compiled IN list of
     thousands of bound parameters."""
 
     def __init__(self, dialect: str):
@@ -42,12 +42,14 @@ class _Sql:
         self.p = "%s" if self.postgres else "?"
 
     def in_list(self, column: str) -> str:
-        if self.postgres:
-            return f"{column} = ANY({self.p})"
+        if self.postgres:  # the array built once on the server (an InitPlan), then index seeks
+            return f"{column} = ANY(ARRAY(SELECT json_array_elements_text({self.p}::json)))"
         return f"{column} IN (SELECT value FROM json_each({self.p}))"
 
-    def values(self, values: Sequence[str]) -> Any:
-        return list(values) if self.postgres else json.dumps(list(values))
+    def values(self, values: Sequence[str]) -> str:
+        # One JSON text on both stores: psycopg dumps a Python list as an array in Python,
+        # element by element, which was a third of the storing process's time on PostgreSQL.
+        return json.dumps(list(values))
 
     def run(self, session: Session, statement: str, params: tuple, *,
             fetch: bool = True) -> list[tuple]:
@@ -82,10 +84,13 @@ class _Sql:
         """Take the chunk's advisory lock on (tenant, product) (see the pipeline's
         ``data.locks``) and, for this transaction only, turn off sequential scans (see
         ``_tuning._Statistics``) and JIT compilation (a chunk's reads look costly, and
-        compiling them took longer than running them)."""
+        compiling them took longer than running them), and give its sorts room: the counts
+        per subject-day sort a chunk's worth of groups, which spilled to disk at the 4 MB
+        default."""
         self.run(session, "SELECT pg_advisory_xact_lock(%s, %s), "
                  "set_config('enable_seqscan', 'off', true), "
-                 "set_config('jit', 'off', true)", key)
+                 "set_config('jit', 'off', true), "
+                 "set_config('work_mem', '32MB', true)", key)
 
     # --- set-based reads (one statement per chunk) -------------------------------------------
 
@@ -139,11 +144,10 @@ class _Sql:
         if self.postgres:
             statement = (
                 f"SELECT e.pseudonym, e.day, e.event_type, count(*) "
-                f"FROM unnest({p}::text[], {p}::date[]) AS k(pseudonym, day) "
+                f"FROM {_pairs(p, 'day')} "
                 f"JOIN {table} AS e ON e.tenant_id = {p} AND e.pseudonym = k.pseudonym "
                 f"AND e.day = k.day WHERE e.product_id = {p} "
                 f"GROUP BY e.pseudonym, e.day, e.event_type")
-            params: tuple = (*_split_keys(subject_days), tenant, product)
         else:
             # CROSS JOIN keeps the key list as the outer loop (SQLite's way to fix join order).
             statement = (
@@ -152,36 +156,44 @@ class _Sql:
                 f"ON e.tenant_id = {p} AND e.pseudonym = substr(k.value, 1, 32) "
                 f"AND e.day = substr(k.value, 34) WHERE e.product_id = {p} "
                 f"GROUP BY e.pseudonym, e.day, e.event_type")
-            params = (subject_days, tenant, product)
-        return _group_counts(self.run(session, statement, params))
+        return _group_counts(self.run(session, statement, (subject_days, tenant, product)))
 
-    def monthly_counts(self, session: Session, table: str, *, tenant: str, product: str,
-                       subject_months: str) -> dict[tuple[str, str, str], int]:
-        """Stored events per (pseudonym, month, event type) for exactly the chunk's
-        subject-months ("pseudonym|YYYY-MM-01", sorted, as one JSON array): one range seek per
-        subject-month on the same (tenant, pseudonym, day) index as the daily counts (the
-        month's days), never a subject's history. Groups without stored events are absent."""
+    def day_and_month_counts(self, session: Session, table: str, *, tenant: str,
+                             product: str, subject_months: str
+                             ) -> tuple[dict[tuple[str, str, str], int],
+                                        dict[tuple[str, str, str], int]]:
+        """Stored events per (pseudonym, day, event type) and per (pseudonym, month, event
+        type) for every day of the chunk's subject-months ("pseudonym|YYYY-MM-01", sorted, as
+        one JSON array): one range seek per subject-month on the (tenant, pseudonym, day) index,
+        never a subject's history. For a product with a monthly bound this replaces the daily
+        counts' seek per subject-day: every subject-day of the chunk lies in one of its
+        subject-months, so the days hold every group the daily bound needs (and days of those
+        months the chunk has no event on, which no decision looks up). Groups without stored
+        events are absent."""
         if subject_months == "[]":
-            return {}
+            return {}, {}
         p = self.p
         if self.postgres:
             statement = (
-                f"SELECT e.pseudonym, k.month, e.event_type, count(*) "
-                f"FROM unnest({p}::text[], {p}::date[]) AS k(pseudonym, month) "
+                f"SELECT e.pseudonym, e.day, e.event_type, count(*) "
+                f"FROM {_pairs(p, 'month')} "
                 f"JOIN {table} AS e ON e.tenant_id = {p} AND e.pseudonym = k.pseudonym "
                 f"AND e.day >= k.month AND e.day < (k.month + interval '1 month')::date "
-                f"WHERE e.product_id = {p} GROUP BY e.pseudonym, k.month, e.event_type")
-            params: tuple = (*_split_keys(subject_months), tenant, product)
+                f"WHERE e.product_id = {p} GROUP BY e.pseudonym, e.day, e.event_type")
         else:
             statement = (
-                f"SELECT e.pseudonym, substr(k.value, 34), e.event_type, count(*) "
+                f"SELECT e.pseudonym, e.day, e.event_type, count(*) "
                 f"FROM json_each({p}) AS k CROSS JOIN {table} AS e "
                 f"ON e.tenant_id = {p} AND e.pseudonym = substr(k.value, 1, 32) "
                 f"AND e.day >= substr(k.value, 34) "
                 f"AND e.day < date(substr(k.value, 34), '+1 month') WHERE e.product_id = {p} "
-                f"GROUP BY e.pseudonym, substr(k.value, 34), e.event_type")
-            params = (subject_months, tenant, product)
-        return _group_counts(self.run(session, statement, params))
+                f"GROUP BY e.pseudonym, e.day, e.event_type")
+        days = _group_counts(self.run(session, statement, (subject_months, tenant, product)))
+        months: dict[tuple[str, str, str], int] = {}
+        for (pseudonym, day, event_type), n in days.items():
+            key = (pseudonym, day[:8] + "01", event_type)
+            months[key] = months.get(key, 0) + n
+        return days, months
 
     # --- inserts -------------------------------------------------------------------------------
 
@@ -201,12 +213,13 @@ class _Sql:
         """Subjects (pseudonym, first accepted event) unless already stored, with the district
         and time of that event."""
         if self.postgres and new:  # one statement for all, not one per subject
+            # (pseudonym, district, time) triples as one JSON text, like the reads' keys.
             self.run(session, (
                 f"INSERT INTO {_SUBJECTS} (tenant_id, pseudonym, district, created_at) "
-                f"SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::timestamp[]) "
-                f"ON CONFLICT DO NOTHING"), (
-                tenant, [pseudonym for pseudonym, _ in new], [row[9] for _, row in new],
-                [row[5] for _, row in new]), fetch=False)
+                f"SELECT %s, r->>0, r->>1, (r->>2)::timestamp "
+                f"FROM json_array_elements(%s::json) AS r ON CONFLICT DO NOTHING"), (
+                tenant, json.dumps([(pseudonym, row[9], row[5]) for pseudonym, row in new])),
+                fetch=False)
         else:
             self.insert(session, _SUBJECTS, ("tenant_id", "pseudonym", "district",
                                              "created_at"),
@@ -214,11 +227,11 @@ class _Sql:
                         on_conflict_do_nothing=True)
 
 
-def _split_keys(keys: str) -> tuple[list[str], list[str]]:
-    """A chunk's "pseudonym|date" keys (one JSON array) as two parallel arrays: PostgreSQL's
-    ``unnest`` takes them as (text[], date[])."""
-    pairs = [key.split("|") for key in json.loads(keys)]
-    return [pseudonym for pseudonym, _ in pairs], [when for _, when in pairs]
+def _pairs(p: str, when: str) -> str:
+    """PostgreSQL: a chunk's "pseudonym|date" keys (one JSON array, the same text SQLite reads)
+    as rows k(pseudonym, <when>), split on the server (a pseudonym is 32 hex digits)."""
+    return (f"(SELECT split_part(v, '|', 1) AS pseudonym, split_part(v, '|', 2)::date AS {when} "
+            f"FROM json_array_elements_text({p}::json) AS v) AS k")
 
 
 def _group_counts(rows: list[tuple]) -> dict[tuple[str, str, str], int]:
