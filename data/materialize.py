@@ -20,9 +20,11 @@ records a job with 0 rows and keeps the data version (so stored releases stay va
 
 A ``distinct`` metric counts persons, not events (learners active per week; learners new,
 returning or churned against the month before): it cannot be read from the base, which has
-lost who is who, so each is one statement of its own over the events (``_distinct_select``:
-``ROW_NUMBER()`` picks each person's first event of a week or month, or last of the month
-before, which places them in one cell). A metric with a lookback reads month M−1 for month M,
+lost who is who, so each is read from the events (``_distinct_counts``: ``ROW_NUMBER()``
+picks each person's first event of a week or month, or last of the month before, which places
+them in one cell). Metrics that keep all or one of the same statuses (``learner_status`` and the
+new, returning and churned learners) share one such read (``_insert_statuses``). A metric with
+a lookback reads month M−1 for month M,
 so rebuilding a month rebuilds the month after it too, and after a retention purge the first
 month still held keeps its rows final like the purged ones (its month before is gone).
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -298,9 +301,13 @@ def _build(session: Session, *, tenant: str, product: ProductSpec,
         base.table.drop(connection, checkfirst=True)  # a leftover of this connection's last build
         base.table.create(connection)
         try:
-            connection.execute(insert(base.table).from_select(
-                [c.name for c in base.table.columns],
-                base.select(tenant=tenant, product=product, months=months, after=after)))
+            if postgres or months is not None:
+                connection.execute(insert(base.table).from_select(
+                    [c.name for c in base.table.columns],
+                    base.select(tenant=tenant, product=product, months=months, after=after)))
+            else:
+                _fill_base_in_two(connection, session.get_bind(), base, tenant=tenant,
+                                  product=product, after=after)
             for metric in counted:
                 statement = insert(CubeMonthly.__table__).from_select(
                     _CUBE_COLUMNS, base.metric_select(tenant=tenant, product=product,
@@ -308,18 +315,141 @@ def _build(session: Session, *, tenant: str, product: ProductSpec,
                 rows += _inserted(connection, statement)
         finally:
             base.table.drop(connection)
+    shared = _shared_statuses(product)
     for metric in product.metrics:
         if metric.measure != "distinct":
             continue
         back = _lookback(metric)
+        reads = dict(tenant=tenant, product=product, anti_join=postgres,
+                     months=None if months is None else _with_following(
+                         months, back, None if after is None else add_months(after, back)),
+                     after=after)
+        group = shared.get((metric.event_type, back))
+        if group is not None:
+            if metric is group[0]:  # the group's statuses once, for all of its metrics
+                rows += _insert_statuses(connection, metrics=group, **reads)
+            continue
         statement = insert(CubeMonthly.__table__).from_select(
-            _CUBE_COLUMNS, _distinct_select(
-                tenant=tenant, product=product, metric=metric, anti_join=postgres,
-                months=None if months is None else _with_following(
-                    months, back, None if after is None else add_months(after, back)),
-                after=after))
+            _CUBE_COLUMNS, _distinct_select(metric=metric, **reads))
         rows += _inserted(connection, statement)
     return rows
+
+
+def _shared_statuses(product: ProductSpec) -> dict[tuple[str, int], list[MetricSpec]]:
+    """Distinct metrics with a lookback that share their event type and lookback, by (event
+    type, lookback), where there are two or more: they count the same statuses (new,
+    returning, churned), each keeping all of them or one (``learner_status`` and the new,
+    returning and churned learners)."""
+    groups: dict[tuple[str, int], list[MetricSpec]] = {}
+    for metric in product.metrics:
+        if metric.measure == "distinct" and _lookback(metric):
+            groups.setdefault((metric.event_type, _lookback(metric)), []).append(metric)
+    return {key: group for key, group in groups.items() if len(group) > 1}
+
+
+#: The statuses table's columns: a cube row's key with its count.
+_STATUS_COLUMNS = ("period", "state", "district", "h3_cell", "age_bucket", "gender", "category")
+
+
+def _insert_statuses(connection, *, tenant: str, product: ProductSpec,
+                     metrics: list[MetricSpec], anti_join: bool,
+                     months: tuple[date, ...] | None, after: date | None) -> int:
+    """The cube rows of ``metrics`` (one ``_shared_statuses`` group): the statuses counted once
+    into a temporary table — one pass of the window functions over the events, where each
+    metric's own statement made one — and each metric's rows selected from it: all of them,
+    or those of its one status, exactly the rows its own statement gives. Returns the rows
+    written."""
+    cube = CubeMonthly.__table__
+    table = Table("veil_cube_statuses", MetaData(),
+                  *(Column(name, cube.c[name].type) for name in _STATUS_COLUMNS),
+                  Column("n", Integer), prefixes=["TEMPORARY"])
+    table.drop(connection, checkfirst=True)  # a leftover of this connection's last build
+    table.create(connection)
+    rows = 0
+    try:
+        connection.execute(insert(table).from_select(
+            [c.name for c in table.columns], _distinct_counts(
+                tenant=tenant, product=product, metric=metrics[0], anti_join=anti_join,
+                months=months, after=after, every_status=True)))
+        for metric in metrics:
+            kept = [] if metric.category is None else [table.c.category == metric.category]
+            rows += _inserted(connection, insert(cube).from_select(_CUBE_COLUMNS, select(
+                literal(tenant, String), literal(product.id, String), literal(metric.id, String),
+                *(table.c[name] for name in _STATUS_COLUMNS), table.c.n,
+                literal_column("0.0")).where(*kept)))
+    finally:
+        table.drop(connection)
+    return rows
+
+
+def _fill_base_in_two(connection, engine, base: _Base, *, tenant: str, product: ProductSpec,
+                      after: date | None) -> None:
+    """Fill the base for a full rebuild on SQLite, on two cores.
+
+    SQLite runs a statement on one core, and grouping a large product's events was four fifths
+    of a rebuild. So the product's months are cut in two in the middle of their span: a second
+    connection groups the later half in a thread while this one groups the earlier half into
+    the base (Python's sqlite3 lets go of the GIL while a statement runs), and the later
+    half's rows are then inserted here. Groups never span months, so the halves' groups are
+    the whole product's. The second connection reads what this transaction reads: it holds
+    the write lock (``BEGIN IMMEDIATE``), so nothing can commit between the two, and it has
+    written only cube rows, which the grouping does not read.
+    """
+    events = VERTICAL_EVENT_MODELS[product.vertical].__table__
+    held = (events.c.tenant_id == tenant, events.c.product_id == product.id,
+            *(() if after is None else (events.c.month > after,)))
+    # Two statements: SQLite answers a lone min() or max() with one index seek, not both.
+    low, high = (connection.scalar(select(edge(events.c.month)).where(*held))
+                 for edge in (func.min, func.max))
+    columns = [c.name for c in base.table.columns]
+    if low is None or low == high:
+        connection.execute(insert(base.table).from_select(
+            columns, base.select(tenant=tenant, product=product, months=None, after=after)))
+        return
+    low, high = (date.fromisoformat(str(m)[:10]) for m in (low, high))
+    split = add_months(low, _months_between(low, high) // 2)
+    later = base.select(tenant=tenant, product=product, months=None, after=split).compile(
+        dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+    params = [_driver_value(later.params[name]) for name in later.positiontup]
+    with ThreadPoolExecutor(1, thread_name_prefix="veil-materialize") as pool:
+        grouped = pool.submit(_fetch_all, engine, later.string, params)
+        try:
+            connection.execute(insert(base.table).from_select(columns, base.select(
+                tenant=tenant, product=product, months=None, after=after, through=split)))
+        finally:
+            rows = grouped.result()
+    if rows:
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            cursor.executemany(f"INSERT INTO {base.NAME} ({', '.join(columns)}) "
+                               f"VALUES ({', '.join('?' * len(columns))})", rows)
+        finally:
+            cursor.close()
+
+
+def _months_between(low: date, high: date) -> int:
+    return (high.year - low.year) * 12 + high.month - low.month
+
+
+def _driver_value(value):
+    """A bound value as the SQLite driver takes it: dates as the ISO text SQLAlchemy's Date
+    type stores (the driver's own date adapter is deprecated)."""
+    return value.isoformat() if type(value) is date else value
+
+
+def _fetch_all(engine, statement: str, params: list) -> list[tuple]:
+    """Every row of ``statement``, run on a connection of its own (autocommit: one read
+    transaction for the one statement)."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(statement, params)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+    finally:
+        raw.close()
 
 
 def _inserted(connection, statement) -> int:
@@ -422,10 +552,11 @@ class _Base:
             prefixes=["TEMPORARY"])
 
     def select(self, *, tenant: str, product: ProductSpec, months: tuple[date, ...] | None,
-               after: date | None = None):
-        """The product's consenting events, grouped (all months, or ``months``), with the state
-        of each group's district (an event whose district the geography does not know is left
-        out, as the cube always did)."""
+               after: date | None = None, through: date | None = None):
+        """The product's consenting events, grouped (all months, or ``months``; after
+        ``after`` and through ``through`` if given), with the state of each group's district
+        (an event whose district the geography does not know is left out, as the cube always
+        did)."""
         events = VERTICAL_EVENT_MODELS[product.vertical].__table__
         consenting = _consenting(events, tenant=tenant, product=product,
                                  anti_join=self.anti_join)
@@ -437,6 +568,8 @@ class _Base:
             conditions.append(events.c.month.in_(months))
         if after is not None:
             conditions.append(events.c.month > after)
+        if through is not None:
+            conditions.append(events.c.month <= through)
         values = []
         for lo, hi in self.bounds:
             clamped = case((events.c.value < lo, literal(lo, Float)),
@@ -519,7 +652,20 @@ def _month_index(month):
 
 def _distinct_select(*, tenant: str, product: ProductSpec, metric: MetricSpec, anti_join: bool,
                      months: tuple[date, ...] | None, after: date | None):
-    """One distinct metric's cube rows: persons counted once per period, each in one cell.
+    """One distinct metric's cube rows (``_distinct_counts`` under the cube's constant
+    columns)."""
+    counts = _distinct_counts(tenant=tenant, product=product, metric=metric,
+                              anti_join=anti_join, months=months, after=after).subquery()
+    return select(literal(tenant, String), literal(product.id, String),
+                  literal(metric.id, String), *(counts.c[name] for name in _STATUS_COLUMNS),
+                  counts.c.n, literal_column("0.0"))
+
+
+def _distinct_counts(*, tenant: str, product: ProductSpec, metric: MetricSpec, anti_join: bool,
+                     months: tuple[date, ...] | None, after: date | None,
+                     every_status: bool = False):
+    """One distinct metric's cube keys and counts: persons counted once per period, each in
+    one cell.
 
     ``distinct_per = "week"`` (or "month" without a lookback): a person's first event of each
     of the month's weeks (or of the month) places them (its area, age group, gender, and
@@ -531,7 +677,8 @@ def _distinct_select(*, tenant: str, product: ProductSpec, metric: MetricSpec, a
 
     ``months``: the months to write (else every month after ``after``, less the lookback
     months whose month before is purged); events are read from those months and the months
-    they look back on. Consenting subjects only, like every metric.
+    they look back on. Consenting subjects only, like every metric. ``every_status``: with a
+    lookback, every status whatever the metric's category (``_insert_statuses``).
     """
     events = VERTICAL_EVENT_MODELS[product.vertical].__table__
     geo = GeoArea.__table__
@@ -602,15 +749,13 @@ def _distinct_select(*, tenant: str, product: ProductSpec, metric: MetricSpec, a
         union = joined.union_all(churned).subquery("statuses")
         written = ([union.c.period.in_(months)] if months is not None else
                    [union.c.period > add_months(after, back)] if after is not None else [])
-        if metric.category is not None:  # one status of its own (new, returning or churned)
+        if metric.category is not None and not every_status:  # one status of its own
             written.append(union.c.category == metric.category)
         placed = select(*(union.c[name] for name in _PLACED)).where(*written)
     placed = placed.subquery("placed")
-    keys = (placed.c.period, geo.c.parent_code, placed.c.district, placed.c.h3_cell,
-            placed.c.age_bucket, placed.c.gender, placed.c.category)
-    return (select(literal(tenant, String), literal(product.id, String),
-                   literal(metric.id, String), *keys, func.count(),
-                   literal_column("0.0"))
+    keys = (placed.c.period, geo.c.parent_code.label("state"), placed.c.district,
+            placed.c.h3_cell, placed.c.age_bucket, placed.c.gender, placed.c.category)
+    return (select(*keys, func.count().label("n"))
             .select_from(placed.join(geo, geo.c.code == placed.c.district))
             .group_by(*keys))
 
