@@ -386,9 +386,9 @@ def _fill_base_in_two(connection, engine, base: _Base, *, tenant: str, product: 
                       after: date | None) -> None:
     """Fill the base for a full rebuild on SQLite, on two cores.
 
-    SQLite runs a statement on one core, and grouping a large product's events was four fifths
-    of a rebuild. So the product's months are cut in two in the middle of their span: a second
-    connection groups the later half in a thread while this one groups the earlier half into
+    SQLite runs a statement on one core, and grouping a large product's events was a large
+    part of a rebuild. So the product's months are cut in two where half its events fall on
+    each side: a second connection groups the later half in a thread while this one groups the earlier half into
     the base (Python's sqlite3 lets go of the GIL while a statement runs), and the later
     half's rows are then inserted here. Groups never span months, so the halves' groups are
     the whole product's. The second connection reads what this transaction reads: it holds
@@ -396,18 +396,26 @@ def _fill_base_in_two(connection, engine, base: _Base, *, tenant: str, product: 
     written only cube rows, which the grouping does not read.
     """
     events = VERTICAL_EVENT_MODELS[product.vertical].__table__
-    held = (events.c.tenant_id == tenant, events.c.product_id == product.id,
+    # Events per month, from the (tenant, product, month) index alone (a tenth of a second
+    # for a product of 1.7M events): the cut goes where half the events are on each side, as
+    # a growing programme has more in its later months.
+    per_month = connection.execute(
+        select(events.c.month, func.count()).where(
+            events.c.tenant_id == tenant, events.c.product_id == product.id,
             *(() if after is None else (events.c.month > after,)))
-    # Two statements: SQLite answers a lone min() or max() with one index seek, not both.
-    low, high = (connection.scalar(select(edge(events.c.month)).where(*held))
-                 for edge in (func.min, func.max))
+        .group_by(events.c.month).order_by(events.c.month)).all()
     columns = [c.name for c in base.table.columns]
-    if low is None or low == high:
+    if len(per_month) < 2:
         connection.execute(insert(base.table).from_select(
             columns, base.select(tenant=tenant, product=product, months=None, after=after)))
         return
-    low, high = (date.fromisoformat(str(m)[:10]) for m in (low, high))
-    split = add_months(low, _months_between(low, high) // 2)
+    half, seen = sum(n for _, n in per_month) / 2, 0
+    for month, n in per_month[:-1]:  # the last month always goes to the later half
+        seen += n
+        split = month
+        if seen >= half:
+            break
+    split = date.fromisoformat(str(split)[:10])
     later = base.select(tenant=tenant, product=product, months=None, after=split).compile(
         dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
     params = [_driver_value(later.params[name]) for name in later.positiontup]
@@ -425,10 +433,6 @@ def _fill_base_in_two(connection, engine, base: _Base, *, tenant: str, product: 
                                f"VALUES ({', '.join('?' * len(columns))})", rows)
         finally:
             cursor.close()
-
-
-def _months_between(low: date, high: date) -> int:
-    return (high.year - low.year) * 12 + high.month - low.month
 
 
 def _driver_value(value):
