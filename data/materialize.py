@@ -324,10 +324,15 @@ def _build(session: Session, *, tenant: str, product: ProductSpec,
                      months=None if months is None else _with_following(
                          months, back, None if after is None else add_months(after, back)),
                      after=after)
+        # On SQLite a full rebuild counts persons on two cores (``_insert_statuses``).
+        in_two = None if postgres or months is not None else session.get_bind()
         group = shared.get((metric.event_type, back))
         if group is not None:
             if metric is group[0]:  # the group's statuses once, for all of its metrics
-                rows += _insert_statuses(connection, metrics=group, **reads)
+                rows += _insert_statuses(connection, metrics=group, in_two=in_two, **reads)
+            continue
+        if in_two is not None:
+            rows += _insert_statuses(connection, metrics=[metric], in_two=in_two, **reads)
             continue
         statement = insert(CubeMonthly.__table__).from_select(
             _CUBE_COLUMNS, _distinct_select(metric=metric, **reads))
@@ -353,26 +358,45 @@ _STATUS_COLUMNS = ("period", "state", "district", "h3_cell", "age_bucket", "gend
 
 def _insert_statuses(connection, *, tenant: str, product: ProductSpec,
                      metrics: list[MetricSpec], anti_join: bool,
-                     months: tuple[date, ...] | None, after: date | None) -> int:
-    """The cube rows of ``metrics`` (one ``_shared_statuses`` group): the statuses counted once
-    into a temporary table — one pass of the window functions over the events, where each
-    metric's own statement made one — and each metric's rows selected from it: all of them,
-    or those of its one status, exactly the rows its own statement gives. Returns the rows
-    written."""
+                     months: tuple[date, ...] | None, after: date | None,
+                     in_two=None) -> int:
+    """The cube rows of ``metrics`` — one ``_shared_statuses`` group, or one distinct metric:
+    the persons counted once into a temporary table (for a group, one pass of the window
+    functions over the events, where each metric's own statement made one) and each metric's
+    rows selected from it (a group's metric: all statuses, or those of its one status), exactly
+    the rows its own statement gives. Returns the rows written.
+
+    With ``in_two`` (the store's engine; SQLite, full rebuild) the months are cut in two where
+    half the product's events fall on each side, and the halves counted at once
+    (``_fill_in_two``): the earlier half's periods from its own months, the later half's from
+    its months and the ``lookback`` months before them, which it reads but does not write (as
+    after a purge: ``after``). A period's persons are all counted in the half that writes it,
+    so the halves' rows are the whole's."""
     cube = CubeMonthly.__table__
     table = Table("veil_cube_statuses", MetaData(),
                   *(Column(name, cube.c[name].type) for name in _STATUS_COLUMNS),
                   Column("n", Integer), prefixes=["TEMPORARY"])
     table.drop(connection, checkfirst=True)  # a leftover of this connection's last build
     table.create(connection)
+    shared = len(metrics) > 1
+    counts = dict(tenant=tenant, product=product, metric=metrics[0], anti_join=anti_join,
+                  months=months, every_status=shared)
+    columns = [c.name for c in table.columns]
+    split = (_split_month(connection, tenant=tenant, product=product, after=after)
+             if in_two is not None and after is None else None)
     rows = 0
     try:
-        connection.execute(insert(table).from_select(
-            [c.name for c in table.columns], _distinct_counts(
-                tenant=tenant, product=product, metric=metrics[0], anti_join=anti_join,
-                months=months, after=after, every_status=True)))
+        if split is None:
+            connection.execute(insert(table).from_select(
+                columns, _distinct_counts(**counts, after=after)))
+        else:
+            _fill_in_two(connection, in_two, table.name, columns,
+                         _distinct_counts(**counts, after=None, through=split),
+                         _distinct_counts(**counts, after=add_months(
+                             split, -_lookback(metrics[0]))))
         for metric in metrics:
-            kept = [] if metric.category is None else [table.c.category == metric.category]
+            kept = ([table.c.category == metric.category]
+                    if shared and metric.category is not None else [])
             rows += _inserted(connection, insert(cube).from_select(_CUBE_COLUMNS, select(
                 literal(tenant, String), literal(product.id, String), literal(metric.id, String),
                 *(table.c[name] for name in _STATUS_COLUMNS), table.c.n,
@@ -382,54 +406,72 @@ def _insert_statuses(connection, *, tenant: str, product: ProductSpec,
     return rows
 
 
-def _fill_base_in_two(connection, engine, base: _Base, *, tenant: str, product: ProductSpec,
-                      after: date | None) -> None:
-    """Fill the base for a full rebuild on SQLite, on two cores.
-
-    SQLite runs a statement on one core, and grouping a large product's events was a large
-    part of a rebuild. So the product's months are cut in two where half its events fall on
-    each side: a second connection groups the later half in a thread while this one groups the earlier half into
-    the base (Python's sqlite3 lets go of the GIL while a statement runs), and the later
-    half's rows are then inserted here. Groups never span months, so the halves' groups are
-    the whole product's. The second connection reads what this transaction reads: it holds
-    the write lock (``BEGIN IMMEDIATE``), so nothing can commit between the two, and it has
-    written only cube rows, which the grouping does not read.
-    """
+def _split_month(connection, *, tenant: str, product: ProductSpec,
+                 after: date | None) -> date | None:
+    """The month that ends the earlier half of the product's events (after ``after``): where
+    half of them fall on each side, counted from the (tenant, product, month) index alone (a
+    tenth of a second for a product of 1.7M events) — a growing programme has more events in
+    its later months. None for a product with fewer than two months."""
     events = VERTICAL_EVENT_MODELS[product.vertical].__table__
-    # Events per month, from the (tenant, product, month) index alone (a tenth of a second
-    # for a product of 1.7M events): the cut goes where half the events are on each side, as
-    # a growing programme has more in its later months.
     per_month = connection.execute(
         select(events.c.month, func.count()).where(
             events.c.tenant_id == tenant, events.c.product_id == product.id,
             *(() if after is None else (events.c.month > after,)))
         .group_by(events.c.month).order_by(events.c.month)).all()
-    columns = [c.name for c in base.table.columns]
     if len(per_month) < 2:
-        connection.execute(insert(base.table).from_select(
-            columns, base.select(tenant=tenant, product=product, months=None, after=after)))
-        return
+        return None
     half, seen = sum(n for _, n in per_month) / 2, 0
     for month, n in per_month[:-1]:  # the last month always goes to the later half
         seen += n
         split = month
         if seen >= half:
             break
-    split = date.fromisoformat(str(split)[:10])
-    later = base.select(tenant=tenant, product=product, months=None, after=split).compile(
-        dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
-    params = [_driver_value(later.params[name]) for name in later.positiontup]
+    return date.fromisoformat(str(split)[:10])
+
+
+def _fill_base_in_two(connection, engine, base: _Base, *, tenant: str, product: ProductSpec,
+                      after: date | None) -> None:
+    """Fill the base for a full rebuild on SQLite, on two cores.
+
+    SQLite runs a statement on one core, and grouping a large product's events was a large
+    part of a rebuild. So the product's months are cut in two where half its events fall on
+    each side (``_split_month``), and the halves are grouped at once (``_fill_in_two``).
+    Groups never span months, so the halves' groups are the whole product's.
+    """
+    split = _split_month(connection, tenant=tenant, product=product, after=after)
+    columns = [c.name for c in base.table.columns]
+    if split is None:
+        connection.execute(insert(base.table).from_select(
+            columns, base.select(tenant=tenant, product=product, months=None, after=after)))
+        return
+    _fill_in_two(connection, engine, base.NAME, columns,
+                 base.select(tenant=tenant, product=product, months=None, after=after,
+                             through=split),
+                 base.select(tenant=tenant, product=product, months=None, after=split))
+
+
+def _fill_in_two(connection, engine, table: str, columns: list[str], first, second) -> None:
+    """Insert the rows of ``first`` and ``second`` into the temporary ``table`` (SQLite), the
+    two SELECTs running at once: ``second`` on a connection of its own in a thread while
+    ``first`` fills the table here (Python's sqlite3 lets go of the GIL while a statement
+    runs), then ``second``'s rows inserted here. Called inside a write transaction, which
+    holds the write lock (``BEGIN IMMEDIATE``): nothing can commit between the two reads, so
+    the second connection reads what this transaction reads, as long as the SELECTs read no
+    table this transaction wrote (they read events, consent and areas; it wrote the cube)."""
+    compiled = second.compile(dialect=connection.dialect,
+                              compile_kwargs={"render_postcompile": True})
+    params = [_driver_value(compiled.params[name]) for name in compiled.positiontup]
     with ThreadPoolExecutor(1, thread_name_prefix="veil-materialize") as pool:
-        grouped = pool.submit(_fetch_all, engine, later.string, params)
+        fetched = pool.submit(_fetch_all, engine, compiled.string, params)
         try:
-            connection.execute(insert(base.table).from_select(columns, base.select(
-                tenant=tenant, product=product, months=None, after=after, through=split)))
+            connection.execute(insert(Table(table, MetaData(), *(Column(c) for c in columns)))
+                               .from_select(columns, first))
         finally:
-            rows = grouped.result()
+            rows = fetched.result()
     if rows:
         cursor = connection.connection.dbapi_connection.cursor()
         try:
-            cursor.executemany(f"INSERT INTO {base.NAME} ({', '.join(columns)}) "
+            cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) "
                                f"VALUES ({', '.join('?' * len(columns))})", rows)
         finally:
             cursor.close()
@@ -667,7 +709,7 @@ def _distinct_select(*, tenant: str, product: ProductSpec, metric: MetricSpec, a
 
 def _distinct_counts(*, tenant: str, product: ProductSpec, metric: MetricSpec, anti_join: bool,
                      months: tuple[date, ...] | None, after: date | None,
-                     every_status: bool = False):
+                     every_status: bool = False, through: date | None = None):
     """One distinct metric's cube keys and counts: persons counted once per period, each in
     one cell.
 
@@ -683,20 +725,15 @@ def _distinct_counts(*, tenant: str, product: ProductSpec, metric: MetricSpec, a
     months whose month before is purged); events are read from those months and the months
     they look back on. Consenting subjects only, like every metric. ``every_status``: with a
     lookback, every status whatever the metric's category (``_insert_statuses``).
+    ``through``: the months up to it only.
     """
     events = VERTICAL_EVENT_MODELS[product.vertical].__table__
     geo = GeoArea.__table__
     back = metric.lookback_months
-    conditions = [events.c.tenant_id == tenant, events.c.product_id == product.id,
-                  events.c.event_type == metric.event_type,
-                  _consenting(events, tenant=tenant, product=product, anti_join=anti_join)]
-    if metric.category is not None and back == 0:
-        conditions.append(events.c.category == metric.category)
-    if months is not None:
-        conditions.append(events.c.month.in_(sorted(
-            {add_months(m, -b) for m in months for b in range(back + 1)})))
-    if after is not None:
-        conditions.append(events.c.month > after)
+    conditions = _distinct_conditions(events, tenant=tenant, product=product, metric=metric,
+                                      anti_join=anti_join, months=months, after=after)
+    if through is not None:
+        conditions.append(events.c.month <= through)
     place = (events.c.district, events.c.h3_cell, events.c.age_bucket, events.c.gender)
     order = (events.c.ts, events.c.event_id)
     if back == 0:
@@ -753,6 +790,8 @@ def _distinct_counts(*, tenant: str, product: ProductSpec, metric: MetricSpec, a
         union = joined.union_all(churned).subquery("statuses")
         written = ([union.c.period.in_(months)] if months is not None else
                    [union.c.period > add_months(after, back)] if after is not None else [])
+        if through is not None:  # (implied: a month after it is neither read nor active)
+            written.append(union.c.period <= through)
         if metric.category is not None and not every_status:  # one status of its own
             written.append(union.c.category == metric.category)
         placed = select(*(union.c[name] for name in _PLACED)).where(*written)
@@ -762,6 +801,25 @@ def _distinct_counts(*, tenant: str, product: ProductSpec, metric: MetricSpec, a
     return (select(*keys, func.count().label("n"))
             .select_from(placed.join(geo, geo.c.code == placed.c.district))
             .group_by(*keys))
+
+
+def _distinct_conditions(events, *, tenant: str, product: ProductSpec, metric: MetricSpec,
+                         anti_join: bool, months: tuple[date, ...] | None,
+                         after: date | None) -> list:
+    """The events a distinct metric reads: its type, consenting subjects, its category (without
+    a lookback), ``months`` and the months they look back on, the months after ``after``."""
+    back = metric.lookback_months
+    conditions = [events.c.tenant_id == tenant, events.c.product_id == product.id,
+                  events.c.event_type == metric.event_type,
+                  _consenting(events, tenant=tenant, product=product, anti_join=anti_join)]
+    if metric.category is not None and back == 0:
+        conditions.append(events.c.category == metric.category)
+    if months is not None:
+        conditions.append(events.c.month.in_(sorted(
+            {add_months(m, -b) for m in months for b in range(back + 1)})))
+    if after is not None:
+        conditions.append(events.c.month > after)
+    return conditions
 
 
 #: the columns of one placed person (a person-week, person-month or status) before grouping

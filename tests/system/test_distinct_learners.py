@@ -189,6 +189,27 @@ def test_learner_status_is_new_returning_or_churned_against_the_month_before(sto
         assert _cube(store, metric) == {key: n for key, n in status.items() if key[-1] == kept}
 
 
+def test_a_rebuild_split_in_two_halves_counts_as_one(store, catalog, places):
+    """On SQLite a full rebuild counts persons in two halves of the months at once, cut where
+    half the events fall on each side — here after February (data.materialize._split_month).
+    The cube must be what one count gives: the later half reads the month before its first
+    (y returns in March, x churns into March) but writes none of it."""
+    p1, p2 = places[0], places[2]
+    events = [
+        _event("z", date(2026, 1, 5), p1), _event("w", date(2026, 1, 6), p2),
+        _event("x", date(2026, 2, 3), p1), _event("y", date(2026, 2, 4), p2),
+        _event("y", date(2026, 3, 2), p1), _event("v", date(2026, 3, 3), p1),
+    ]
+    _add(store, events)
+    _rebuild(store, catalog)
+    weekly, status = _reference(events)
+    assert status[(MAR, *p1, "returning")] == 1 and status[(MAR, *p1, "churned")] == 1
+    assert _cube(store, "learner_status") == status
+    assert _cube(store, "weekly_active_learners") == weekly
+    assert _cube(store, "churned_learners") == {
+        key: n for key, n in status.items() if key[-1] == "churned"}
+
+
 def test_a_rebuild_reports_the_rows_it_wrote(store, catalog, places):
     """The job's row count is the cube's, distinct metrics included (SQLite's driver counts no
     rows for an INSERT rendered with its CTEs first)."""
