@@ -294,6 +294,11 @@ def _build(session: Session, *, tenant: str, product: ProductSpec,
         # Enough memory for the grouping to stay a hash in memory (the default 4 MB made a
         # medium product's aggregate spill to disk in five batches); this transaction only.
         connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+    # A full rebuild on an SQLite file reads on two cores (``_fill_in_two``): the store's
+    # engine, for a second connection (an in-memory database has no second connection to it).
+    database = connection.engine.url.database or ":memory:"
+    in_two = (session.get_bind() if not postgres and months is None
+              and database != ":memory:" and "mode=memory" not in database else None)
     rows = 0
     counted = [m for m in product.metrics if m.measure != "distinct"]
     if counted:
@@ -301,13 +306,13 @@ def _build(session: Session, *, tenant: str, product: ProductSpec,
         base.table.drop(connection, checkfirst=True)  # a leftover of this connection's last build
         base.table.create(connection)
         try:
-            if postgres or months is not None:
+            if in_two is None:
                 connection.execute(insert(base.table).from_select(
                     [c.name for c in base.table.columns],
                     base.select(tenant=tenant, product=product, months=months, after=after)))
             else:
-                _fill_base_in_two(connection, session.get_bind(), base, tenant=tenant,
-                                  product=product, after=after)
+                _fill_base_in_two(connection, in_two, base, tenant=tenant, product=product,
+                                  after=after)
             for metric in counted:
                 statement = insert(CubeMonthly.__table__).from_select(
                     _CUBE_COLUMNS, base.metric_select(tenant=tenant, product=product,
@@ -324,8 +329,6 @@ def _build(session: Session, *, tenant: str, product: ProductSpec,
                      months=None if months is None else _with_following(
                          months, back, None if after is None else add_months(after, back)),
                      after=after)
-        # On SQLite a full rebuild counts persons on two cores (``_insert_statuses``).
-        in_two = None if postgres or months is not None else session.get_bind()
         group = shared.get((metric.event_type, back))
         if group is not None:
             if metric is group[0]:  # the group's statuses once, for all of its metrics

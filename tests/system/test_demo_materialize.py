@@ -192,6 +192,32 @@ def test_both_backends_store_identical_demo_rows(demo, tmp_path):
         reference.dispose()
 
 
+def test_an_in_memory_embedded_store_rebuilds_on_its_one_connection(tmp_path):
+    """A full rebuild on an SQLite file reads on a second connection too; an in-memory store
+    has no second connection to itself (each would be another, empty database), so it
+    rebuilds on its own, with the same cube as a file store."""
+    memory, catalog = _open("sqlite", tmp_path / "memory", "sqlite://")
+    file, _ = _open("sqlite", tmp_path / "file", None)
+    try:
+        product = "education.sessions"
+        for store in (memory, file):
+            generate(store, catalog, size="small", seed=7, secret=SECRET, as_of=DEMO_AS_OF)
+            materialize(store, catalog, product=product)
+        assert _cube_rows(memory, product) == _cube_rows(file, product) != []
+    finally:
+        memory.dispose()
+        file.dispose()
+
+
+def _cube_rows(store: Store, product: str) -> list[tuple]:
+    with store.read() as session:
+        return sorted(tuple(str(value) for value in row) for row in session.execute(select(
+            CubeMonthly.tenant_id, CubeMonthly.metric, CubeMonthly.period, CubeMonthly.state,
+            CubeMonthly.district, CubeMonthly.h3_cell, CubeMonthly.age_bucket,
+            CubeMonthly.gender, CubeMonthly.category, CubeMonthly.n_events)
+            .where(CubeMonthly.product_id == product)))
+
+
 # --- declared domains, pseudonyms, bounds ----------------------------------------------------
 
 
