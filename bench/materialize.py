@@ -103,6 +103,8 @@ def main() -> None:
     parser.add_argument("--generate", action="store_true",
                         help="generate the demo data of --size first")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="jobs at once (materialize's default: 2 on PostgreSQL, 1 on SQLite)")
     args = parser.parse_args()
     env = {"VEIL_DEMO_MODE": "1",
            "VEIL_VAR_DIR": args.var or tempfile.mkdtemp(prefix="veil-bench-materialize-")}
@@ -127,7 +129,7 @@ def main() -> None:
     for attempt in range(args.repeat):
         seconds, detach = _statements(store)
         started = time.perf_counter()
-        jobs = materialize(store, catalog)
+        jobs = materialize(store, catalog, workers=args.workers)
         full.append(time.perf_counter() - started)
         detach()
         split.update({k: v / args.repeat for k, v in seconds.items()})
@@ -138,7 +140,7 @@ def main() -> None:
             session.add_all(CubePending(tenant_id=t, product_id=p, month=MONTH,
                                         reason="bench", marked_at=stamp) for t, p in pairs)
         started = time.perf_counter()
-        incremental = materialize(store, catalog, incremental=True)
+        incremental = materialize(store, catalog, incremental=True, workers=args.workers)
         months.append((time.perf_counter() - started) / len(pairs))
         assert all(job.months == (MONTH,) for job in incremental), incremental
     cube_rows = sum(job.rows for job in jobs)
@@ -150,7 +152,8 @@ def main() -> None:
 
     print(f"\nmachine: {os.cpu_count()} cores, {cpu_model()}, Python "
           f"{platform.python_version()}; store: {store.dialect}; {events:,} events; "
-          f"{cube_rows:,} cube rows; {date.today().isoformat()}; 1-min load "
+          f"{cube_rows:,} cube rows; workers {args.workers or 'default'}; "
+          f"{date.today().isoformat()}; 1-min load "
           f"{', '.join(f'{x:.1f}' for x in loads)}")
     print("| path | median | runs |\n|---|---|---|")
     print(f"| full rebuild, all tenants × products | {events / statistics.median(full):,.0f} "

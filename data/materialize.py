@@ -37,6 +37,7 @@ in the job history. It applies no noise and no thresholds: that is the gate's jo
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -107,18 +108,64 @@ class JobResult:
 
 
 def materialize(store: Store, catalog: Catalog, *, tenant: str | None = None,
-                product: str | None = None, incremental: bool = False) -> list[JobResult]:
+                product: str | None = None, incremental: bool = False,
+                workers: int | None = None) -> list[JobResult]:
     """Rebuild the cubes of every metric_set product for every tenant (or the one given).
 
     Runs one job per (tenant, product), each in its own transaction, and stops at the first
-    failure: that job is recorded as failed, its previous cube stays, and StoreError (or the
-    VeilError that caused it) is raised. With ``incremental`` only changed months are rebuilt
-    (a cube never built before is built in full).
+    failure: that job is recorded as failed, its previous cube stays, no job not yet started
+    starts, and StoreError (or the VeilError that caused it) is raised. With ``incremental``
+    only changed months are rebuilt (a cube never built before is built in full). Results come
+    in catalog order.
+
+    On PostgreSQL ``workers`` jobs run at once (default ``POSTGRES_WORKERS``), each on its own
+    connection: a job is one ``INSERT … SELECT`` after another, all of it one server process's
+    work, so one job at a time leaves the server's other cores idle. The biggest cubes (by
+    their last build) start first, so a long job does not start last. SQLite takes one writer
+    at a time: its jobs run one after another (a full rebuild reads on two cores itself).
     """
     tenants = _tenants(catalog, tenant)
     products = _products(catalog, product)
-    return [_run(store, catalog, t, p, incremental=incremental)
-            for t in tenants for p in products]
+    jobs = [(t, p) for t in tenants for p in products]
+    if workers is None:
+        workers = POSTGRES_WORKERS if store.dialect == "postgresql" else 1
+    if workers < 1:
+        raise InvalidInput(f"workers must be at least 1, not {workers}")
+    if workers == 1 or len(jobs) == 1 or store.dialect != "postgresql":
+        return [_run(store, catalog, t, p, incremental=incremental) for t, p in jobs]
+    return _run_concurrently(store, catalog, jobs, workers=workers, incremental=incremental)
+
+
+#: Jobs at once on PostgreSQL: the server's cores this deployment may use for a rebuild.
+POSTGRES_WORKERS = 2
+
+
+def _run_concurrently(store: Store, catalog: Catalog, jobs: list[tuple[str, ProductSpec]], *,
+                      workers: int, incremental: bool) -> list[JobResult]:
+    with store.read() as session:
+        last = {(v.tenant_id, v.product_id): v.cube_rows or 0
+                for v in session.scalars(select(ProductVersion))}
+    order = sorted(range(len(jobs)), key=lambda i: -last.get((jobs[i][0], jobs[i][1].id), 0))
+    failed = threading.Event()
+    results: list[JobResult | None] = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def job(index: int) -> None:
+        if failed.is_set():  # stop at the first failure: a job not started does not start
+            return
+        tenant, product = jobs[index]
+        try:
+            results[index] = _run(store, catalog, tenant, product, incremental=incremental)
+        except BaseException as exc:
+            failed.set()
+            errors.append(exc)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="veil-materialize") as pool:
+        for _ in pool.map(job, order):
+            pass
+    if errors:
+        raise errors[0]
+    return list(results)
 
 
 def _tenants(catalog: Catalog, tenant: str | None) -> list[str]:

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--product")
     mat.add_argument("--full", action="store_true",
                      help="rebuild every month, not only those changed since the last run")
+    mat.add_argument("--workers", type=int, default=None,
+                     help="(tenant, product) jobs at once on PostgreSQL (default 2); SQLite "
+                          "runs them one after another")
     sub.add_parser("budgets", help="show ε budget usage per principal and product")
     check = sub.add_parser("check", help="validate configuration, catalog and store, and "
                                          "report who can sign in")

@@ -66,7 +66,7 @@ def _cmd_materialize(args, settings) -> None:
     with _store(settings) as store:
         try:
             results = materialize(store, catalog, tenant=args.tenant, product=args.product,
-                                  incremental=not args.full)
+                                  incremental=not args.full, workers=args.workers)
         finally:  # a failed run is the alert most worth sending
             if settings.alert_webhook_url:
                 _send_alerts_after_run(store, catalog, settings, tenant=args.tenant)
