@@ -13,7 +13,7 @@ Measures, on one demo store and in one run:
             (a category subset like days_present, a mean beside a count) instead of a second
             read of the events.
 
-Usage:
+Usage (``--workers N``: jobs at once; ``--full-only``: no incremental month runs):
   .venv/bin/python bench/materialize.py --size medium --generate [--repeat 3]       # SQLite
   .venv/bin/python bench/materialize.py --var var/bench-large --repeat 3            # existing
   .venv/bin/python bench/materialize.py --size medium --generate \\
@@ -42,7 +42,7 @@ from data.catalog import load_catalog
 from data.config import load_settings
 from data.demo import generate
 from data.engine import open_store
-from data.materialize import _Base, materialize
+from data.materialize import _Base, _distinct_counts, materialize
 from data.models import VERTICAL_EVENT_MODELS, CubeMonthly, CubePending
 
 #: a fixed as-of day: the same benchmark data whatever the calendar says
@@ -77,22 +77,31 @@ def _statements(store) -> tuple[Counter, callable]:
 
 
 def _month_plan(store, catalog) -> str:
-    """The plan of a month rebuild's read of the events (attendance: the largest product)."""
-    product = catalog.product("education.attendance")
-    statement = _Base(product, anti_join=store.dialect == "postgresql").select(
-        tenant=catalog.tenants[0].id, product=product, months=(MONTH,))
-    dialect = postgresql.dialect() if store.dialect == "postgresql" else sqlite.dialect()
-    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    explain = "EXPLAIN QUERY PLAN " if store.dialect == "sqlite" else "EXPLAIN "
+    """The plan of a month rebuild's reads of the events: the grouped read (attendance: the
+    largest product) and each distinct metric's (sessions); the run fails unless every one
+    seeks the (tenant, product, month) index."""
+    postgres = store.dialect == "postgresql"
+    tenant = catalog.tenants[0].id
+    attendance, sessions = (catalog.product("education.attendance"),
+                            catalog.product("education.sessions"))
+    reads = [("grouped", _Base(attendance, anti_join=postgres).select(
+        tenant=tenant, product=attendance, months=(MONTH,)))]
+    reads += [(metric.id, _distinct_counts(tenant=tenant, product=sessions, metric=metric,
+                                           anti_join=postgres, months=(MONTH,), after=None))
+              for metric in sessions.metrics if metric.measure == "distinct"]
+    dialect = postgresql.dialect() if postgres else sqlite.dialect()
+    explain = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
+    index = f"ix_{VERTICAL_EVENT_MODELS['education'].__tablename__}_period"
+    out = []
     with store.engine.connect() as connection:
-        rows = connection.exec_driver_sql(explain + sql).all()
-    lines = [str(row[-1]) for row in rows]
-    table = VERTICAL_EVENT_MODELS[product.vertical].__tablename__
-    index = f"ix_{table}_period"
-    if not any(index in line for line in lines):
-        raise SystemExit(f"a month rebuild does not read {table} through {index}:\n"
-                         + "\n".join(lines))
-    return next(line.strip() for line in lines if index in line)
+        for name, statement in reads:
+            sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+            lines = [str(row[-1]) for row in connection.exec_driver_sql(explain + sql).all()]
+            if not any(index in line for line in lines):
+                raise SystemExit(f"a month rebuild's {name} read does not go through {index}:\n"
+                                 + "\n".join(lines))
+            out.append(f"{name}: " + next(line.strip() for line in lines if index in line))
+    return "\n  ".join(out)
 
 
 def main() -> None:
@@ -105,6 +114,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None,
                         help="jobs at once (materialize's default: 2 on PostgreSQL, 1 on SQLite)")
+    parser.add_argument("--full-only", action="store_true",
+                        help="time full rebuilds only (no incremental month runs)")
     args = parser.parse_args()
     env = {"VEIL_DEMO_MODE": "1",
            "VEIL_VAR_DIR": args.var or tempfile.mkdtemp(prefix="veil-bench-materialize-")}
@@ -134,6 +145,8 @@ def main() -> None:
         detach()
         split.update({k: v / args.repeat for k, v in seconds.items()})
         loads.append(os.getloadavg()[0])
+        if args.full_only:
+            continue
         with store.write.begin() as session:
             stamp = datetime.now(UTC).replace(tzinfo=None)
             session.execute(delete(CubePending))
@@ -159,13 +172,14 @@ def main() -> None:
     print(f"| full rebuild, all tenants × products | {events / statistics.median(full):,.0f} "
           f"events/s ({statistics.median(full):.2f} s) | "
           f"{', '.join(f'{s:.2f} s' for s in full)} |")
-    print(f"| incremental rebuild of one month, per (tenant, product) | "
-          f"{statistics.median(months) * 1000:.0f} ms | "
-          f"{', '.join(f'{s * 1000:.0f}' for s in months)} ms |")
+    if months:
+        print(f"| incremental rebuild of one month, per (tenant, product) | "
+              f"{statistics.median(months) * 1000:.0f} ms | "
+              f"{', '.join(f'{s * 1000:.0f}' for s in months)} ms |")
     print("\nfull rebuild, seconds by statement (mean per run):")
     for kind, value in split.most_common():
         print(f"  {kind:<28} {value:7.2f}")
-    print(f"\nmonth rebuild reads the events through: {_month_plan(store, catalog)}")
+    print(f"\nmonth rebuild reads the events through:\n  {_month_plan(store, catalog)}")
     print("\ncube rows per metric (every metric of a product selected from one grouped read of "
           "its events):")
     for product, metric, rows in per_metric:

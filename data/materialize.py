@@ -786,39 +786,42 @@ def _distinct_counts(*, tenant: str, product: ProductSpec, metric: MetricSpec, a
         conditions.append(events.c.month <= through)
     place = (events.c.district, events.c.h3_cell, events.c.age_bucket, events.c.gender)
     order = (events.c.ts, events.c.event_id)
+    # The windows are per person. SQLite, which keeps no statistics here, would read the
+    # events in person order through the (tenant, pseudonym, day) index to spare the sort —
+    # every event of the tenant's vertical, each a lookup in the table, to keep one product's
+    # (sessions: 3.1M read for 0.39M). As an expression the person column orders through no
+    # index, so the (tenant, product, month) index is used and the product's events sorted.
+    person = events.c.pseudonym if anti_join else events.c.pseudonym + literal_column("''")
     if back == 0:
         period = [events.c.month] + ([_week_of_month(events.c.day)]
                                      if metric.distinct_per == "week" else [])
         category = (literal_column("'-'") if metric.category_domain == "none"
                     else func.coalesce(events.c.category, literal_column("'-'")))
         ranked = (select(events.c.month.label("period"), *place, category.label("category"),
-                         func.row_number().over(partition_by=[events.c.pseudonym, *period],
+                         func.row_number().over(partition_by=[person, *period],
                                                 order_by=order).label("rn"))
                   .where(*conditions).subquery("ranked"))
         placed = select(*(ranked.c[name] for name in _PLACED)).where(ranked.c.rn == 1)
     else:
         # One row per person-month: where their first and their last event of it were (one
-        # pass over the events), then each person's month before and after among their active
-        # months (LAG/LEAD over those rows): no self-join of the events, no correlated lookup.
-        ranked = (select(events.c.pseudonym, events.c.month,
-                         _month_index(events.c.month).label("midx"), *place,
-                         func.row_number().over(partition_by=[events.c.pseudonym,
-                                                              events.c.month],
-                                                order_by=order).label("first"),
-                         func.row_number().over(partition_by=[events.c.pseudonym,
-                                                              events.c.month],
-                                                order_by=[o.desc() for o in order])
-                         .label("last"))
-                  .where(*conditions).subquery("ranked"))
+        # window over the events, in event order, its frame the whole person-month: one sort),
+        # then each person's month before and after among their active months (LAG/LEAD over
+        # those rows): no self-join of the events, no correlated lookup.
         spots = _PLACED[1:-1]
+        month_of_person = dict(partition_by=[person, events.c.month],
+                               order_by=order, rows=(None, None))
+        ranked = (select(events.c.pseudonym, events.c.month,
+                         _month_index(events.c.month).label("midx"),
+                         *(func.first_value(events.c[k]).over(**month_of_person)
+                           .label(f"first_{k}") for k in spots),
+                         *(func.last_value(events.c[k]).over(**month_of_person)
+                           .label(f"last_{k}") for k in spots),
+                         func.row_number().over(**month_of_person).label("rn"))
+                  .where(*conditions).subquery("ranked"))
         person_months = (
             select(ranked.c.pseudonym, ranked.c.month, ranked.c.midx,
-                   *(func.max(case((ranked.c.first == 1, ranked.c[k]))).label(f"first_{k}")
-                     for k in spots),
-                   *(func.max(case((ranked.c["last"] == 1, ranked.c[k]))).label(f"last_{k}")
-                     for k in spots))
-            .where(or_(ranked.c.first == 1, ranked.c["last"] == 1))
-            .group_by(ranked.c.pseudonym, ranked.c.month, ranked.c.midx)
+                   *(ranked.c[f"{end}_{k}"] for end in ("first", "last") for k in spots))
+            .where(ranked.c.rn == 1)
             .cte("person_months"))
         by_person = dict(partition_by=person_months.c.pseudonym, order_by=person_months.c.midx)
         sequence = select(person_months,
