@@ -584,16 +584,22 @@ def _changed_months(session: Session, *, tenant: str,
         JobRun.job == _JOB, JobRun.tenant_id == tenant, JobRun.product_id == product.id,
         JobRun.status == "succeeded"))
     if since is not None:
+        # The subjects whose consent changed first (few, read from the consent table), then
+        # their events, through the (tenant, pseudonym, day) index. Joined the other way round,
+        # SQLite (no statistics) read every event of the product and looked each one up in the
+        # consent table: 13.7 s of a 14.6 s month rebuild of the large demo's attendance. The
+        # product, as an expression there, keeps it off the (tenant, product, month) index.
         events = VERTICAL_EVENT_MODELS[product.vertical].__table__
         consent = SubjectConsent.__table__
+        changed = select(consent.c.pseudonym).where(
+            consent.c.tenant_id == tenant, consent.c.vertical == product.vertical,
+            consent.c.changed_at >= since)
+        product_id = (events.c.product_id if session.get_bind().dialect.name == "postgresql"
+                      else events.c.product_id + literal_column("''"))
         months.update(session.scalars(
             select(events.c.month).distinct()
-            .select_from(events.join(consent, and_(
-                consent.c.tenant_id == events.c.tenant_id,
-                consent.c.pseudonym == events.c.pseudonym,
-                consent.c.vertical == product.vertical)))
-            .where(events.c.tenant_id == tenant, events.c.product_id == product.id,
-                   consent.c.changed_at >= since)))
+            .where(events.c.tenant_id == tenant, events.c.pseudonym.in_(changed),
+                   product_id == product.id)))
     purged = _purged_through(session, tenant=tenant, product=product.id)
     if purged is not None:  # final: their raw events are gone (data/retention.py)
         months = {month for month in months if month > purged}

@@ -5,12 +5,22 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
+from sqlalchemy import event as sql_event
 from sqlalchemy import func, select, update
 
+from data.bootstrap import init_store
+from data.engine import open_store
 from data.freshness import freshness
 from data.ingest import ingest_rows
 from data.materialize import materialize
-from data.models import CubeMonthly, CubePending, JobRun, ProductVersion, SubjectConsent
+from data.models import (
+    VERTICAL_EVENT_MODELS,
+    CubeMonthly,
+    CubePending,
+    JobRun,
+    ProductVersion,
+    SubjectConsent,
+)
 from data.pseudonym import pseudonym
 from ingest_support import PRODUCT, SECRET, TENANT, event, grant
 
@@ -88,6 +98,40 @@ def test_a_consent_change_made_behind_its_back_is_still_applied(store, catalog):
     [result] = materialize(store, catalog, tenant=TENANT, product=PRODUCT, incremental=True)
     assert result.months == (date(2025, 6, 1),)
     assert sum(n for *_, n in cube(store)) == 1
+
+
+def test_consent_changes_are_found_from_the_changed_subjects_not_every_event(settings_for,
+                                                                            catalog):
+    """SQLite keeps no statistics: joining the product's events to the consent table read
+    every event of the product and looked each up (13.7 s of a 14.6 s month rebuild of the
+    large demo's attendance). The changed subjects are read first and their events sought
+    through the (tenant, pseudonym, day) index."""
+    sqlite_store = open_store(settings_for("sqlite"))
+    try:
+        init_store(sqlite_store, catalog, demo_accounts=False)
+        grant(sqlite_store, catalog, "person-1")
+        ingest(sqlite_store, catalog, [event(1)])
+        materialize(sqlite_store, catalog, tenant=TENANT, product=PRODUCT)
+        seen: list[tuple[str, tuple]] = []
+
+        def record(conn, cursor, statement, params, context, executemany):
+            if "subject_consent.changed_at" in statement:
+                seen.append((statement, params))
+
+        sql_event.listen(sqlite_store.engine, "before_cursor_execute", record)
+        [result] = materialize(sqlite_store, catalog, tenant=TENANT, product=PRODUCT,
+                               incremental=True)
+        sql_event.remove(sqlite_store.engine, "before_cursor_execute", record)
+        assert result.months == () and len(seen) == 1
+        with sqlite_store.engine.connect() as connection:
+            plan = [row[-1] for row in connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {seen[0][0]}", seen[0][1])]
+        table = VERTICAL_EVENT_MODELS[catalog.product(PRODUCT).vertical].__tablename__
+        reads = [line for line in plan if table in line]
+        assert reads == [f"SEARCH {table} USING INDEX ix_{table}_subject_day "
+                         "(tenant_id=? AND pseudonym=?)"], plan
+    finally:
+        sqlite_store.dispose()
 
 
 def test_freshness_reports_refresh_newest_event_pending_and_breaches(store, catalog):
