@@ -242,7 +242,8 @@ class PeriodLedger:
         """
         months = sorted(set(periods))
         if not months:
-            return batch.add(_NOTHING, {}, then=lambda _rows: {})
+            # no parameter sets: the batch sends nothing for it, and its check sees no rows
+            return batch.add(_NOTHING, [], many=True, then=lambda _rows: {})
         now = self._clock()
         limits = {"full": full_cap + _SLACK, "viewer": cap + _SLACK,
                   "delta": delta_cap + _DELTA_SLACK}
@@ -379,7 +380,7 @@ _INSERT_DRAWN_CHARGES = Prepared(insert(_charges).from_select(
     ["budget_id", *_CHARGE],
     select(_budgets.c.id, *_values_of(_charges, _CHARGE)).where(*_MONTHS)),
     expanding=("months",))
-#: A statement that returns nothing (a placeholder in a batch).
+#: A placeholder in a batch, queued with no parameter sets: it is never sent.
 _NOTHING = Prepared(select(literal(1)).where(false()))
 
 _MONTH_COLUMNS = ("tenant_id", "product_id", "period", "cap", "spent", "viewer_spent",

@@ -17,7 +17,10 @@ from sqlalchemy import event, func, select
 from data.bootstrap import demo_username
 from data.catalog import PeriodPolicy, PlannerPolicy
 from data.models import BudgetAccount, CubeMonthly, PeriodBudget, PeriodCharge, ProductVersion
+from data.prepared import Batch
 from privacy import BudgetExhausted, Gate, PeriodBudgetExhausted, Principal, Query
+from privacy._budget import PeriodLedger
+from privacy._values import Delta, Epsilon
 
 NOW = datetime(2026, 11, 21, 12, 0)
 MONTHS = [date(2026, m, 1) for m in range(1, 13)]
@@ -125,6 +128,30 @@ def _writes(store, call) -> list[str]:
         event.remove(store.engine, "before_cursor_execute", record)
         event.remove(store.engine, "begin", begin)
     return sent
+
+
+def test_a_charge_on_no_months_sends_nothing(store):
+    """A charge on no months (the gate never queues one: it charges the months it draws on)
+    is an empty draw: the batch sends no statement for it, and its result finds no month."""
+    ledger = PeriodLedger(store, clock=lambda: NOW)
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement)
+
+    batch = Batch()
+    with store.write.begin() as session:
+        session.connection()  # the transaction's BEGIN is not the charge's
+        event.listen(store.engine, "before_cursor_execute", record)
+        try:
+            at = ledger.charge(batch, session, tenant="kigali-east",
+                               product="health.vaccinations", periods=[],
+                               epsilon=Epsilon(1.0), delta=Delta(0.0), cap=3.0, full_cap=4.0,
+                               delta_cap=1e-5, release_id="r-none", principal="p", role="r")
+            results = batch.send(session)
+        finally:
+            event.remove(store.engine, "before_cursor_execute", record)
+    assert results[at] == {} and sent == []
 
 
 @pytest.mark.parametrize("months", [1, 12])
