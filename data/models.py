@@ -36,6 +36,7 @@ __all__ = [
     "BudgetAccount",
     "BudgetEntry",
     "ConsentEvent",
+    "ConsentVersion",
     "CubeMonthly",
     "CubePending",
     "RetentionPurge",
@@ -217,6 +218,19 @@ class SubjectConsent(Base):
     vertical: Mapped[str] = mapped_column(String(32), primary_key=True)
     status: Mapped[str] = mapped_column(String(16))
     changed_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ConsentVersion(Base):
+    """One row counting the statements that changed ``subject_consent``: on PostgreSQL a
+    statement trigger (migration 0020) adds one in the changing transaction, whoever writes —
+    Veil or anyone behind its back. Ingestion reuses the consent answers of a run's earlier
+    chunks while it has not moved (``data.ingest._consent_cache``). On the embedded store it
+    stays 0: SQLite's ``PRAGMA data_version`` tells the same, for every table."""
+
+    __tablename__ = "consent_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 # --- record stores ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ Private modules, one concern each::
     _batches         the ingest batch record's lifecycle; IngestReport, RowResult
     _admission       which valid events are stored: duplicates, consent, contribution bounds
     _sql             the chunk's driver SQL per dialect (over the shared ``data.bulk`` loader)
-    _consent_cache   consent answers reused between chunks on the embedded store
+    _consent_cache   consent answers reused between chunks while consent is unchanged
     _tuning          the store's settings and statistics during a bulk run
     _tokens          collector sources and their tokens
 """

@@ -1,9 +1,9 @@
-"""The consent cache: answers of earlier chunks of a run, reused on the embedded store.
+"""The consent cache: answers of earlier chunks of a run, reused while consent is unchanged.
 
 Owns deciding when a consent answer read for an earlier chunk may be reused instead of read
 again (see ``_ConsentCache``). It never answers for a store it cannot prove unchanged since the
-answer was read, never runs on PostgreSQL, and never decides consent itself: the pipeline reads
-it (``_sql``) and admission applies it (``_admission``).
+answer was read, and never decides consent itself: the pipeline reads it (``_sql``) and
+admission applies it (``_admission``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 
 
 class _ConsentCache:
-    """Consent answers of earlier chunks of a run on the embedded store, reused while nothing
-    else has been committed to it.
+    """Consent answers of earlier chunks of a run, reused while they provably still hold.
 
     A run reads consent inside each chunk's write transaction, and a subject usually appears
     in many chunks (measured: reading only the new ones takes a fifth off a million-row run).
@@ -26,42 +25,66 @@ class _ConsentCache:
     through the same pooled connection by someone else between two chunks shows too. Both are
     read inside the chunk's write transaction, which holds the only write lock. Any other write
     at all — a withdrawal, but also an audit entry — empties the cache and the whole chunk is
-    read again. Not used on PostgreSQL, whose writers do not take turns like this. Bounded:
-    emptied at a million subjects.
+    read again.
+
+    PostgreSQL's writers do not take turns like this, so there the proof is narrower: the
+    ``consent_versions`` counter, which a trigger moves in every transaction that changes
+    ``subject_consent`` (migration 0020). Each chunk reads it *before* it reads consent
+    (``valid``), and the chunk leaves the value it read then, not one read at its end: a change
+    committed between a chunk's consent read and its end would otherwise be taken as seen. While
+    the counter has not moved, no consent has changed since the earliest answer was read, and
+    the chunk decides on consent as it stood when it read the counter — as a chunk that read
+    everything would decide on consent as it stood at its read (under READ COMMITTED a change
+    may commit during either). Other writes leave the answers alone here.
+
+    Bounded: emptied at a million subjects.
     """
 
     _LIMIT = 1_000_000
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, dialect: str):
+        self.postgres = dialect == "postgresql"
+        self.enabled = self.postgres or dialect == "sqlite"
         self.answers: dict[str, float | None] = {}  # None: asked, no granted consent
         self.left: tuple[Any, int, int] | None = None  # the store as the last chunk left it
+        self.seen: tuple[Any, int, int] | None = None  # PostgreSQL: the counter as last read
         self.reads = 0  # subjects read from the store (tests look at it)
 
     def valid(self, session: Session) -> bool:
-        """Whether the answers still hold; empties them when they may not."""
+        """Whether the answers still hold; empties them when they may not. Call before the
+        chunk's consent read."""
         left = self.left
-        if self.enabled and left is not None and len(self.answers) < self._LIMIT:
+        now = None
+        if self.enabled and (left is not None or self.postgres):
             now = self._state(session)
-            if now[0] is left[0] and now[1:] == left[1:]:
-                return True
+        if self.postgres:
+            self.seen = now
+        if (now is not None and left is not None and len(self.answers) < self._LIMIT
+                and now[0] is left[0] and now[1:] == left[1:]):
+            return True
         self.answers.clear()
         return False
 
     def chunk_written(self, session: Session) -> None:
         """Note the store as this chunk leaves it (call inside the transaction, last)."""
-        if self.enabled:
+        if self.postgres:
+            self.left = self.seen  # as it was before this chunk read consent (see above)
+        elif self.enabled:
             self.left = self._state(session)
 
     def forget(self) -> None:
         """A chunk was rolled back: what it read was never confirmed by a commit."""
-        self.left = None
+        self.left = self.seen = None
 
-    @staticmethod
-    def _state(session: Session) -> tuple[Any, int, int]:
+    def _state(self, session: Session) -> tuple[Any, int, int]:
         raw: Any = session.connection().connection.dbapi_connection
         cursor = raw.cursor()
         try:
+            if self.postgres:
+                found = cursor.execute(
+                    "SELECT version FROM consent_versions WHERE id = 1").fetchall()
+                # no counter row: nothing proves an answer still holds
+                return (None, found[0][0], 0) if found else (object(), 0, 0)
             [(version,)] = cursor.execute("PRAGMA data_version").fetchall()
         finally:
             cursor.close()

@@ -166,7 +166,7 @@ class _Run:
         self.subjects_seen: set[str] = set()
         self.subjects_pending: Iterable[str] = ()
         self.statistics = _Statistics(store, self.table)
-        self.consent_cache = _ConsentCache(store.dialect == "sqlite")
+        self.consent_cache = _ConsentCache(store.dialect)
         self.optimistic = True  # see _decide_and_insert
         self.bulk = _BulkSettings(store)
         self.started = time.perf_counter()
@@ -323,8 +323,9 @@ class _Run:
 
     def _consent(self, session: Session, pseudonyms: list[str]) -> Mapping[str, float | None]:
         """pseudonym → epoch seconds since which consent is granted (absent or None: no
-        consent), for at least ``pseudonyms`` (sorted). Answers the embedded store gave for
-        earlier chunks of this run are reused while nothing else has been committed to it
+        consent), for at least ``pseudonyms`` (sorted). Answers the store gave for earlier
+        chunks of this run are reused while they provably hold — on the embedded store while
+        nothing else has been committed to it, on PostgreSQL while no consent has changed
         (``_ConsentCache``, whose answers are returned as they are)."""
         if not pseudonyms:
             return {}

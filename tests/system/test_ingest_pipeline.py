@@ -10,7 +10,7 @@ import threading
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 import data.ingest._checking as checking
 import data.ingest._consent_cache as consent_cache_module
@@ -18,12 +18,13 @@ import data.ingest._pipeline as pipeline_module
 import data.ingest._sql as sql_module
 from data.bootstrap import init_store
 from data.config import load_settings
-from data.consent import withdraw_consent
+from data.consent import record_consent, withdraw_consent
 from data.engine import open_store
 from data.errors import InvalidInput, StoreError
 from data.ingest import ingest_file, ingest_rows
-from data.models import CubePending, IngestBatch, Subject
+from data.models import CubePending, IngestBatch, Subject, SubjectConsent
 from data.pseudonym import pseudonym
+from tests.conftest import STORES
 from ingest_support import (PRODUCT, SECRET, TENANT, daily_only, event, event_count, grant,
                             quarantined, stored_events, write_jsonl)
 
@@ -362,8 +363,8 @@ def _consent_caches(monkeypatch) -> list:
     made = []
 
     class Recorded(consent_cache_module._ConsentCache):
-        def __init__(self, enabled):
-            super().__init__(enabled)
+        def __init__(self, dialect):
+            super().__init__(dialect)
             made.append(self)
 
     monkeypatch.setattr(pipeline_module, "_ConsentCache", Recorded)
@@ -402,10 +403,62 @@ def test_a_withdrawal_between_two_chunks_refuses_the_subjects_later_events(
     assert all(row.reason.startswith("no consent") for row in refused)
 
 
+def _withdrawn_elsewhere(store, catalog, subject: str, *, tmp_path,
+                         behind_veils_back: bool) -> None:
+    """Withdraw ``subject``'s health consent in a transaction of another engine, committed at
+    once: through ``record_consent`` (its marks, no rebuild, which would wait for the running
+    chunk's lock), or by a bare UPDATE of ``subject_consent`` as a tool other than Veil would."""
+    other = open_store(load_settings({
+        "VEIL_VAR_DIR": str(tmp_path / "other"), "VEIL_DEMO_MODE": "1",
+        "VEIL_DATABASE_URL": store.engine.url.render_as_string(hide_password=False)}))
+    try:
+        with other.write.begin() as session:
+            if behind_veils_back:
+                session.execute(update(SubjectConsent).where(
+                    SubjectConsent.pseudonym == pseudonym(SECRET, subject)).values(
+                    status="withdrawn", changed_at=datetime(2026, 1, 1)))
+            else:
+                record_consent(session, catalog, tenant=TENANT,
+                               pseudonym=pseudonym(SECRET, subject), vertical="health",
+                               status="withdrawn")
+    finally:
+        other.dispose()
+
+
+@pytest.mark.parametrize("backend", [STORES[1]], indirect=True)
+@pytest.mark.parametrize("behind_veils_back", [False, True])
+def test_a_withdrawal_committed_after_a_chunks_consent_read_reaches_the_next_chunk(
+        store, catalog, tmp_path, monkeypatch, behind_veils_back):
+    """PostgreSQL: a withdrawal that commits while a chunk runs, after it read consent, is not
+    taken as seen: the next chunk finds the consent counter moved and reads consent again, so
+    the subject's later events are refused — also when the consent table is written directly,
+    without Veil."""
+    grant(store, catalog, "person-1", "person-2")
+    rows = [row for pair in zip(_days("person-1", 1, 4), _days("person-2", 1, 4)) for row in pair]
+    path = write_jsonl(tmp_path / "e.jsonl", rows)  # 4 chunks of 2: one event of each
+    real = sql_module._Sql.granted_consent
+    calls = []
+
+    def granted_consent(self, session, **kwargs):
+        answers = real(self, session, **kwargs)
+        calls.append(len(kwargs["pseudonyms"]))
+        if len(calls) == 1:  # the first chunk has read: withdraw before it commits
+            _withdrawn_elsewhere(store, catalog, "person-1", tmp_path=tmp_path,
+                                 behind_veils_back=behind_veils_back)
+        return answers
+
+    monkeypatch.setattr(sql_module._Sql, "granted_consent", granted_consent)
+    report = ingest_file(store, catalog, path, tenant=TENANT, product=PRODUCT, secret=SECRET,
+                         chunk_rows=2)
+    assert [row.position for row in quarantined(store)] == [3, 5, 7]  # person-1, chunk 2 on
+    assert (report.accepted, dict(report.reasons)) == (5, {"no consent": 3})
+    assert calls == [2, 2]  # both read, both read again after the withdrawal, then reused
+
+
 def test_a_run_reads_each_subjects_consent_once_while_nobody_else_writes(store, catalog,
                                                                           tmp_path, monkeypatch):
-    """On the embedded store, later chunks reuse the consent read for earlier ones: three
-    chunks of the same two subjects read two consents. (PostgreSQL reads every chunk's.)"""
+    """Later chunks reuse the consent read for earlier ones: three chunks of the same two
+    subjects read two consents, on both stores."""
     caches = _consent_caches(monkeypatch)
     grant(store, catalog, "person-1", "person-2")
     rows = [row for pair in zip(_days("person-1", 1, 3), _days("person-2", 1, 3)) for row in pair]
@@ -413,7 +466,7 @@ def test_a_run_reads_each_subjects_consent_once_while_nobody_else_writes(store, 
                          product=PRODUCT, secret=SECRET, chunk_rows=2)
     assert report.accepted == 6
     [cache] = caches
-    assert cache.reads == (2 if store.dialect == "sqlite" else 6)
+    assert cache.reads == 2
 
 
 def test_a_stored_duplicate_is_a_duplicate_even_where_it_would_be_over_the_bound(store,
