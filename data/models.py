@@ -222,8 +222,8 @@ class SubjectConsent(Base):
 
 class ConsentVersion(Base):
     """One row counting the statements that changed ``subject_consent``: on PostgreSQL a
-    statement trigger (migration 0020) adds one in the changing transaction, whoever writes —
-    Veil or anyone behind its back. Ingestion reuses the consent answers of a run's earlier
+    statement trigger (migrations 0020, 0021) adds one in the changing transaction, whoever
+    writes — Veil or anyone behind its back, replication sessions included. Ingestion reuses the consent answers of a run's earlier
     chunks while it has not moved (``data.ingest._consent_cache``). On the embedded store it
     stays 0: SQLite's ``PRAGMA data_version`` tells the same, for every table."""
 

@@ -29,7 +29,8 @@ class _ConsentCache:
 
     PostgreSQL's writers do not take turns like this, so there the proof is narrower: the
     ``consent_versions`` counter, which a trigger moves in every transaction that changes
-    ``subject_consent`` (migration 0020). Each chunk reads it *before* it reads consent
+    ``subject_consent`` (migration 0020), replication sessions included (0021: a trigger
+    ``ENABLE ALWAYS`` fires under ``session_replication_role = replica`` too). Each chunk reads it *before* it reads consent
     (``valid``), and the chunk leaves the value it read then, not one read at its end: a change
     committed between a chunk's consent read and its end would otherwise be taken as seen. While
     the counter has not moved, no consent has changed since the earliest answer was read, and

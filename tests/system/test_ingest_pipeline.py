@@ -10,7 +10,7 @@ import threading
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 import data.ingest._checking as checking
 import data.ingest._consent_cache as consent_cache_module
@@ -403,36 +403,40 @@ def test_a_withdrawal_between_two_chunks_refuses_the_subjects_later_events(
     assert all(row.reason.startswith("no consent") for row in refused)
 
 
-def _withdrawn_elsewhere(store, catalog, subject: str, *, tmp_path,
-                         behind_veils_back: bool) -> None:
+def _withdrawn_elsewhere(store, catalog, subject: str, *, tmp_path, how: str) -> None:
     """Withdraw ``subject``'s health consent in a transaction of another engine, committed at
-    once: through ``record_consent`` (its marks, no rebuild, which would wait for the running
-    chunk's lock), or by a bare UPDATE of ``subject_consent`` as a tool other than Veil would."""
+    once: through ``record_consent`` ("veil": its marks, no rebuild, which would wait for the
+    running chunk's lock), by a bare UPDATE of ``subject_consent`` as a tool other than Veil
+    would ("sql"), or by that UPDATE in a session that applies changes as logical replication
+    does ("replica": ``session_replication_role = replica``, where ordinary triggers do not
+    fire)."""
     other = open_store(load_settings({
         "VEIL_VAR_DIR": str(tmp_path / "other"), "VEIL_DEMO_MODE": "1",
         "VEIL_DATABASE_URL": store.engine.url.render_as_string(hide_password=False)}))
     try:
         with other.write.begin() as session:
-            if behind_veils_back:
-                session.execute(update(SubjectConsent).where(
-                    SubjectConsent.pseudonym == pseudonym(SECRET, subject)).values(
-                    status="withdrawn", changed_at=datetime(2026, 1, 1)))
-            else:
+            if how == "veil":
                 record_consent(session, catalog, tenant=TENANT,
                                pseudonym=pseudonym(SECRET, subject), vertical="health",
                                status="withdrawn")
+            else:
+                if how == "replica":
+                    session.execute(text("SET LOCAL session_replication_role = replica"))
+                session.execute(update(SubjectConsent).where(
+                    SubjectConsent.pseudonym == pseudonym(SECRET, subject)).values(
+                    status="withdrawn", changed_at=datetime(2026, 1, 1)))
     finally:
         other.dispose()
 
 
 @pytest.mark.parametrize("backend", [STORES[1]], indirect=True)
-@pytest.mark.parametrize("behind_veils_back", [False, True])
+@pytest.mark.parametrize("how", ["veil", "sql", "replica"])
 def test_a_withdrawal_committed_after_a_chunks_consent_read_reaches_the_next_chunk(
-        store, catalog, tmp_path, monkeypatch, behind_veils_back):
+        store, catalog, tmp_path, monkeypatch, how):
     """PostgreSQL: a withdrawal that commits while a chunk runs, after it read consent, is not
     taken as seen: the next chunk finds the consent counter moved and reads consent again, so
     the subject's later events are refused — also when the consent table is written directly,
-    without Veil."""
+    without Veil, and when it is written as logical replication writes (a replica session)."""
     grant(store, catalog, "person-1", "person-2")
     rows = [row for pair in zip(_days("person-1", 1, 4), _days("person-2", 1, 4)) for row in pair]
     path = write_jsonl(tmp_path / "e.jsonl", rows)  # 4 chunks of 2: one event of each
@@ -443,8 +447,7 @@ def test_a_withdrawal_committed_after_a_chunks_consent_read_reaches_the_next_chu
         answers = real(self, session, **kwargs)
         calls.append(len(kwargs["pseudonyms"]))
         if len(calls) == 1:  # the first chunk has read: withdraw before it commits
-            _withdrawn_elsewhere(store, catalog, "person-1", tmp_path=tmp_path,
-                                 behind_veils_back=behind_veils_back)
+            _withdrawn_elsewhere(store, catalog, "person-1", tmp_path=tmp_path, how=how)
         return answers
 
     monkeypatch.setattr(sql_module._Sql, "granted_consent", granted_consent)
