@@ -102,6 +102,26 @@ def test_a_category_of_another_types_domain_is_quarantined_naming_the_type(store
     assert stored_events(store) == []
 
 
+def test_a_daily_wellness_logger_keeps_their_service_events_of_the_month(store, catalog):
+    """The monthly bound (10) holds per event type: a person who logs wellness every day has
+    their 11th log of March on quarantined as over the bound, and the triage and complaint they
+    have on the 20th stored all the same."""
+    logs = [_row(1, "daily_wellness_logged", value=6.0, event_id=f"log-{day}",
+                 timestamp=f"2026-03-{day:02d}T08:00:00Z") for day in range(1, 21)]
+    services = [_row(1, "triage_completed", "phc", event_id="triage",
+                     timestamp="2026-03-20T09:00:00Z"),
+                _row(1, "complaint_submitted", "service_quality", event_id="complaint",
+                     timestamp="2026-03-20T10:00:00Z")]
+    report = _ingest(store, catalog, logs + services)
+    assert (report.accepted, report.bounded) == (12, 10)
+    assert _reasons(store) == [
+        "over monthly contribution bound: the subject already has 10 daily_wellness_logged "
+        "event(s) in 2026-03 (at most 10 per subject per month)"] * 10
+    stored = sorted((e.event_type, e.day.day) for e in stored_events(store))
+    assert stored == sorted([("daily_wellness_logged", day) for day in range(1, 11)]
+                            + [("triage_completed", 20), ("complaint_submitted", 20)])
+
+
 @pytest.fixture
 def gate(store, catalog) -> Gate:
     # a month's lifetime budget out of reach: these tests release several metrics of one month
