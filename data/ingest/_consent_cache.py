@@ -44,8 +44,8 @@ class _ConsentCache:
     _LIMIT = 1_000_000
 
     def __init__(self, dialect: str):
+        # the pipeline's stores (``_Sql`` refuses others): PostgreSQL, else SQLite
         self.postgres = dialect == "postgresql"
-        self.enabled = self.postgres or dialect == "sqlite"
         self.answers: dict[str, float | None] = {}  # None: asked, no granted consent
         self.left: tuple[Any, int, int] | None = None  # the store as the last chunk left it
         self.seen: tuple[Any, int, int] | None = None  # PostgreSQL: the counter as last read
@@ -56,7 +56,7 @@ class _ConsentCache:
         chunk's consent read."""
         left = self.left
         now = None
-        if self.enabled and (left is not None or self.postgres):
+        if left is not None or self.postgres:
             now = self._state(session)
         if self.postgres:
             self.seen = now
@@ -70,7 +70,7 @@ class _ConsentCache:
         """Note the store as this chunk leaves it (call inside the transaction, last)."""
         if self.postgres:
             self.left = self.seen  # as it was before this chunk read consent (see above)
-        elif self.enabled:
+        else:
             self.left = self._state(session)
 
     def forget(self) -> None:
@@ -98,5 +98,4 @@ class _ConsentCache:
     def fill(self, granted: dict[str, float], asked: list[str]) -> None:
         """Record the answers for ``asked`` (``granted``: those with consent, and since when)."""
         self.reads += len(asked)
-        if self.enabled:
-            self.answers.update((pseudonym, granted.get(pseudonym)) for pseudonym in asked)
+        self.answers.update((pseudonym, granted.get(pseudonym)) for pseudonym in asked)

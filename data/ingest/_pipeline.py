@@ -335,7 +335,7 @@ class _Run:
                                             vertical=self.rules.spec.vertical,
                                             pseudonyms=missing) if missing else {})
         cache.fill(granted, missing)
-        return cache.answers if cache.enabled else granted
+        return cache.answers
 
     # --- writes --------------------------------------------------------------------------------
 
