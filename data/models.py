@@ -42,6 +42,7 @@ __all__ = [
     "RetentionPurge",
     "DataProduct",
     "EducationEvent",
+    "EventVersion",
     "Export",
     "ExportApproval",
     "GeoArea",
@@ -218,6 +219,21 @@ class SubjectConsent(Base):
     vertical: Mapped[str] = mapped_column(String(32), primary_key=True)
     status: Mapped[str] = mapped_column(String(16))
     changed_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class EventVersion(Base):
+    """One row per event table counting the statements that changed it: on PostgreSQL a
+    statement trigger (migration 0022, ``ENABLE ALWAYS``) adds one in the changing transaction,
+    whoever writes — an ingestion, a retention purge, a tool behind Veil's back, a replication
+    session. An ingestion run reuses the stored counts per subject-day it read (or stored) in
+    earlier chunks while the counter of its table has moved only by its own inserts
+    (``data.ingest._count_cache``). On the embedded store the rows stay 0: SQLite's ``PRAGMA
+    data_version`` tells the same."""
+
+    __tablename__ = "event_versions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class ConsentVersion(Base):

@@ -60,6 +60,7 @@ from data.ingest._batches import (
 )
 from data.ingest._checking import CheckedChunk, check_chunks, checked_file_chunks
 from data.ingest._consent_cache import _ConsentCache
+from data.ingest._count_cache import _CountCache
 from data.ingest._rules import Rules
 from data.ingest._sources import FileSource, fingerprint
 from data.ingest._sql import _Sql
@@ -167,6 +168,8 @@ class _Run:
         self.subjects_pending: Iterable[str] = ()
         self.statistics = _Statistics(store, self.table)
         self.consent_cache = _ConsentCache(store.dialect)
+        self.count_cache = _CountCache(store.dialect, self.table,
+                                       monthly=self.month_bound is not None)
         self.optimistic = True  # see _decide_and_insert
         self.bulk = _BulkSettings(store)
         self.started = time.perf_counter()
@@ -233,17 +236,22 @@ class _Run:
                 if self.bound_lock is not None and chunk.events:
                     # Before the first read the decisions depend on: see _BOUND_LOCK_CLASS.
                     self.sql.lock_product(session, self.bound_lock)
+                self.count_cache.begin(session)  # after the lock, before any read
                 outcome = self._decide_and_insert(session, chunk)
                 self._write(session, chunk, outcome)
                 self.consent_cache.chunk_written(session)
+                self.count_cache.chunk_written(session, outcome.accepted,
+                                               inserted=bool(outcome.accepted))
         except self.store_errors as exc:
             self.consent_cache.forget()
+            self.count_cache.forget()
             raise StoreError(
                 f"Ingest batch {self.batch_id}: the chunk ending at position {chunk.last} could "
                 f"not be stored and was rolled back: {_describe(exc)}. Every earlier chunk is "
                 f"stored; run the same command again to continue.") from exc
         except BaseException:
             self.consent_cache.forget()
+            self.count_cache.forget()
             raise
         self.bulk.committed()
         self.position = chunk.last
@@ -304,20 +312,44 @@ class _Run:
             outcome.reject(position, why, raw)
         if chunk.events:
             granted = self._consent(session, chunk.subjects)
-            tenant, product = self.rules.tenant, self.rules.product
-            if self.month_bound is None:
-                counts = self.sql.daily_counts(session, self.table, tenant=tenant,
-                                               product=product, subject_days=chunk.subject_days)
-                month_counts = None
-            else:  # one read gives both: every subject-day lies in a subject-month
-                counts, month_counts = self.sql.day_and_month_counts(
-                    session, self.table, tenant=tenant, product=product,
-                    subject_months=chunk.subject_months)
+            counts, month_counts = self._stored_counts(session, chunk)
             _admit(chunk, outcome, stored=stored, granted=granted, counts=counts,
                    bound=self.bound, vertical=self.rules.spec.vertical,
                    month_counts=month_counts, month_bound=self.month_bound)
         outcome.settle()
         return outcome
+
+    # --- stored counts: the cache, then set-based reads of the store (see _CountCache) ----------
+
+    def _stored_counts(self, session: Session, chunk: CheckedChunk
+                       ) -> tuple[dict[tuple[str, str, str], int],
+                                  dict[tuple[str, str, str], int] | None]:
+        """Stored events per (pseudonym, day, event type) of the chunk's groups and, for a
+        monthly bound, per (pseudonym, month, event type); absent: none. Subjects the run has
+        not read are read over the chunk's span (one range seek each), days or months of known
+        subjects outside their span one by one; the rest come from the count cache."""
+        cache = self.count_cache
+        monthly = self.month_bound is not None
+        new, outside, span = cache.unknown(
+            chunk.subjects, chunk.events, chunk.subject_months if monthly else chunk.subject_days)
+        tenant, product = self.rules.tenant, self.rules.product
+        read: dict[tuple[str, str, str], int] = {}
+        if new and span is not None:
+            read.update(self.sql.span_counts(
+                session, self.table, tenant=tenant, product=product,
+                pseudonyms=self.sql.values(new), first=span[0], end=cache.span_end(span[1])))
+        if outside:
+            if monthly:  # every day of those subject-months
+                days, _ = self.sql.day_and_month_counts(
+                    session, self.table, tenant=tenant, product=product,
+                    subject_months=self.sql.values(outside))
+            else:
+                days = self.sql.daily_counts(session, self.table, tenant=tenant,
+                                             product=product,
+                                             subject_days=self.sql.values(outside))
+            read.update(days)
+        cache.fill(read, new=new, span=span, outside=outside)
+        return cache.counts_for(chunk.events)
 
     # --- consent: the cache, then one read of the store (see _Sql) ---------------------------------
 

@@ -158,6 +158,32 @@ class _Sql:
                 f"GROUP BY e.pseudonym, e.day, e.event_type")
         return _group_counts(self.run(session, statement, (subject_days, tenant, product)))
 
+    def span_counts(self, session: Session, table: str, *, tenant: str, product: str,
+                    pseudonyms: str, first: str, end: str) -> dict[tuple[str, str, str], int]:
+        """Stored events per (pseudonym, day, event type) of the ``pseudonyms`` (sorted, as one
+        JSON array) on the days from ``first`` up to, not including, ``end`` (ISO dates): one
+        range seek per subject on the (tenant, pseudonym, day) index. Groups without stored
+        events are absent."""
+        if pseudonyms == "[]":
+            return {}
+        p = self.p
+        if self.postgres:
+            statement = (
+                f"SELECT e.pseudonym, e.day, e.event_type, count(*) "
+                f"FROM json_array_elements_text({p}::json) AS k(pseudonym) "
+                f"JOIN {table} AS e ON e.tenant_id = {p} AND e.pseudonym = k.pseudonym "
+                f"AND e.day >= {p}::date AND e.day < {p}::date WHERE e.product_id = {p} "
+                f"GROUP BY e.pseudonym, e.day, e.event_type")
+        else:
+            statement = (
+                f"SELECT e.pseudonym, e.day, e.event_type, count(*) "
+                f"FROM json_each({p}) AS k CROSS JOIN {table} AS e "
+                f"ON e.tenant_id = {p} AND e.pseudonym = k.value "
+                f"AND e.day >= {p} AND e.day < {p} WHERE e.product_id = {p} "
+                f"GROUP BY e.pseudonym, e.day, e.event_type")
+        return _group_counts(self.run(session, statement,
+                                      (pseudonyms, tenant, first, end, product)))
+
     def day_and_month_counts(self, session: Session, table: str, *, tenant: str,
                              product: str, subject_months: str
                              ) -> tuple[dict[tuple[str, str, str], int],

@@ -1,0 +1,195 @@
+"""The count cache: stored events per subject-day a run has read or stored, reused while they hold.
+
+Owns deciding which stored counts a chunk's contribution bounds must read from the store and
+which it may take from earlier chunks of the same run (see ``_CountCache``). It never answers
+for a store it cannot prove unchanged but for the run's own inserts, and never decides a bound
+itself: the pipeline reads the counts (``_sql``) and admission applies them (``_admission``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import date, timedelta
+from itertools import compress
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from data.models import EventVersion
+
+_VERSIONS = EventVersion.__tablename__
+
+Group = tuple[str, str, str]  # (pseudonym, day or month, event type)
+
+_SUBJECT, _TYPE, _DAY, _MONTH = itemgetter(4), itemgetter(3), itemgetter(6), itemgetter(7)
+
+
+class _CountCache:
+    """Stored events per (subject, day, event type) — and per (subject, month, event type) for
+    a product with a monthly bound — that a run read or stored, kept while they provably hold.
+
+    Each chunk used to read the stored counts of every subject-day (or subject-month) it holds,
+    one index seek each, although a subject appears in many chunks of a large file: on
+    PostgreSQL that read was a fifth of a million-event run. Now the first chunk that holds a
+    subject reads the subject's stored events over every day (or month) that chunk spans — the
+    subject's *span*, one range seek — and later chunks take the counts of days (or months)
+    inside a known span from here, adding each chunk's accepted events as it commits. A day or
+    month outside its subject's span is read as before (and known from then on).
+
+    The counts hold while nobody else has changed the event table since the run read them.
+    SQLite tells exactly (as for the consent cache): ``PRAGMA data_version`` moves on a
+    connection when another connection has committed, ``total_changes`` counts the rows it
+    wrote itself; both are read inside the chunk's write transaction, which holds the only
+    write lock. On PostgreSQL the ``event_versions`` counter of the table, which a statement
+    trigger moves in every transaction that changes it, whoever writes (migration 0022), is
+    read at the chunk's start, after the product lock and before any read; the run's one COPY
+    per chunk moves it by exactly one and holds the counter's row until the commit, so a chunk
+    that finds it one above the start after its COPY knows nobody else changed the table in
+    between, and leaves that value for the next chunk to find. Anything else — another
+    product's chunk, a purge, a tool writing events — empties the cache, and the next chunk
+    reads everything again.
+
+    Bounded: emptied at two million groups.
+    """
+
+    _LIMIT = 2_000_000
+
+    def __init__(self, dialect: str, table: str, *, monthly: bool):
+        self.postgres = dialect == "postgresql"
+        self.table = table
+        self.monthly = monthly  # the unit a span covers: months (monthly bound) or days
+        # Counters: a chunk's accepted events are added in one C loop (``update``).
+        self.days: Counter[Group] = Counter()
+        self.months: Counter[Group] = Counter()
+        self.spans: dict[str, tuple[str, str]] = {}  # pseudonym → (first, last) unit known
+        self.extra: set[tuple[str, str]] = set()  # (pseudonym, unit) known outside its span
+        self.left: tuple[Any, int, int] | None = None  # the store as the last chunk left it
+        self.start: tuple[Any, int, int] | None = None  # the store as this chunk found it
+        self.reads = 0  # subject spans and units read from the store (tests look at it)
+
+    # --- validity ------------------------------------------------------------------------------
+
+    def begin(self, session: Session) -> None:
+        """Call at the chunk's start, after its lock and before any read: keeps the counts only
+        if the store is as the last chunk left it."""
+        self.start = now = self._state(session)
+        left = self.left
+        if not (left is not None and now[0] is left[0] and now[1:] == left[1:]
+                and len(self.days) < self._LIMIT):
+            self.clear()
+
+    def chunk_written(self, session: Session, accepted: list[tuple], *, inserted: bool) -> None:
+        """Note the store as this chunk leaves it and count its ``accepted`` events (call inside
+        the transaction, after its inserts; ``inserted``: whether it inserted any event)."""
+        start = self.start
+        if self.postgres:
+            if start is None:
+                self.left = None
+            elif not inserted:
+                self.left = start
+            else:
+                now = self._state(session)
+                # Our COPY moved it by one; more means another writer came in between.
+                self.left = now if now[1] == start[1] + 1 and now[0] is start[0] else None
+        else:
+            self.left = self._state(session)
+        subjects, types = list(map(_SUBJECT, accepted)), list(map(_TYPE, accepted))
+        self.days.update(zip(subjects, map(_DAY, accepted), types))
+        if self.monthly:
+            self.months.update(zip(subjects, map(_MONTH, accepted), types))
+
+    def forget(self) -> None:
+        """A chunk was rolled back: nothing it read or counted is confirmed by a commit."""
+        self.clear()
+        self.left = self.start = None
+
+    def clear(self) -> None:
+        self.days.clear()
+        self.months.clear()
+        self.spans.clear()
+        self.extra.clear()
+
+    def _state(self, session: Session) -> tuple[Any, int, int]:
+        raw: Any = session.connection().connection.dbapi_connection
+        cursor = raw.cursor()
+        try:
+            if self.postgres:
+                found = cursor.execute(f"SELECT version FROM {_VERSIONS} WHERE name = %s",
+                                       (self.table,)).fetchall()
+                # no counter row: nothing proves the counts still hold
+                return (None, found[0][0], 0) if found else (object(), 0, 0)
+            [(version,)] = cursor.execute("PRAGMA data_version").fetchall()
+        finally:
+            cursor.close()
+        return raw, version, raw.total_changes
+
+    # --- what a chunk must read ----------------------------------------------------------------
+
+    def unknown(self, subjects: list[str], events: list[tuple], keys: str
+                ) -> tuple[list[str], list[str], tuple[str, str] | None]:
+        """For a chunk's ``subjects`` (sorted, distinct), ``events`` and "pseudonym|unit" keys
+        (one JSON array): the subjects never read (to read over the chunk's span), the keys of
+        known subjects outside their span (to read one by one), and the chunk's span (first,
+        last unit; None without events)."""
+        if not events:
+            return [], [], None
+        units = list(map(_MONTH if self.monthly else _DAY, events))
+        first, last = min(units), max(units)
+        spans = self.spans
+        new: list[str] = []
+        partly: set[str] = set()  # known subjects whose span does not cover the chunk's
+        for subject in subjects:
+            span = spans.get(subject)
+            if span is None:
+                new.append(subject)
+            elif not (span[0] <= first and last <= span[1]):
+                partly.add(subject)
+        outside: list[str] = []
+        if partly:
+            extra = self.extra
+            for key in json.loads(keys):
+                pseudonym, unit = key.split("|", 1)
+                if pseudonym in partly:
+                    span = spans[pseudonym]
+                    if not (span[0] <= unit <= span[1]) and (pseudonym, unit) not in extra:
+                        outside.append(key)
+        return new, outside, (first, last)
+
+    def span_end(self, last: str) -> str:
+        """The first day after the unit ``last`` (ISO): the exclusive end of a span's read."""
+        day = date.fromisoformat(last)
+        if not self.monthly:
+            return (day + timedelta(days=1)).isoformat()
+        return (date(day.year + 1, 1, 1) if day.month == 12
+                else date(day.year, day.month + 1, 1)).isoformat()
+
+    def fill(self, read: dict[Group, int], *, new: list[str], span: tuple[str, str] | None,
+             outside: list[str]) -> None:
+        """Record what the chunk read: the stored (pseudonym, day, type) counts ``read`` of the
+        ``new`` subjects over ``span`` and of the ``outside`` keys (absent groups: none)."""
+        self.reads += len(new) + len(outside)
+        days, months, monthly = self.days, self.months, self.monthly
+        for group, n in read.items():
+            days[group] = n
+            if monthly:
+                pseudonym, day, event_type = group
+                months[(pseudonym, day[:8] + "01", event_type)] += n
+        if span is not None:
+            self.spans.update(dict.fromkeys(new, span))
+        self.extra.update(tuple(key.split("|", 1)) for key in outside)
+
+    def counts_for(self, events: list[tuple]) -> tuple[dict[Group, int], dict[Group, int] | None]:
+        """The stored counts of the chunk's groups (copies: admission adds to them), daily and,
+        for a monthly bound, monthly; groups with none are absent. The loops are C's (map,
+        compress): this runs for every event of a run."""
+        subjects, types = list(map(_SUBJECT, events)), list(map(_TYPE, events))
+        groups = list(zip(subjects, map(_DAY, events), types))
+        found = list(map(self.days.get, groups))
+        daily = dict(compress(zip(groups, found), found))
+        if not self.monthly:
+            return daily, None
+        groups = list(zip(subjects, map(_MONTH, events), types))
+        found = list(map(self.months.get, groups))
+        return daily, dict(compress(zip(groups, found), found))
