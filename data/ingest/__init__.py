@@ -23,6 +23,8 @@ Private modules, one concern each::
     _admission       which valid events are stored: duplicates, consent, contribution bounds
     _sql             the chunk's driver SQL per dialect (over the shared ``data.bulk`` loader)
     _consent_cache   consent answers reused between chunks while consent is unchanged
+    _count_cache     stored counts per subject-day carried between chunks while nobody else
+                     writes the event table
     _tuning          the store's settings and statistics during a bulk run
     _tokens          collector sources and their tokens
 """

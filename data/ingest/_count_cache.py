@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import date, timedelta
-from itertools import compress
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import is_, itemgetter
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -68,6 +68,7 @@ class _CountCache:
         self.left: tuple[Any, int, int] | None = None  # the store as the last chunk left it
         self.start: tuple[Any, int, int] | None = None  # the store as this chunk found it
         self.reads = 0  # subject spans and units read from the store (tests look at it)
+        self._last: tuple[list[tuple], list[Group], list[Group] | None] | None = None
 
     # --- validity ------------------------------------------------------------------------------
 
@@ -80,9 +81,11 @@ class _CountCache:
                 and len(self.days) < self._LIMIT):
             self.clear()
 
-    def chunk_written(self, session: Session, accepted: list[tuple], *, inserted: bool) -> None:
-        """Note the store as this chunk leaves it and count its ``accepted`` events (call inside
-        the transaction, after its inserts; ``inserted``: whether it inserted any event)."""
+    def chunk_written(self, session: Session, events: list[tuple], refused: set[int], *,
+                      inserted: bool) -> None:
+        """Note the store as this chunk leaves it and count its accepted events — ``events``
+        but the indexes in ``refused`` (call inside the transaction, after its inserts;
+        ``inserted``: whether it inserted any event)."""
         start = self.start
         if self.postgres:
             if start is None:
@@ -95,10 +98,18 @@ class _CountCache:
                 self.left = now if now[1] == start[1] + 1 and now[0] is start[0] else None
         else:
             self.left = self._state(session)
-        subjects, types = list(map(_SUBJECT, accepted)), list(map(_TYPE, accepted))
-        self.days.update(zip(subjects, map(_DAY, accepted), types))
-        if self.monthly:
-            self.months.update(zip(subjects, map(_MONTH, accepted), types))
+        days_groups, month_groups = self._groups(events)
+        if refused:
+            kept = [True] * len(events)
+            for i in refused:
+                kept[i] = False
+            days_groups = compress(days_groups, kept)
+            if month_groups is not None:
+                month_groups = compress(month_groups, kept)
+        self.days.update(days_groups)
+        if month_groups is not None:
+            self.months.update(month_groups)
+        self._last = None  # the chunk is done: let its events go
 
     def forget(self) -> None:
         """A chunk was rolled back: nothing it read or counted is confirmed by a commit."""
@@ -106,6 +117,7 @@ class _CountCache:
         self.left = self.start = None
 
     def clear(self) -> None:
+        self._last = None
         self.days.clear()
         self.months.clear()
         self.spans.clear()
@@ -138,14 +150,14 @@ class _CountCache:
         units = list(map(_MONTH if self.monthly else _DAY, events))
         first, last = min(units), max(units)
         spans = self.spans
-        new: list[str] = []
-        partly: set[str] = set()  # known subjects whose span does not cover the chunk's
-        for subject in subjects:
-            span = spans.get(subject)
-            if span is None:
-                new.append(subject)
-            elif not (span[0] <= first and last <= span[1]):
-                partly.add(subject)
+        # C loops over the subjects: a run's spans are a few shared tuples (one per chunk
+        # that read), so whether each covers this chunk is decided once per span.
+        found = list(map(spans.get, subjects))
+        new = list(compress(subjects, map(is_, found, repeat(None))))
+        short = {span for span in set(found)
+                 if span is not None and not (span[0] <= first and last <= span[1])}
+        # known subjects whose span does not cover the chunk's
+        partly = set(compress(subjects, map(short.__contains__, found))) if short else set()
         outside: list[str] = []
         if partly:
             extra = self.extra
@@ -184,12 +196,22 @@ class _CountCache:
         """The stored counts of the chunk's groups (copies: admission adds to them), daily and,
         for a monthly bound, monthly; groups with none are absent. The loops are C's (map,
         compress): this runs for every event of a run."""
-        subjects, types = list(map(_SUBJECT, events)), list(map(_TYPE, events))
-        groups = list(zip(subjects, map(_DAY, events), types))
-        found = list(map(self.days.get, groups))
-        daily = dict(compress(zip(groups, found), found))
-        if not self.monthly:
+        day_groups, month_groups = self._groups(events)
+        found = list(map(self.days.get, day_groups))
+        daily = dict(compress(zip(day_groups, found), found))
+        if month_groups is None:
             return daily, None
-        groups = list(zip(subjects, map(_MONTH, events), types))
-        found = list(map(self.months.get, groups))
-        return daily, dict(compress(zip(groups, found), found))
+        found = list(map(self.months.get, month_groups))
+        return daily, dict(compress(zip(month_groups, found), found))
+
+    def _groups(self, events: list[tuple]) -> tuple[list[Group], list[Group] | None]:
+        """Each event's (pseudonym, day, type) and, for a monthly bound, (pseudonym, month,
+        type) group, in step with ``events``; the last chunk's are kept for its commit."""
+        last = self._last
+        if last is not None and last[0] is events:
+            return last[1], last[2]
+        subjects, types = list(map(_SUBJECT, events)), list(map(_TYPE, events))
+        days = list(zip(subjects, map(_DAY, events), types))
+        months = list(zip(subjects, map(_MONTH, events), types)) if self.monthly else None
+        self._last = (events, days, months)
+        return days, months

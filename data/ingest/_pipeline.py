@@ -5,8 +5,8 @@ chunk, and the order of the steps inside it — take the product's lock, read wh
 decisions depend on, decide, insert, write the quarantine, subjects, cube marks and the batch's
 new position. The steps themselves live in the modules it drives: the batch record and report
 (``_batches``), the decisions (``_admission``), the driver SQL per dialect (``_sql``, over the
-shared ``data.bulk`` loader), the consent cache (``_consent_cache``) and the store's tuning
-for a bulk run (``_tuning``).
+shared ``data.bulk`` loader), the consent and count caches (``_consent_cache``,
+``_count_cache``) and the store's tuning for a bulk run (``_tuning``).
 
 The rows arrive checked by the rules (``_checking``; for a large file in a worker process that
 runs ahead while this one stores). A chunk is atomic: its events, quarantined rows, subjects,
@@ -240,7 +240,7 @@ class _Run:
                 outcome = self._decide_and_insert(session, chunk)
                 self._write(session, chunk, outcome)
                 self.consent_cache.chunk_written(session)
-                self.count_cache.chunk_written(session, outcome.accepted,
+                self.count_cache.chunk_written(session, chunk.events, outcome.refused,
                                                inserted=bool(outcome.accepted))
         except self.store_errors as exc:
             self.consent_cache.forget()
