@@ -168,8 +168,9 @@ class _Run:
         self.subjects_pending: Iterable[str] = ()
         self.statistics = _Statistics(store, self.table)
         self.consent_cache = _ConsentCache(store.dialect)
-        self.count_cache = _CountCache(store.dialect, self.table,
-                                       monthly=self.month_bound is not None)
+        # PostgreSQL: stored counts carried between chunks (see _CountCache for why not SQLite)
+        self.count_cache = (_CountCache(self.table, monthly=self.month_bound is not None)
+                            if store.dialect == "postgresql" else None)
         self.optimistic = True  # see _decide_and_insert
         self.bulk = _BulkSettings(store)
         self.started = time.perf_counter()
@@ -236,22 +237,26 @@ class _Run:
                 if self.bound_lock is not None and chunk.events:
                     # Before the first read the decisions depend on: see _BOUND_LOCK_CLASS.
                     self.sql.lock_product(session, self.bound_lock)
-                self.count_cache.begin(session)  # after the lock, before any read
+                if self.count_cache is not None:
+                    self.count_cache.begin(session)  # after the lock, before any read
                 outcome = self._decide_and_insert(session, chunk)
                 self._write(session, chunk, outcome)
                 self.consent_cache.chunk_written(session)
-                self.count_cache.chunk_written(session, chunk.events, outcome.refused,
-                                               inserted=bool(outcome.accepted))
+                if self.count_cache is not None:
+                    self.count_cache.chunk_written(session, chunk.events, outcome.refused,
+                                                   inserted=bool(outcome.accepted))
         except self.store_errors as exc:
             self.consent_cache.forget()
-            self.count_cache.forget()
+            if self.count_cache is not None:
+                self.count_cache.forget()
             raise StoreError(
                 f"Ingest batch {self.batch_id}: the chunk ending at position {chunk.last} could "
                 f"not be stored and was rolled back: {_describe(exc)}. Every earlier chunk is "
                 f"stored; run the same command again to continue.") from exc
         except BaseException:
             self.consent_cache.forget()
-            self.count_cache.forget()
+            if self.count_cache is not None:
+                self.count_cache.forget()
             raise
         self.bulk.committed()
         self.position = chunk.last
@@ -325,14 +330,24 @@ class _Run:
                        ) -> tuple[dict[tuple[str, str, str], int],
                                   dict[tuple[str, str, str], int] | None]:
         """Stored events per (pseudonym, day, event type) of the chunk's groups and, for a
-        monthly bound, per (pseudonym, month, event type); absent: none. Subjects the run has
-        not read are read over the chunk's span (one range seek each), days or months of known
-        subjects outside their span one by one; the rest come from the count cache."""
+        monthly bound, per (pseudonym, month, event type); absent: none. On PostgreSQL subjects
+        the run has not read are read over the chunk's span (one range seek each), days or
+        months of known subjects outside their span one by one, and the rest come from the
+        count cache; on SQLite every subject-day (or subject-month) is read, one seek each."""
         cache = self.count_cache
         monthly = self.month_bound is not None
+        tenant, product = self.rules.tenant, self.rules.product
+        if cache is None:
+            if not monthly:
+                return self.sql.daily_counts(session, self.table, tenant=tenant,
+                                             product=product,
+                                             subject_days=chunk.subject_days), None
+            # one read gives both: every subject-day lies in a subject-month
+            return self.sql.day_and_month_counts(session, self.table, tenant=tenant,
+                                                 product=product,
+                                                 subject_months=chunk.subject_months)
         new, outside, span = cache.unknown(
             chunk.subjects, chunk.events, chunk.subject_months if monthly else chunk.subject_days)
-        tenant, product = self.rules.tenant, self.rules.product
         read: dict[tuple[str, str, str], int] = {}
         if new and span is not None:
             read.update(self.sql.span_counts(

@@ -4,8 +4,9 @@ A run reads a subject's stored events over the first chunk's span once and adds 
 later chunks take the counts from there. These tests pin that the contribution bounds hold
 across chunks on those counts, that the later chunks really do not read the store, and that a
 write to the event table by anyone else between two chunks — Veil, a bare INSERT, a replication
-session — makes the next chunk read everything again. Every test runs on the embedded store and,
-with VEIL_TEST_POSTGRES_URL, on PostgreSQL (the replica case on PostgreSQL only).
+session — makes the next chunk read everything again. PostgreSQL only (VEIL_TEST_POSTGRES_URL):
+the embedded store reads every chunk's counts (the bounds across chunks there:
+test_ingest_pipeline.py, test_ingest_month_bound.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from tests.conftest import STORES
 
 DAILY = 3  # health.vaccinations' max_events_per_subject_per_day
 MONTHLY = 5
+
+pytestmark = pytest.mark.parametrize("backend", [STORES[1]], indirect=True)
 
 
 @pytest.fixture(params=["daily", "monthly"])
@@ -159,9 +162,8 @@ def test_a_write_between_two_chunks_makes_the_next_chunk_read_again(store, bound
     assert event_count(store) == 6
 
 
-@pytest.mark.parametrize("backend", [STORES[1]], indirect=True)
 def test_a_write_by_a_replication_session_between_two_chunks_is_seen(store, bounded, tmp_path):
-    """PostgreSQL: the event table's counter moves in a replica session too (migration 0022's
+    """The event table's counter moves in a replica session too (migration 0022's
     trigger fires ALWAYS), so the next chunk reads again and bounds the excess."""
     report = _run_with_a_write_between_chunks(store, bounded, tmp_path, "replica")
     assert [row.position for row in quarantined(store)] == [3]

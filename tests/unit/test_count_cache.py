@@ -15,7 +15,7 @@ def _event(subject: str, day: str, kind: str = "vaccination") -> tuple:
 def test_subjects_are_new_known_or_known_outside_their_span():
     """"a" was read over March 1–10 (covers the chunk), "b" over March 5–6 (covers one of its
     days), "c" never: "c" is read over the chunk's span, "b"'s uncovered day on its own, once."""
-    cache = _CountCache("sqlite", "health_events", monthly=False)
+    cache = _CountCache("health_events", monthly=False)
     cache.spans.update(a=("2025-03-01", "2025-03-10"), b=("2025-03-05", "2025-03-06"))
     events = [_event("a", "2025-03-02"), _event("a", "2025-03-09"), _event("b", "2025-03-05"),
               _event("b", "2025-03-09"), _event("c", "2025-03-04")]
@@ -31,7 +31,7 @@ def test_admission_gets_copies_of_the_chunks_groups_only():
     """Stored counts of the chunk's (subject, day, type) and (subject, month, type) groups, none
     of the others, as copies: admission's additions never reach the cache; the chunk's accepted
     events do, on its commit."""
-    cache = _CountCache("postgresql", "health_events", monthly=True)
+    cache = _CountCache("health_events", monthly=True)
     cache.fill({("a", "2025-03-02", "vaccination"): 2, ("a", "2025-03-20", "vaccination"): 1,
                 ("z", "2025-03-02", "vaccination"): 3},
                new=["a", "z"], span=("2025-03-01", "2025-03-01"), outside=[])
