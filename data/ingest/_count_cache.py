@@ -64,6 +64,7 @@ class _CountCache:
         self.months: Counter[Group] = Counter()
         self.spans: dict[str, tuple[str, str]] = {}  # pseudonym → (first, last) unit known
         self.extra: set[tuple[str, str]] = set()  # (pseudonym, unit) known outside its span
+        self.met: set[str] = set()  # subjects read by key (their first chunk), no span yet
         self.left: tuple[Any, int] | None = None  # the counter as the last chunk left it
         self.start: tuple[Any, int] | None = None  # the counter as this chunk found it
         self.reads = 0  # subject spans and units read from the store (tests look at it)
@@ -118,6 +119,7 @@ class _CountCache:
         self.months.clear()
         self.spans.clear()
         self.extra.clear()
+        self.met.clear()
 
     def _state(self, session: Session) -> tuple[Any, int]:
         raw: Any = session.connection().connection.dbapi_connection
@@ -130,34 +132,39 @@ class _CountCache:
     # --- what a chunk must read ----------------------------------------------------------------
 
     def unknown(self, subjects: list[str], events: list[tuple], keys: str
-                ) -> tuple[list[str], list[str], tuple[str, str] | None]:
+                ) -> tuple[list[str], list[str], tuple[str, str] | None, set[str]]:
         """For a chunk's ``subjects`` (sorted, distinct), ``events`` and "pseudonym|unit" keys
-        (one JSON array): the subjects never read (to read over the chunk's span), the keys of
-        known subjects outside their span (to read one by one), and the chunk's span (first,
-        last unit; None without events)."""
+        (one JSON array): the subjects met before but never read over a span (to read over
+        this chunk's span), the keys to read one by one — those of subjects met for the first
+        time and those of known subjects outside their span —, the chunk's span (first, last
+        unit; None without events), and the subjects met for the first time."""
         if not events:
-            return [], [], None
+            return [], [], None, set()
         units = list(map(_MONTH if self.monthly else _DAY, events))
         first, last = min(units), max(units)
-        spans = self.spans
+        spans, met = self.spans, self.met
         # C loops over the subjects: a run's spans are a few shared tuples (one per chunk
         # that read), so whether each covers this chunk is decided once per span.
         found = list(map(spans.get, subjects))
-        new = list(compress(subjects, map(is_, found, repeat(None))))
+        unspanned = list(compress(subjects, map(is_, found, repeat(None))))
+        again = list(compress(unspanned, map(met.__contains__, unspanned)))
+        firsts = set(unspanned).difference(met) if len(again) < len(unspanned) else set()
         short = {span for span in set(found)
                  if span is not None and not (span[0] <= first and last <= span[1])}
         # known subjects whose span does not cover the chunk's
         partly = set(compress(subjects, map(short.__contains__, found))) if short else set()
-        outside: list[str] = []
-        if partly:
+        by_key: list[str] = []
+        if firsts or partly:
             extra = self.extra
             for key in json.loads(keys):
                 pseudonym, unit = key.split("|", 1)
-                if pseudonym in partly:
+                if pseudonym in firsts:
+                    by_key.append(key)
+                elif pseudonym in partly:
                     span = spans[pseudonym]
                     if not (span[0] <= unit <= span[1]) and (pseudonym, unit) not in extra:
-                        outside.append(key)
-        return new, outside, (first, last)
+                        by_key.append(key)
+        return again, by_key, (first, last), firsts
 
     def span_end(self, last: str) -> str:
         """The first day after the unit ``last`` (ISO): the exclusive end of a span's read."""
@@ -168,19 +175,23 @@ class _CountCache:
                 else date(day.year, day.month + 1, 1)).isoformat()
 
     def fill(self, read: dict[Group, int], *, new: list[str], span: tuple[str, str] | None,
-             outside: list[str]) -> None:
+             outside: list[str], met: set[str]) -> None:
         """Record what the chunk read: the stored (pseudonym, day, type) counts ``read`` of the
-        ``new`` subjects over ``span`` and of the ``outside`` keys (absent groups: none)."""
+        ``new`` subjects over ``span`` and of the ``outside`` keys (absent groups: none), and
+        the subjects ``met`` for the first time. A read gives whole days (whole months for a
+        monthly bound) as stored now, the run's own earlier chunks included, so its counts
+        replace what was known of them."""
         self.reads += len(new) + len(outside)
-        days, months, monthly = self.days, self.months, self.monthly
-        for group, n in read.items():
-            days[group] = n
-            if monthly:
-                pseudonym, day, event_type = group
-                months[(pseudonym, day[:8] + "01", event_type)] += n
+        dict.update(self.days, read)  # replace (Counter.update would add)
+        if self.monthly:
+            sums: Counter[Group] = Counter()
+            for (pseudonym, day, event_type), n in read.items():
+                sums[(pseudonym, day[:8] + "01", event_type)] += n
+            dict.update(self.months, sums)
         if span is not None:
             self.spans.update(dict.fromkeys(new, span))
         self.extra.update(tuple(key.split("|", 1)) for key in outside)
+        self.met.update(met)
 
     def counts_for(self, events: list[tuple]) -> tuple[dict[Group, int], dict[Group, int] | None]:
         """The stored counts of the chunk's groups (copies: admission adds to them), daily and,

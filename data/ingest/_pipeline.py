@@ -330,10 +330,11 @@ class _Run:
                        ) -> tuple[dict[tuple[str, str, str], int],
                                   dict[tuple[str, str, str], int] | None]:
         """Stored events per (pseudonym, day, event type) of the chunk's groups and, for a
-        monthly bound, per (pseudonym, month, event type); absent: none. On PostgreSQL subjects
-        the run has not read are read over the chunk's span (one range seek each), days or
-        months of known subjects outside their span one by one, and the rest come from the
-        count cache; on SQLite every subject-day (or subject-month) is read, one seek each."""
+        monthly bound, per (pseudonym, month, event type); absent: none. On PostgreSQL a subject
+        met for the first time is read by its days (or months) here, one seek each, as before;
+        met again, over this chunk's whole span (one range seek); after that only its days or
+        months outside that span are read, and the rest come from the count cache. On SQLite
+        every subject-day (or subject-month) is read, one seek each."""
         cache = self.count_cache
         monthly = self.month_bound is not None
         tenant, product = self.rules.tenant, self.rules.product
@@ -346,7 +347,7 @@ class _Run:
             return self.sql.day_and_month_counts(session, self.table, tenant=tenant,
                                                  product=product,
                                                  subject_months=chunk.subject_months)
-        new, outside, span = cache.unknown(
+        new, outside, span, firsts = cache.unknown(
             chunk.subjects, chunk.events, chunk.subject_months if monthly else chunk.subject_days)
         read: dict[tuple[str, str, str], int] = {}
         if new and span is not None:
@@ -363,7 +364,7 @@ class _Run:
                                              product=product,
                                              subject_days=self.sql.values(outside))
             read.update(days)
-        cache.fill(read, new=new, span=span, outside=outside)
+        cache.fill(read, new=new, span=span, outside=outside, met=firsts)
         return cache.counts_for(chunk.events)
 
     # --- consent: the cache, then one read of the store (see _Sql) ---------------------------------
