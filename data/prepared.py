@@ -73,11 +73,11 @@ class _Form:
             return values
         return tuple(values[name] for name in self.order)
 
-    def convert(self, rows: list[tuple], description) -> list[tuple]:
-        if self.results is None:
+    def convert(self, rows: list[tuple], cursor) -> list[tuple]:
+        if self.results is None:  # the first execution: the cursor describes the columns
             dialect = self._dialect
             found = [column.type.dialect_impl(dialect).result_processor(dialect, described[1])
-                     for column, described in zip(self._columns, description or ())]
+                     for column, described in zip(self._columns, cursor.description or ())]
             self.results = found if any(found) else []
         if not self.results:
             return rows
@@ -110,7 +110,7 @@ class Prepared:
     def rows(self, on: Session | Connection, params: Mapping[str, Any] | None = None
              ) -> list[tuple]:
         """Run the statement with ``params`` in ``on``'s transaction; every row it returns."""
-        connection = on.connection() if isinstance(on, Session) else on
+        connection = _connection(on)
         params = params or {}
         form = self._form(connection.dialect, params)
         driver_params = form.parameters(params)
@@ -118,14 +118,13 @@ class Prepared:
         try:
             sql, driver_params = _before(connection, cursor, form.sql, driver_params, False)
             cursor.execute(sql, driver_params)
-            description = cursor.description
-            rows = cursor.fetchall() if description is not None else []
+            rows = cursor.fetchall() if _returns_rows(cursor) else []
             _after(connection, cursor, sql, driver_params, False)
+            return form.convert(rows, cursor)
         except connection.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(form.sql, driver_params, exc, connection) from exc
         finally:
             cursor.close()
-        return form.convert(rows, description)
 
     def first(self, on: Session | Connection, params: Mapping[str, Any] | None = None
               ) -> tuple | None:
@@ -142,7 +141,7 @@ class Prepared:
         PostgreSQL)."""
         if not params:
             return
-        connection = on.connection() if isinstance(on, Session) else on
+        connection = _connection(on)
         form = self._form(connection.dialect, params[0])
         driver_params = [form.parameters(p) for p in params]
         cursor = connection.connection.driver_connection.cursor()
@@ -178,7 +177,7 @@ class Batch:
     def send(self, on: Session | Connection) -> list[Any]:
         """Run every statement, then every check; what each check returned (its rows when it
         has none)."""
-        connection = on.connection() if isinstance(on, Session) else on
+        connection = _connection(on)
         # an executemany with no parameter sets sends nothing (its check sees no rows)
         calls = [call for call in self._calls if not (call[2] and not call[1])]
         if connection.dialect.name == "postgresql" and len(calls) > 1:
@@ -221,9 +220,7 @@ def _pipelined(connection: Connection, calls) -> list[list[tuple] | None]:
             if many:
                 out.append(None)
                 continue
-            description = cursor.description
-            out.append(form.convert(cursor.fetchall() if description is not None else [],
-                                    description))
+            out.append(form.convert(cursor.fetchall() if _returns_rows(cursor) else [], cursor))
         return out
     except dialect.loaded_dbapi.Error as exc:
         sql, driver_params = (sent[-1][1], sent[-1][2]) if sent else ("", {})
@@ -233,20 +230,56 @@ def _pipelined(connection: Connection, calls) -> list[list[tuple] | None]:
             cursor.close()
 
 
+def _connection(on: Session | Connection) -> Connection:
+    """The connection of ``on``'s transaction (beginning one as SQLAlchemy would).
+
+    ``Session.connection()`` walks SQLAlchemy's transaction state machine on every call (a
+    twentieth of a fresh release's Python over its fifteen statements), so a session's
+    connection is kept in its ``info`` with the root transaction it belongs to: a session
+    keeps one connection per transaction, and a new transaction (after a commit or rollback)
+    is a new object, so it asks again."""
+    if not isinstance(on, Session):
+        return on
+    transaction = on.get_transaction()
+    known = on.info.get(_CONNECTION_OF) if transaction is not None else None
+    if known is not None and known[0] is transaction:
+        return known[1]
+    connection = on.connection()
+    on.info[_CONNECTION_OF] = (on.get_transaction(), connection)
+    return connection
+
+
+_CONNECTION_OF = "veil.prepared.connection"
+
+
+def _returns_rows(cursor) -> bool:
+    """Whether the cursor's statement returned a result set (perhaps empty). A psycopg
+    cursor's ``description`` builds a ``Column`` per column on every access; its result says
+    the same at once."""
+    result = getattr(cursor, "pgresult", _NOT_PSYCOPG)
+    if result is _NOT_PSYCOPG:
+        return cursor.description is not None
+    return result is not None and (result.nfields > 0 or result.status == _TUPLES_OK)
+
+
+_NOT_PSYCOPG = object()
+_TUPLES_OK = 2  # libpq's PGRES_TUPLES_OK (psycopg.pq.ExecStatus.TUPLES_OK)
+
+
 def _before(connection: Connection, cursor, sql: str, params, many: bool):
     """The engine's ``before_cursor_execute`` listeners, as SQLAlchemy calls them (without an
     execution context): what watches statements — logging, tests — sees these too."""
-    listeners = connection.dispatch.before_cursor_execute
-    if listeners:  # usually none: the check is cheaper than an empty loop's iterators
-        for listen in listeners:
+    # SQLAlchemy's own test before it dispatches an event: usually none is listened for, and
+    # building the joined listener collection costs more than the statement's own Python
+    if connection._has_events or connection.engine._has_events:
+        for listen in connection.dispatch.before_cursor_execute:
             sql, params = listen(connection, cursor, sql, params, None, many)
     return sql, params
 
 
 def _after(connection: Connection, cursor, sql: str, params, many: bool) -> None:
-    listeners = connection.dispatch.after_cursor_execute
-    if listeners:
-        for listen in listeners:
+    if connection._has_events or connection.engine._has_events:
+        for listen in connection.dispatch.after_cursor_execute:
             listen(connection, cursor, sql, params, None, many)
 
 

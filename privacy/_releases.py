@@ -31,6 +31,14 @@ from privacy._values import Cell, Delta, Epsilon, PeriodStatus, Query, Release
 
 __all__ = ["Published", "ReleaseLog", "digest", "query_of"]
 
+#: Stands for the month in a period key's text while the other months' keys are made from it.
+_MONTH = "\u0000month\u0000"
+_MONTH_JSON = json.dumps(_MONTH)
+
+
+def _hashed(material: str) -> str:
+    return hashlib.sha256(material.encode()).hexdigest()
+
 
 #: A stored release row as the release path reads it: the ``releases`` columns, in order.
 StoredRelease = namedtuple("StoredRelease", [column.key for column in ReleaseRow.__table__.columns])
@@ -61,13 +69,15 @@ class ReleaseLog:
         policy. Two roles allowed the same query (group-by and filter rights follow the
         treatment table, so an allowed query means the same computation for any role) share
         one release and pay once; every one of its months was drawn once from its lifetime."""
+        return _hashed(self._material(tenant, data_version, plan, **extra))
+
+    def _material(self, tenant: str, data_version: int, plan: Plan, **extra) -> str:
         settings = {"tenant_settings": plan.key_settings} if plan.key_settings else {}
-        material = json.dumps({
+        return json.dumps({
             "tenant": tenant,
             "policy_version": self._catalog.version, "data_version": data_version,
             **settings, **extra,
         }, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(material.encode()).hexdigest()
 
     def series_key(self, tenant: str, query: Query, data_version: int, plan: Plan) -> str:
         return self.key(tenant, data_version, plan, query=query.canonical())
@@ -79,8 +89,12 @@ class ReleaseLog:
         if query.period == "window":  # the whole window is the one atomic period
             return {query.start: self.key(tenant, data_version, plan, atomic=atomic)}
         del atomic["start"], atomic["end"]
-        return {month: self.key(tenant, data_version, plan, atomic=atomic,
-                                month=month.isoformat())
+        # The months' keys differ only in the month: the text is built once with a marker in
+        # its place (the same bytes as building each, which the keys of stored periods need).
+        # The marker is unique in it: a query holds no control character (Query refuses one).
+        material = self._material(tenant, data_version, plan, atomic=atomic, month=_MONTH)
+        before, _, after = material.partition(_MONTH_JSON)
+        return {month: _hashed(f"{before}\"{month.isoformat()}\"{after}")
                 for month in query.months}
 
     # --- reads -------------------------------------------------------------------------------

@@ -140,3 +140,38 @@ def test_a_failing_statement_raises_and_runs_no_check(store):
     assert checked == []
     with store.read() as session:
         assert _COUNT.scalar(session) == 1
+
+
+def test_a_sessions_statements_run_in_its_current_transaction(store):
+    """A session that commits or rolls back and goes on runs its next statements in its new
+    transaction (which may hold another connection), never on the one it had before."""
+    session = store.write()
+    try:
+        _INSERT_RELEASE.rows(session, _release("r-1"))  # begins the session's transaction
+        session.commit()
+        # SQLAlchemy begins the next transaction (on another connection from the pool)
+        assert session.scalar(select(func.count()).select_from(_releases)) == 1
+        _INSERT_RELEASE.rows(session, _release("r-2"))
+        assert _COUNT.scalar(session) == 2  # its own uncommitted row: the same transaction
+        session.rollback()
+        assert session.scalar(select(func.count()).select_from(_releases)) == 1
+        assert _COUNT.scalar(session) == 1
+        session.rollback()
+    finally:
+        session.close()
+    with store.read() as session:
+        assert _COUNT.scalar(session) == 1
+
+
+def test_a_statement_without_a_result_set_returns_no_rows(store):
+    """An UPDATE returns no result set, a SELECT that matches nothing an empty one: both
+    are no rows, and the SELECT's later rows still convert by its columns' types."""
+    update_nothing = Prepared(_releases.update().where(_releases.c.id == bindparam("id"))
+                              .values(published=True))
+    with store.write.begin() as session:
+        assert update_nothing.rows(session, {"id": "nobody"}) == []
+        assert _RELEASE.rows(session, {"id": "r-1"}) == []
+        _INSERT_RELEASE.rows(session, _release("r-1"))
+        (row,) = _RELEASE.rows(session, {"id": "r-1"})
+    assert row[_releases.c.keys().index("created_at")] == datetime(2026, 11, 1, 9, 30)
+    assert row[_releases.c.keys().index("cells")] == [{"key": ["2026-06"], "value": 12.0}]
