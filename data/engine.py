@@ -13,12 +13,14 @@ wrote in between, which busy_timeout does not retry.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (ArgumentError, DisconnectionError, NoSuchModuleError,
+                            OperationalError, SQLAlchemyError)
 from sqlalchemy.orm import Session, sessionmaker
 
 from data.config import Settings, start_up_error
@@ -71,12 +73,64 @@ def make_engine(url: str) -> Engine:
         if parsed.drivername in {"postgresql", "postgres"}:
             parsed = parsed.set(drivername="postgresql+psycopg")
         try:
-            return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=40)
+            engine = create_engine(parsed, pool_size=10, max_overflow=40)
         except (NoSuchModuleError, ArgumentError) as exc:
             raise ConfigError(f"VEIL_DATABASE_URL uses an unsupported driver: {url!r}") from exc
+        _ping_when_idle(engine)
+        return engine
     raise ConfigError(
         f"VEIL_DATABASE_URL must be a sqlite:/// or postgresql:// URL, got {parsed.drivername!r}"
     )
+
+
+#: A pooled PostgreSQL connection used this recently is handed out without a ping (HikariCP's
+#: ``aliveBypassWindowMs``, whose default this is): see ``_ping_when_idle``.
+ALIVE_BYPASS_SECONDS = 0.5
+_IDLE_SINCE = "veil.idle_since"
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before handing it out only when it has sat idle in the pool for
+    ``ALIVE_BYPASS_SECONDS`` or more, or its driver knows it is closed.
+
+    A ping on every checkout (``pool_pre_ping``) is a round trip and a twentieth of a fresh
+    release's Python, twice per release (its reads and its write each check a connection
+    out), and under load every connection comes back within milliseconds of its last use. A
+    connection idle longer is pinged, and one whose ping fails is replaced before anyone uses
+    it (``DisconnectionError``: the pool discards it and connects again, up to three times):
+    after a server restart or a dropped connection, the next request finds fresh
+    connections. A server lost in the half second after a connection's last use fails the
+    statement that finds it, as a StoreError that spends nothing; SQLAlchemy then invalidates
+    that connection (its rollback fails, whichever way the statement was sent), and every
+    connection idle since is pinged at its next checkout, so the request after it finds
+    working connections."""
+    dialect = engine.dialect
+    stale_before = [0.0]  # a connection idle since before this is pinged whatever its age
+
+    @event.listens_for(engine, "connect")
+    def _connected(dbapi_connection, record):
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection, record):
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "invalidate")
+    def _invalidated(dbapi_connection, record, exception):
+        # a connection found lost: the others may be too (a server restart loses them all)
+        stale_before[0] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, proxy):
+        since = record.info.get(_IDLE_SINCE)
+        if (since is not None and since > stale_before[0]
+                and time.monotonic() - since < ALIVE_BYPASS_SECONDS
+                and not dbapi_connection.closed):
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
 
 
 def _sqlite_engine(parsed) -> Engine:
