@@ -111,9 +111,12 @@ class Derivation:
                   if level not in plan.settings.settings.disabled_levels}
         rows = _CANDIDATES.rows(session, {
             "tenant": principal.tenant, "product": plan.product.id,
-            "sources": [self.source_key(principal, query, plan, data_version, subset)
+            "sources": self._log.keys(
+                principal.tenant, data_version, plan, vary="filters",
+                values=[sorted(list(f) for f in subset)
                         for size in range(len(query.filters) + 1)
                         for subset in itertools.combinations(query.filters, size)],
+                source=query.metric),  # each subset's source_key
             "periods": read})
         dims = breakdowns(query)
         sources: dict[date, list[dict]] = defaultdict(list)

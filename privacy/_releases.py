@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, func, insert, select
 
 from data.catalog import Catalog, ProductSpec
 from data.prepared import Batch, Prepared
-from data.errors import QueryRefused
+from data.errors import QueryRefused, VeilBug
 from data.models import ProductVersion, ReleasePeriod, SubjectConsent
 from data.models import Release as ReleaseRow
 
@@ -31,9 +31,9 @@ from privacy._values import Cell, Delta, Epsilon, PeriodStatus, Query, Release
 
 __all__ = ["Published", "ReleaseLog", "digest", "query_of"]
 
-#: Stands for the month in a period key's text while the other months' keys are made from it.
-_MONTH = "\u0000month\u0000"
-_MONTH_JSON = json.dumps(_MONTH)
+#: Stands for the value that differs in one text of many keys (``ReleaseLog.keys``).
+_MARKER = "\u0000veil-key\u0000"
+_MARKER_JSON = json.dumps(_MARKER)
 
 
 def _hashed(material: str) -> str:
@@ -71,6 +71,19 @@ class ReleaseLog:
         one release and pay once; every one of its months was drawn once from its lifetime."""
         return _hashed(self._material(tenant, data_version, plan, **extra))
 
+    def keys(self, tenant: str, data_version: int, plan: Plan, *, vary: str, values: list,
+             **extra) -> list[str]:
+        """``key(tenant, data_version, plan, **extra, <vary>=value)`` for each of ``values``
+        (JSON values), with the same bytes: the text is built once with a marker where the
+        value goes. The marker is a control character's escape, which nothing keyed holds (a
+        query refuses one); if it were found elsewhere the keys could be wrong: a bug, raised."""
+        material = self._material(tenant, data_version, plan, **extra, **{vary: _MARKER})
+        if material.count(_MARKER_JSON) != 1:
+            raise VeilBug(f"a release key's text holds its marker more than once: {material!r}")
+        before, _, after = material.partition(_MARKER_JSON)
+        return [_hashed(before + json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                            default=str) + after) for value in values]
+
     def _material(self, tenant: str, data_version: int, plan: Plan, **extra) -> str:
         settings = {"tenant_settings": plan.key_settings} if plan.key_settings else {}
         return json.dumps({
@@ -89,13 +102,10 @@ class ReleaseLog:
         if query.period == "window":  # the whole window is the one atomic period
             return {query.start: self.key(tenant, data_version, plan, atomic=atomic)}
         del atomic["start"], atomic["end"]
-        # The months' keys differ only in the month: the text is built once with a marker in
-        # its place (the same bytes as building each, which the keys of stored periods need).
-        # The marker is unique in it: a query holds no control character (Query refuses one).
-        material = self._material(tenant, data_version, plan, atomic=atomic, month=_MONTH)
-        before, _, after = material.partition(_MONTH_JSON)
-        return {month: _hashed(f"{before}\"{month.isoformat()}\"{after}")
-                for month in query.months}
+        months = query.months
+        return dict(zip(months, self.keys(tenant, data_version, plan, vary="month",
+                                          values=[month.isoformat() for month in months],
+                                          atomic=atomic)))
 
     # --- reads -------------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from data.errors import InvalidInput
-from privacy._releases import ReleaseLog
+from data.errors import InvalidInput, VeilBug
+from privacy._releases import _MARKER, ReleaseLog
 from privacy._values import Query
 
 
@@ -48,8 +48,23 @@ def test_each_period_key_is_its_month_keyed_alone(settings, filters):
     assert len(set(keys.values())) == 12
 
 
-def test_no_query_holds_the_marker_period_keys_are_built_with():
-    """The months' keys are made by putting each month where a marker stands in one text; a
-    query holding that marker (a control character) is refused before it is keyed."""
+def test_no_query_holds_the_marker_keys_are_built_with():
+    """Many keys are made by putting each value where a marker stands in one text; a query
+    holding that marker (a control character) is refused before it is keyed."""
     with pytest.raises(InvalidInput, match="control character"):
-        _query(("district", "\u0000month\u0000"))
+        _query(("district", _MARKER))
+
+
+def test_a_marker_found_elsewhere_in_the_text_is_a_bug_not_a_wrong_key():
+    with pytest.raises(VeilBug, match="marker"):
+        _log().period_keys(_MARKER, _query(), 3, SimpleNamespace(key_settings={}))
+
+
+def test_source_keys_are_each_filter_subsets_key():
+    """The keys derivation reads candidates by: one per subset of the view's filters, each
+    the key ``source_key`` gives that subset."""
+    log, plan = _log(), SimpleNamespace(key_settings={"k": 12, "epsilon": 0.5})
+    subsets = [[], [["district", "KGL-GAS"]], [["district", "KGL-GAS"], ["gender", "male"]]]
+    assert log.keys("kigali-east", 5, plan, vary="filters", values=subsets,
+                    source="doses") == [
+        log.key("kigali-east", 5, plan, source="doses", filters=subset) for subset in subsets]
