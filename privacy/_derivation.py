@@ -65,8 +65,14 @@ class Derivation:
         """Which measurements a view may be derived from: same metric, data, policy and
         tenant settings, and filters (a source's filters are a subset of the view's), so the
         planner reads only candidates (one key per subset of the view's few filters)."""
-        return self._log.key(principal.tenant, data_version, plan, source=query.metric,
-                             filters=sorted(list(f) for f in filters))
+        return self.source_keys(principal, query, plan, data_version, [filters])[0]
+
+    def source_keys(self, principal: Principal, query: Query, plan: Plan, data_version: int,
+                    subsets: list) -> list[str]:
+        """``source_key`` of each of ``subsets`` (filter tuples), their text built once."""
+        return self._log.keys(principal.tenant, data_version, plan, vary="filters",
+                              values=[sorted(list(f) for f in filters) for filters in subsets],
+                              source=query.metric)
 
     def _source(self, query: Query, plan: Plan, data_version: int) -> dict:
         """What a stored measurement was measured as: whether it can answer another view."""
@@ -111,12 +117,9 @@ class Derivation:
                   if level not in plan.settings.settings.disabled_levels}
         rows = _CANDIDATES.rows(session, {
             "tenant": principal.tenant, "product": plan.product.id,
-            "sources": self._log.keys(
-                principal.tenant, data_version, plan, vary="filters",
-                values=[sorted(list(f) for f in subset)
-                        for size in range(len(query.filters) + 1)
-                        for subset in itertools.combinations(query.filters, size)],
-                source=query.metric),  # each subset's source_key
+            "sources": self.source_keys(principal, query, plan, data_version, [
+                subset for size in range(len(query.filters) + 1)
+                for subset in itertools.combinations(query.filters, size)]),
             "periods": read})
         dims = breakdowns(query)
         sources: dict[date, list[dict]] = defaultdict(list)
