@@ -466,7 +466,7 @@ class Gate:
                                                      measured)
         cells_json = [c for key in period_keys.values()
                       for c in (existing[key] if key in existing else fresh[key])]
-        cells = [Cell.from_json(c) for c in cells_json]
+        cells = tuple(Cell.from_json(c) for c in cells_json)
         release_id = str(uuid.uuid4())
         values = dict(
             id=release_id, query_key=series_key, tenant_id=principal.tenant,
@@ -521,7 +521,7 @@ class Gate:
         return self._log.to_release(row, plan.product, charged=epsilon, reused=False,
                                     k=plan.k, level_epsilon=plan.level_epsilon,
                                     charged_delta=delta, derived=len(derived),
-                                    lifetime=lifetime)
+                                    lifetime=lifetime, cells=cells)
 
     def _compute(self, principal: Principal, query: Query, plan: Plan, *,
                  months: list[date], measurement: dict | None = None,

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 from collections import namedtuple
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import NamedTuple
 
@@ -225,13 +225,18 @@ class ReleaseLog:
     def to_release(self, row: ReleaseRow, product: ProductSpec, *, charged: Epsilon,
                    reused: bool, k: int, level_epsilon: float,
                    charged_delta: Delta = Delta(0.0), derived: int = 0,
-                   lifetime: tuple[PeriodStatus, ...] | None = None) -> Release:
+                   lifetime: tuple[PeriodStatus, ...] | None = None,
+                   cells: tuple[Cell, ...] | None = None) -> Release:
+        """``row`` as a Release; ``cells`` are its cells when the caller already holds them
+        (a fresh release built them from the same JSON), else read from the row."""
         query = query_of(row.query)
         # k and ε as the tenant's settings made them (the release is keyed by them)
         product = dataclasses.replace(product, k=k)
         return Release(
             id=row.id, tenant=row.tenant_id, product=row.product_id, query=query,
-            cells=tuple(Cell.from_json(c) for c in row.cells), epsilon=Epsilon(row.epsilon),
+            cells=(cells if cells is not None
+                   else tuple(Cell.from_json(c) for c in row.cells)),
+            epsilon=Epsilon(row.epsilon),
             charged=charged, reused=reused, mechanism=row.mechanism, k=k,
             confidence=self._catalog.policy.interval_confidence,
             privacy_unit=product.privacy_unit, policy_version=row.policy_version,
@@ -256,7 +261,7 @@ def query_of(q: dict) -> Query:
                  filters=tuple(tuple(f) for f in q["filters"]), period=q.get("period", "month"))
 
 
-def digest(cells: list[Cell]) -> str:
+def digest(cells: Sequence[Cell]) -> str:
     payload = json.dumps([c.to_json() for c in cells], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
